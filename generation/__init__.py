@@ -1,0 +1,1 @@
+"""Prompts to images with diffusers. Importing this package does not import torch."""

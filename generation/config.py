@@ -1,0 +1,143 @@
+"""Configuration of models and the executor: the ``models:`` and ``executor:`` sections of config.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from generation.configfile import parse_yaml, read_config_text, validate_section
+from generation.errors import ConfigError
+
+Family = Literal["sd1", "sd2", "sdxl"]
+DType = Literal["auto", "float16", "bfloat16", "float32"]
+SCHEDULERS = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lcm", "unipc")
+SchedulerName = Literal["default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lcm", "unipc"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """One named model: where it comes from and the limits requests for it must respect."""
+
+    source: str = Field(description="hub repo id, local diffusers folder, .safetensors file, or builtin:tiny")
+    family: Family = "sd1"
+    revision: str | None = None
+    variant: str | None = Field(default=None, description="e.g. fp16 to download half-precision weights")
+    dtype: DType = "auto"
+    scheduler: SchedulerName = "default"
+    default_steps: int = Field(default=25, ge=1, le=200)
+    max_steps: int = Field(default=50, ge=1, le=200)
+    default_guidance: float = Field(default=7.0, ge=0.0, le=30.0)
+    max_guidance: float = Field(default=20.0, ge=0.0, le=30.0)
+    default_width: int = Field(default=512, ge=64, le=4096)
+    default_height: int = Field(default=512, ge=64, le=4096)
+    max_width: int = Field(default=1024, ge=64, le=4096)
+    max_height: int = Field(default=1024, ge=64, le=4096)
+    max_pixels: int = Field(default=768 * 768, ge=64 * 64)
+    size_multiple: int = Field(default=8, ge=8, le=128)
+    vae: str | None = Field(default=None, description="optional replacement VAE source")
+    preview_decoder: str | None = Field(default=None, description="optional tiny autoencoder (TAESD) source")
+    safety_checker: bool = False
+    img2img: bool = True
+    cost_weight: float = Field(default=1.0, gt=0.0, description="relative cost of one step at 512x512")
+
+    @model_validator(mode="after")
+    def _defaults_within_maxima(self) -> ModelConfig:
+        problems = []
+        if self.default_steps > self.max_steps:
+            problems.append(f"default_steps {self.default_steps} exceeds max_steps {self.max_steps}")
+        if self.default_guidance > self.max_guidance:
+            problems.append(f"default_guidance {self.default_guidance} exceeds max_guidance {self.max_guidance}")
+        if self.default_width > self.max_width or self.default_height > self.max_height:
+            problems.append("default size exceeds max_width/max_height")
+        for name in ("default_width", "default_height", "max_width", "max_height"):
+            if getattr(self, name) % self.size_multiple:
+                problems.append(f"{name} {getattr(self, name)} is not a multiple of size_multiple {self.size_multiple}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ExecutorConfig(_Strict):
+    """How and where models run."""
+
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: DType = "auto"
+    max_batch_images: int = Field(default=4, ge=1, le=64)
+    max_loaded_models: int = Field(default=1, ge=1, le=16)
+    attention_slicing: bool = False
+    vae_tiling_above_pixels: int = Field(default=1024 * 1024, ge=0, description="0 disables VAE tiling")
+    cpu_offload: bool = False
+    channels_last: bool = True
+    compile: bool = False
+    preview_every_steps: int = Field(default=5, ge=0, description="0 disables previews")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads; default: torch's choice")
+
+
+def _builtin_models() -> dict[str, ModelConfig]:
+    return {"tiny": ModelConfig(source="builtin:tiny", default_steps=4, max_steps=50, default_width=64,
+                                default_height=64, max_width=512, max_height=512, max_pixels=512 * 512)}
+
+
+class GenerationConfig(_Strict):
+    """The parts of config.yaml that ``generation`` reads."""
+
+    default_model: str = "tiny"
+    models: dict[str, ModelConfig] = Field(default_factory=_builtin_models)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+
+    @model_validator(mode="after")
+    def _default_model_exists(self) -> GenerationConfig:
+        if self.default_model not in self.models:
+            allowed = ", ".join(sorted(self.models)) or "(none configured)"
+            raise ValueError(f"default model {self.default_model!r} is not configured; configured models: {allowed}")
+        return self
+
+    def model(self, name_or_source: str | None) -> tuple[str, ModelConfig]:
+        """The model for a request: a configured name, a raw source (``builtin:tiny``, a path), or the default."""
+        if name_or_source is None:
+            return self.default_model, self.models[self.default_model]
+        if name_or_source in self.models:
+            return name_or_source, self.models[name_or_source]
+        for name, model in self.models.items():
+            if model.source == name_or_source:
+                return name, model
+        if name_or_source.startswith("builtin:") or Path(name_or_source).exists() or "/" in name_or_source:
+            base = _builtin_models()["tiny"] if name_or_source == "builtin:tiny" else ModelConfig(source=name_or_source)
+            return name_or_source, base.model_copy(update={"source": name_or_source})
+        allowed = ", ".join(sorted(self.models))
+        raise ConfigError(f"unknown model {name_or_source!r}; configured models: {allowed}")
+
+    def with_default_model(self, name_or_source: str) -> GenerationConfig:
+        """A copy whose default model is ``name_or_source`` (how IMAGINE_MODEL overrides the file)."""
+        name, model = self.model(name_or_source)
+        return self.model_copy(update={"default_model": name, "models": {**self.models, name: model}})
+
+
+def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dict[Any, int]) -> GenerationConfig:
+    """Validate the ``models:`` and ``executor:`` sections of an already parsed config file."""
+    models_section = data.get("models") or {}
+    if not isinstance(models_section, dict):
+        raise ConfigError(f"{source}: models must be a mapping with 'default' and named entries")
+    section = {
+        "default_model": models_section.get("default", "tiny"),
+        "models": {k: v for k, v in models_section.items() if k != "default"} or _builtin_models(),
+        "executor": data.get("executor") or {},
+    }
+    try:
+        return validate_section(GenerationConfig, section, source, lines)
+    except ConfigError as exc:
+        # The section was reshaped, so rename its keys back to what the file says.
+        raise ConfigError(str(exc).replace("default_model", "models.default").replace(": models.", ": models.")) from exc
+
+
+def load_generation_config(path: Path | None) -> GenerationConfig:
+    """Read ``models:``/``executor:`` from a config file; other sections are the bot's and ignored here."""
+    if path is None:
+        return GenerationConfig()
+    data, lines = parse_yaml(read_config_text(path), str(path))
+    return generation_config_from_mapping(data, str(path), lines)

@@ -1,0 +1,50 @@
+"""The project's exception tree.
+
+Every error a user or an operator can cause is an ``ImagineError``; its ``str()`` is a message meant
+for people: it says what was wrong and what is allowed. ``bot.errors`` extends the tree with the
+scheduler's refusals (rate limits, quotas, queue caps) so that the bot maps one tree to replies.
+
+    ImagineError
+    ├── ConfigError            config.yaml (or an override) is invalid; names key, line, allowed values
+    ├── InvalidRequest         a generation request has bad fields; ``problems`` lists each one
+    ├── ModelLoadError         a model source could not be loaded (missing folder, bad checkpoint, ...)
+    ├── GenerationFailed       the pipeline failed for this request (out of memory, NaNs, crash)
+    ├── GenerationCancelled    the request was cancelled before it finished
+    └── ExecutorClosed         the executor is shutting down and takes no new work
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ImagineError(Exception):
+    """Base of every error the project raises on purpose; the message is user-facing."""
+
+
+class ConfigError(ImagineError):
+    """The configuration is invalid; the running configuration (if any) stays in force."""
+
+
+class InvalidRequest(ImagineError):
+    """One or more request fields are out of range; ``problems`` has one sentence per field."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class ModelLoadError(ImagineError):
+    """A configured model could not be loaded from its source."""
+
+
+class GenerationFailed(ImagineError):
+    """The pipeline could not produce this request's images."""
+
+
+class GenerationCancelled(ImagineError):
+    """The request was cancelled (by its owner, a moderator or shutdown) before it finished."""
+
+
+class ExecutorClosed(ImagineError):
+    """The executor is shut down or shutting down and refuses new work."""

@@ -1,0 +1,52 @@
+"""The executor contract the scheduler depends on; the in-process GPU executor and a future remote
+worker pool both implement it. No torch here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from generation.errors import ImagineError
+from generation.request import GenerationRequest, GenerationResult, ProgressEvent
+
+ProgressCallback = Callable[[ProgressEvent], None]
+Outcome = GenerationResult | ImagineError
+
+
+class CancelToken:
+    """A thread-safe flag: set from the event loop, read by the worker between denoising steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class Executor(Protocol):
+    """Runs batches of compatible, validated requests.
+
+    ``run`` returns one outcome per request, in order: a GenerationResult, or the ImagineError that
+    ended that request alone (GenerationFailed, GenerationCancelled). Cancelling the awaiting task
+    interrupts the whole batch at the next step and raises CancelledError. Setting one request's
+    CancelToken drops that member only; the others finish. ``on_progress`` is called on the event
+    loop thread.
+    """
+
+    @property
+    def max_batch_images(self) -> int: ...
+
+    async def run(
+        self,
+        batch: Sequence[GenerationRequest],
+        on_progress: ProgressCallback | None = None,
+        *,
+        cancel_tokens: Sequence[CancelToken] | None = None,
+    ) -> list[Outcome]: ...
+
+    async def close(self, *, cancel_running: bool = False) -> None: ...

@@ -1,0 +1,210 @@
+"""What a caller asks for (GenerationRequest), what it gets back (GenerationResult), and validation.
+
+This module imports neither torch nor diffusers: the bot and the scheduler use it to validate
+requests, estimate cost and batch compatible jobs.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from PIL import Image, PngImagePlugin
+
+from generation.config import SCHEDULERS, ModelConfig
+from generation.errors import InvalidRequest
+
+MAX_IMAGES_PER_REQUEST = 4
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**32 - 1
+Mode = Literal["txt2img", "img2img"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One user's ask. ``None`` fields take the model's defaults in ``validate``."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    count: int = 1
+    scheduler: str | None = None
+    model: str | None = None
+    init_image: bytes | None = field(default=None, repr=False)
+    strength: float | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return "img2img" if self.init_image is not None else "txt2img"
+
+    def seeds(self) -> list[int]:
+        """The seed of each image: image i uses ``seed + i`` so each image is reproducible alone."""
+        if self.seed is None:
+            raise ValueError("seeds() needs a validated request (seed filled in)")
+        return [(self.seed + index) % (MAX_SEED + 1) for index in range(self.count)]
+
+
+@dataclass(frozen=True)
+class CompatibilityKey:
+    """Requests with equal keys can share one pipeline call."""
+
+    model: str
+    width: int
+    height: int
+    steps: int
+    scheduler: str
+    guidance: float
+    mode: Mode
+    strength: float | None
+
+
+def compatibility_key(request: GenerationRequest) -> CompatibilityKey:
+    if request.width is None or request.height is None or request.steps is None or request.guidance is None:
+        raise ValueError("compatibility_key() needs a validated request (defaults filled in)")
+    return CompatibilityKey(
+        model=request.model or "",
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        scheduler=request.scheduler or "default",
+        guidance=request.guidance,
+        mode=request.mode,
+        strength=request.strength if request.mode == "img2img" else None,
+    )
+
+
+def _range_problem(name: str, value: float, low: float, high: float) -> str | None:
+    if low <= value <= high:
+        return None
+    return f"{name} {value:g} is out of range; allowed: {low:g} to {high:g}"
+
+
+def validate(request: GenerationRequest, model_name: str, limits: ModelConfig, *, random_seed: int | None = None) -> GenerationRequest:
+    """Fill defaults from the model and check every field; raise one InvalidRequest naming each problem.
+
+    ``random_seed`` is used when the request has no seed, so callers decide where randomness comes from.
+    """
+    width = request.width if request.width is not None else limits.default_width
+    height = request.height if request.height is not None else limits.default_height
+    steps = request.steps if request.steps is not None else limits.default_steps
+    guidance = request.guidance if request.guidance is not None else limits.default_guidance
+    scheduler = request.scheduler or limits.scheduler
+    problems: list[str] = []
+    prompt = request.prompt.strip()
+    if not prompt:
+        problems.append("prompt is empty; describe the image you want")
+    if len(request.prompt) > MAX_PROMPT_CHARS:
+        problems.append(f"prompt is {len(request.prompt)} characters; allowed: at most {MAX_PROMPT_CHARS}")
+    if len(request.negative_prompt) > MAX_PROMPT_CHARS:
+        problems.append(f"negative prompt is {len(request.negative_prompt)} characters; allowed: at most {MAX_PROMPT_CHARS}")
+    multiple = limits.size_multiple
+    for name, value, maximum in (("width", width, limits.max_width), ("height", height, limits.max_height)):
+        if not 64 <= value <= maximum:
+            problems.append(f"{name} {value} is out of range; allowed: 64 to {maximum} for model {model_name}")
+        elif value % multiple:
+            problems.append(f"{name} {value} is not a multiple of {multiple}; allowed: multiples of {multiple} (e.g. {value - value % multiple})")
+    if width * height > limits.max_pixels:
+        problems.append(
+            f"size {width}x{height} is {width * height} pixels; allowed: at most {limits.max_pixels} pixels for model {model_name}"
+        )
+    for problem in (
+        _range_problem("steps", steps, 1, limits.max_steps),
+        _range_problem("guidance", guidance, 0.0, limits.max_guidance),
+        _range_problem("count", request.count, 1, MAX_IMAGES_PER_REQUEST),
+    ):
+        if problem:
+            problems.append(problem)
+    if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
+        problems.append(f"seed {request.seed} is out of range; allowed: 0 to {MAX_SEED}")
+    if scheduler not in SCHEDULERS:
+        problems.append(f"scheduler {scheduler!r} is unknown; allowed: {', '.join(SCHEDULERS)}")
+    strength = request.strength
+    if request.init_image is not None:
+        if not limits.img2img:
+            problems.append(f"model {model_name} does not take an input image; allowed: text prompts only")
+        strength = 0.75 if strength is None else strength
+        problem = _range_problem("strength", strength, 0.05, 1.0)
+        if problem:
+            problems.append(problem)
+        elif strength * steps < 1:
+            problems.append(f"strength {strength:g} with {steps} steps runs no denoising step; allowed: strength x steps >= 1")
+    elif strength is not None:
+        problems.append("strength is only used with an input image; attach an image or leave strength out")
+    if problems:
+        raise InvalidRequest(problems)
+    seed = request.seed if request.seed is not None else random_seed
+    if seed is None:
+        import secrets
+
+        seed = secrets.randbelow(MAX_SEED + 1)
+    return replace(
+        request, prompt=prompt, width=width, height=height, steps=steps, guidance=guidance,
+        scheduler=scheduler, model=model_name, seed=seed, strength=strength,
+    )
+
+
+def estimate_cost(request: GenerationRequest, cost_weight: float = 1.0) -> float:
+    """Work units of a validated request: images x pixels/512^2 x steps/25 x the model's weight."""
+    assert request.width is not None and request.height is not None and request.steps is not None
+    steps = request.steps * (request.strength or 1.0) if request.mode == "img2img" else request.steps
+    return request.count * (request.width * request.height / 512**2) * (steps / 25) * cost_weight
+
+
+@dataclass(frozen=True)
+class Timings:
+    load_s: float = 0.0
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.load_s + self.denoise_s + self.decode_s
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Step ``step`` of ``total`` finished for a batch; ``preview`` is a cheap low-res look, or None."""
+
+    step: int
+    total: int
+    preview: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The images of one request, each with its seed, and the parameters that made them."""
+
+    request: GenerationRequest  # validated: every field effective
+    images: list[Image.Image]
+    seeds: list[int]
+    timings: Timings
+    nsfw: list[bool] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def parameters_text(self, index: int) -> str:
+        """The widely read "parameters" text chunk: prompt, negative prompt, then key: value pairs."""
+        request = self.request
+        lines = [request.prompt]
+        if request.negative_prompt:
+            lines.append(f"Negative prompt: {request.negative_prompt}")
+        pairs = [
+            ("Steps", request.steps), ("Sampler", request.scheduler), ("CFG scale", request.guidance),
+            ("Seed", self.seeds[index]), ("Size", f"{request.width}x{request.height}"), ("Model", request.model),
+        ]
+        if request.mode == "img2img":
+            pairs.append(("Denoising strength", request.strength))
+        lines.append(", ".join(f"{key}: {value}" for key, value in pairs))
+        return "\n".join(lines)
+
+    def png_bytes(self, index: int) -> bytes:
+        """Image ``index`` as PNG carrying its parameters, so a saved file keeps its recipe."""
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", self.parameters_text(index))
+        buffer = io.BytesIO()
+        self.images[index].save(buffer, format="PNG", pnginfo=info)
+        return buffer.getvalue()
