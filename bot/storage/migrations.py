@@ -1,0 +1,159 @@
+"""Versioned schema migrations: a ``schema_version`` table and an ordered list of steps.
+
+Each step is a function of a sync ``Connection`` that builds on the schema before it. Steps define
+their own tables (never from ``models.py``, which is the *latest* schema), so an old database
+always upgrades through the same DDL. ``migrate`` runs the pending steps and records each in
+``schema_version`` inside the caller's transaction (SQLite and PostgreSQL both have transactional
+DDL), so a failed upgrade leaves the database as it was, and running it again is a no-op.
+
+To change the schema: append ``Migration(N + 1, ...)`` here and update ``models.py`` to match.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    inspect,
+    select,
+    text,
+)
+
+from bot.storage.errors import StorageError
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _schema_version_table(metadata: MetaData) -> Table:
+    return Table(
+        "schema_version", metadata,
+        Column("version", Integer, primary_key=True),
+        Column("description", String(200), nullable=False),
+        Column("applied_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+def _v1_jobs_and_results(conn: Connection) -> None:
+    metadata = MetaData()
+    Table(
+        "jobs", metadata,
+        Column("id", String(32), primary_key=True),
+        Column("kind", String(16), nullable=False),
+        Column("parent_job_id", String(32)),
+        Column("guild_id", BigInteger),
+        Column("channel_id", BigInteger),
+        Column("user_id", BigInteger, nullable=False),
+        Column("role_ids", JSON, nullable=False),
+        Column("request", JSON, nullable=False),
+        Column("init_image", LargeBinary),
+        Column("seeds", JSON, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("error", Text),
+        Column("application_id", BigInteger),
+        Column("interaction_token", Text),
+        Column("token_created_at", DateTime(timezone=True)),
+        Column("status_message_id", BigInteger),
+        Column("result_message_id", BigInteger),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("started_at", DateTime(timezone=True)),
+        Column("finished_at", DateTime(timezone=True)),
+        Column("timings", JSON, nullable=False),
+    )
+    Table(
+        "results", metadata,
+        Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+        Column("image_index", Integer, primary_key=True),
+        Column("seed", BigInteger, nullable=False),
+        Column("path", String(255), nullable=False),
+        Column("width", Integer, nullable=False),
+        Column("height", Integer, nullable=False),
+        Column("size_bytes", Integer, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    metadata.create_all(conn)
+
+
+def _add_column(conn: Connection, table: str, column: Column[object]) -> None:
+    quote = conn.dialect.identifier_preparer.quote
+    type_sql = column.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column.name)} {type_sql}"))
+
+
+def _v2_soft_delete_guild_settings_indexes(conn: Connection) -> None:
+    _add_column(conn, "jobs", Column("deleted_at", DateTime(timezone=True)))
+    conn.execute(text("CREATE INDEX ix_jobs_status ON jobs (status)"))
+    conn.execute(text("CREATE INDEX ix_jobs_owner ON jobs (guild_id, user_id, created_at)"))
+    metadata = MetaData()
+    Table(
+        "guild_settings", metadata,
+        Column("guild_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("overrides", JSON, nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )
+    metadata.create_all(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "jobs and results", _v1_jobs_and_results),
+    Migration(2, "soft delete of jobs, guild settings, job indexes", _v2_soft_delete_guild_settings_indexes),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version of the database; 0 when nothing was ever migrated."""
+    if not inspect(conn).has_table("schema_version"):
+        return 0
+    version_table = _schema_version_table(MetaData())
+    return int(conn.execute(select(func.coalesce(func.max(version_table.c.version), 0))).scalar_one())
+
+
+def migrate(
+    conn: Connection, target: int | None = None, migrations: tuple[Migration, ...] = MIGRATIONS
+) -> list[int]:
+    """Apply the migrations above the current version up to ``target`` (default: latest).
+
+    Returns the versions applied (empty when already up to date).
+    """
+    latest = migrations[-1].version
+    target = latest if target is None else target
+    version_table = _schema_version_table(MetaData())
+    version_table.create(conn, checkfirst=True)
+    current = current_version(conn)
+    if current > latest:
+        raise StorageError(
+            f"the database schema is version {current}, newer than this bot's {latest}; "
+            "upgrade the bot or restore a matching backup"
+        )
+    applied = []
+    for migration in migrations:
+        if current < migration.version <= target:
+            _log.info("migrating database schema to v%d: %s", migration.version, migration.description)
+            migration.apply(conn)
+            conn.execute(version_table.insert().values(
+                version=migration.version, description=migration.description, applied_at=datetime.now(UTC)))
+            applied.append(migration.version)
+    return applied

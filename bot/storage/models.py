@@ -1,0 +1,93 @@
+"""ORM tables: the latest schema. Migrations (``migrations.py``) build the same schema step by step.
+
+Keep this file and the latest migration in step; ``tests/test_storage_migrations.py`` compares them.
+Snowflakes are BigInteger; JSON columns hold request fields, seeds, role ids and timings; times are
+timezone-aware UTC (``UTCDateTime``), so SQLite and PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to storage; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[int]: JSON, datetime: UTCDateTime}
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status", "status"),
+        Index("ix_jobs_owner", "guild_id", "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_job_id: Mapped[str | None] = mapped_column(String(32))  # no FK: a parent may be purged first
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)  # None in DMs
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    role_ids: Mapped[list[int]]
+    request: Mapped[dict[str, Any]]  # every GenerationRequest field but init_image
+    init_image: Mapped[bytes | None] = mapped_column(LargeBinary)  # input image, raw bytes (loaded with the row)
+    seeds: Mapped[list[int]]
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    application_id: Mapped[int | None] = mapped_column(BigInteger)
+    interaction_token: Mapped[str | None] = mapped_column(Text)
+    token_created_at: Mapped[datetime | None]
+    status_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    result_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    timings: Mapped[dict[str, Any]]
+    deleted_at: Mapped[datetime | None]  # schema v2: soft delete (images removed, row kept for audit)
+
+
+class ResultRow(Base):
+    __tablename__ = "results"
+
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    image_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(255))  # relative to the data dir: images/<job_id>_<i>.png
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class GuildSettingsRow(Base):
+    """Schema v2: per-guild overrides set by moderators (validated by the bot's config layer)."""
+
+    __tablename__ = "guild_settings"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    overrides: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]

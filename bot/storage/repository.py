@@ -1,0 +1,308 @@
+"""``Storage``: jobs, their result images and guild settings, over SQLAlchemy 2 async.
+
+SQLite (aiosqlite) by default; PostgreSQL works by changing the URL (``postgresql+asyncpg://...``).
+Database calls run in the driver's thread and image files are written and read with
+``asyncio.to_thread``, so nothing here blocks the event loop. Methods return frozen records
+(``Job``, ``ResultImage``), never live ORM objects, so callers cannot trigger lazy loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.storage import images
+from bot.storage.db import default_url, make_engine
+from bot.storage.errors import IllegalTransition, JobNotFound, StorageError
+from bot.storage.migrations import current_version, migrate
+from bot.storage.models import GuildSettingsRow, JobRow, ResultRow
+from bot.storage.records import (
+    JOB_KINDS,
+    TERMINAL_STATUSES,
+    TRANSITIONS,
+    InteractionRef,
+    Job,
+    JobKind,
+    JobStatus,
+    ResultImage,
+)
+from bot.storage.serialization import request_from_dict, request_to_dict
+from generation.request import GenerationRequest
+
+_log = logging.getLogger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_job(row: JobRow) -> Job:
+    interaction = None
+    if row.application_id is not None and row.interaction_token and row.token_created_at is not None:
+        interaction = InteractionRef(row.application_id, row.interaction_token, row.token_created_at)
+    return Job(
+        id=row.id, kind=cast(JobKind, row.kind), status=cast(JobStatus, row.status),
+        request=request_from_dict(row.request, row.init_image), user_id=row.user_id, guild_id=row.guild_id,
+        channel_id=row.channel_id, role_ids=tuple(row.role_ids), parent_job_id=row.parent_job_id,
+        seeds=tuple(row.seeds), error=row.error, interaction=interaction, status_message_id=row.status_message_id,
+        result_message_id=row.result_message_id, created_at=row.created_at, started_at=row.started_at,
+        finished_at=row.finished_at, deleted_at=row.deleted_at, timings=dict(row.timings),
+    )
+
+
+class Storage:
+    """The bot's database. ``await open()`` creates the data dir and migrates; ``await close()`` at the end."""
+
+    def __init__(
+        self, data_dir: Path, url: str | None = None, *, clock: Callable[[], datetime] = _utc_now, echo: bool = False
+    ) -> None:
+        self.data_dir = data_dir
+        self.url = url or default_url(data_dir)
+        self._clock = clock
+        self._echo = echo
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def open(self) -> None:
+        await asyncio.to_thread(lambda: (self.data_dir / images.IMAGES_DIR).mkdir(parents=True, exist_ok=True))
+        self._engine = make_engine(self.url, echo=self._echo)
+        async with self._engine.begin() as conn:
+            applied = await conn.run_sync(migrate)
+        if applied:
+            _log.info("database %s migrated through versions %s", self._engine.url.render_as_string(), applied)
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        self._engine, self._sessions = None, None
+
+    async def __aenter__(self) -> Storage:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    def _session(self) -> AsyncSession:
+        if self._sessions is None:
+            raise StorageError("storage is not open; call await storage.open() first")
+        return self._sessions()
+
+    async def schema_version(self) -> int:
+        if self._engine is None:
+            raise StorageError("storage is not open; call await storage.open() first")
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(current_version)
+
+    # Jobs
+
+    async def create_job(
+        self,
+        request: GenerationRequest,
+        *,
+        user_id: int,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        role_ids: Iterable[int] = (),
+        kind: JobKind = "imagine",
+        parent_job_id: str | None = None,
+        interaction: InteractionRef | None = None,
+        status: JobStatus = "queued",
+    ) -> Job:
+        """Store a new job (status ``queued``, or ``refused`` to record a refusal) and return it."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"job kind {kind!r} is unknown; allowed: {', '.join(JOB_KINDS)}")
+        if status not in ("queued", "refused"):
+            raise ValueError(f"a new job starts queued or refused, not {status}")
+        now = self._clock()
+        row = JobRow(
+            id=uuid.uuid4().hex, kind=kind, parent_job_id=parent_job_id, guild_id=guild_id, channel_id=channel_id,
+            user_id=user_id, role_ids=list(role_ids), request=request_to_dict(request), init_image=request.init_image,
+            seeds=request.seeds() if request.seed is not None else [], status=status, error=None,
+            application_id=interaction.application_id if interaction else None,
+            interaction_token=interaction.token if interaction else None,
+            token_created_at=interaction.created_at if interaction else None,
+            created_at=now, finished_at=now if status == "refused" else None, timings={},
+        )
+        async with self._session() as session, session.begin():
+            session.add(row)
+        return _to_job(row)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self._session() as session:
+            row = await session.get(JobRow, job_id)
+            return _to_job(row) if row is not None else None
+
+    async def require_job(self, job_id: str) -> Job:
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def update_status(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        seeds: Sequence[int] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Job:
+        """Move a job along its lifecycle (``TRANSITIONS``), stamping start/finish times.
+
+        Raises ``IllegalTransition`` for a move the lifecycle forbids, including one that lost a race
+        (the update only applies if the status is still the one that was checked).
+        """
+        now = self._clock()
+        async with self._session() as session, session.begin():
+            row = await session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobNotFound(job_id)
+            current = cast(JobStatus, row.status)
+            if status not in TRANSITIONS[current]:
+                raise IllegalTransition(job_id, current, status, TRANSITIONS[current])
+            values: dict[str, Any] = {"status": status}
+            if status == "running":
+                values["started_at"] = now
+            elif status == "queued":
+                values["started_at"] = None  # re-queued after a restart: it will start again
+            if status in TERMINAL_STATUSES:
+                values["finished_at"] = now
+            if error is not None:
+                values["error"] = error
+            if seeds is not None:
+                values["seeds"] = list(seeds)
+            if timings is not None:
+                values["timings"] = dict(timings)
+            statement = update(JobRow).where(JobRow.id == job_id, JobRow.status == current).values(**values)
+            result = cast(CursorResult[Any], await session.execute(statement))
+            if result.rowcount != 1:
+                raise IllegalTransition(job_id, current, status, (), raced=True)
+        return await self.require_job(job_id)
+
+    async def set_messages(
+        self, job_id: str, *, status_message_id: int | None = None, result_message_id: int | None = None
+    ) -> Job:
+        """Record the status and/or result message of a job (``None`` leaves a value unchanged)."""
+        values = {key: value for key, value in
+                  (("status_message_id", status_message_id), ("result_message_id", result_message_id))
+                  if value is not None}
+        if values:
+            async with self._session() as session, session.begin():
+                result = cast(CursorResult[Any], await session.execute(
+                    update(JobRow).where(JobRow.id == job_id).values(**values)))
+                if result.rowcount != 1:
+                    raise JobNotFound(job_id)
+        return await self.require_job(job_id)
+
+    async def jobs_in_states(self, states: Iterable[JobStatus]) -> list[Job]:
+        """Jobs in any of ``states``, oldest first (for resuming after a restart)."""
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(JobRow).where(JobRow.status.in_(list(states))).order_by(JobRow.created_at, JobRow.id))
+            return [_to_job(row) for row in rows]
+
+    async def requeue_interrupted(self) -> list[Job]:
+        """At start-up: put jobs cut off while ``running`` back to ``queued``; return every queued job."""
+        for job in await self.jobs_in_states(["running"]):
+            await self.update_status(job.id, "queued")
+        return await self.jobs_in_states(["queued"])
+
+    async def list_user_jobs(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[Job]:
+        """A user's most recent jobs in a guild (``None``: DMs), newest first, without deleted ones."""
+        guild_match = JobRow.guild_id.is_(None) if guild_id is None else JobRow.guild_id == guild_id
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(JobRow).where(guild_match, JobRow.user_id == user_id, JobRow.deleted_at.is_(None))
+                .order_by(JobRow.created_at.desc(), JobRow.id).limit(limit))
+            return [_to_job(row) for row in rows]
+
+    async def mark_deleted(self, job_id: str) -> Job:
+        """Soft delete: keep the row for audit, drop its images, input image and interaction token."""
+        async with self._session() as session, session.begin():
+            row = await session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            paths = await self._delete_result_rows(session, job_id)
+            row.deleted_at = row.deleted_at or self._clock()
+            row.init_image, row.interaction_token = None, None
+        await asyncio.to_thread(images.remove_images, paths)
+        return await self.require_job(job_id)
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Hard delete: the row, its results and image files. False when there was no such job."""
+        async with self._session() as session, session.begin():
+            paths = await self._delete_result_rows(session, job_id)
+            result = cast(CursorResult[Any], await session.execute(delete(JobRow).where(JobRow.id == job_id)))
+        await asyncio.to_thread(images.remove_images, paths)
+        return result.rowcount == 1
+
+    # Result images
+
+    async def _delete_result_rows(self, session: AsyncSession, job_id: str) -> list[Path]:
+        rows = (await session.scalars(select(ResultRow).where(ResultRow.job_id == job_id))).all()
+        await session.execute(delete(ResultRow).where(ResultRow.job_id == job_id))
+        return [self.data_dir / row.path for row in rows]
+
+    def _to_result(self, row: ResultRow) -> ResultImage:
+        return ResultImage(row.job_id, row.image_index, row.seed, self.data_dir / row.path, row.width, row.height,
+                           row.size_bytes)
+
+    async def save_result_images(self, job_id: str, pngs: Sequence[bytes], seeds: Sequence[int]) -> list[ResultImage]:
+        """Write each PNG to ``images/<job_id>_<i>.png`` (in a thread) and record it; replaces earlier results."""
+        if len(pngs) != len(seeds):
+            raise ValueError(f"{len(pngs)} images but {len(seeds)} seeds")
+        await self.require_job(job_id)
+        relpaths = [images.image_relpath(job_id, index) for index in range(len(pngs))]
+        sizes = await asyncio.to_thread(
+            lambda: [images.write_image(self.data_dir, path, data) for path, data in zip(relpaths, pngs, strict=True)])
+        now = self._clock()
+        rows = [ResultRow(job_id=job_id, image_index=index, seed=seed, path=path, width=size[0], height=size[1],
+                          size_bytes=len(data), created_at=now)
+                for index, (seed, path, size, data) in enumerate(zip(seeds, relpaths, sizes, pngs, strict=True))]
+        async with self._session() as session, session.begin():
+            stale = await self._delete_result_rows(session, job_id)
+            session.add_all(rows)
+        await asyncio.to_thread(images.remove_images, [path for path in stale if path.name not in
+                                                       {Path(rel).name for rel in relpaths}])
+        return [self._to_result(row) for row in rows]
+
+    async def list_results(self, job_id: str) -> list[ResultImage]:
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(ResultRow).where(ResultRow.job_id == job_id).order_by(ResultRow.image_index))
+            return [self._to_result(row) for row in rows]
+
+    async def load_result_image(self, job_id: str, index: int) -> bytes | None:
+        """The stored PNG of image ``index`` of a job, or ``None`` when it does not exist (any more)."""
+        async with self._session() as session:
+            row = await session.get(ResultRow, (job_id, index))
+        if row is None:
+            return None
+        return await asyncio.to_thread(images.read_image, self.data_dir / row.path)
+
+    # Guild settings
+
+    async def get_guild_settings(self, guild_id: int) -> dict[str, Any]:
+        async with self._session() as session:
+            row = await session.get(GuildSettingsRow, guild_id)
+            return dict(row.overrides) if row is not None else {}
+
+    async def set_guild_settings(self, guild_id: int, overrides: dict[str, Any]) -> None:
+        """Replace a guild's overrides (validate them first: storage keeps whatever it is given)."""
+        async with self._session() as session, session.begin():
+            row = await session.get(GuildSettingsRow, guild_id)
+            if row is None:
+                session.add(GuildSettingsRow(guild_id=guild_id, overrides=dict(overrides), updated_at=self._clock()))
+            else:
+                row.overrides, row.updated_at = dict(overrides), self._clock()

@@ -1,0 +1,172 @@
+"""Storage on real SQLite files: jobs survive restarts, lifecycles are enforced, images live on disk."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.storage import IllegalTransition, InteractionRef, JobNotFound, Storage
+from generation.request import GenerationRequest
+
+T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (64, 32)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def storage(tmp_path: Path, clock: Clock) -> AsyncIterator[Storage]:
+    async with Storage(tmp_path, clock=clock) as opened:
+        yield opened
+
+
+REQUEST = GenerationRequest(prompt="a fox", negative_prompt="text", width=768, height=512, steps=30, guidance=6.5,
+                            seed=41, count=3, scheduler="euler", model="tiny", init_image=b"\x89PNG-ish", strength=0.6)
+
+
+async def test_job_round_trips_with_request_and_interaction(storage: Storage) -> None:
+    interaction = InteractionRef(application_id=11, token="tok", created_at=T0)
+    job = await storage.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, role_ids=[5, 6],
+                                   interaction=interaction)
+    loaded = await storage.require_job(job.id)
+    assert loaded == job
+    assert loaded.request == REQUEST and loaded.request.init_image == b"\x89PNG-ish"
+    assert (loaded.status, loaded.kind, loaded.seeds, loaded.role_ids) == ("queued", "imagine", (41, 42, 43), (5, 6))
+    assert loaded.interaction == interaction and loaded.created_at == T0
+    assert loaded.interaction.usable(T0 + timedelta(minutes=13))
+    assert not loaded.interaction.usable(T0 + timedelta(minutes=15))
+    assert await storage.get_job("f" * 32) is None
+    with pytest.raises(JobNotFound, match="was not found"):
+        await storage.require_job("f" * 32)
+
+
+async def test_lifecycle_stamps_times_and_illegal_moves_raise(storage: Storage, clock: Clock) -> None:
+    job = await storage.create_job(GenerationRequest("a fox"), user_id=1)
+    clock.now = T0 + timedelta(seconds=5)
+    running = await storage.update_status(job.id, "running", seeds=[7])
+    assert running.started_at == clock.now and running.finished_at is None and running.seeds == (7,)
+    clock.now = T0 + timedelta(seconds=9)
+    done = await storage.update_status(job.id, "done", timings={"denoise_s": 3.5})
+    assert done.finished_at == clock.now and done.timings == {"denoise_s": 3.5} and not done.active
+    with pytest.raises(IllegalTransition, match="is done; it cannot become cancelled"):
+        await storage.update_status(job.id, "cancelled")
+    other = await storage.create_job(GenerationRequest("b"), user_id=1)
+    with pytest.raises(IllegalTransition, match="is queued; it cannot become done; allowed next: running"):
+        await storage.update_status(other.id, "done")
+    failed = await storage.update_status(other.id, "failed", error="out of memory")
+    assert failed.error == "out of memory"
+    with pytest.raises(JobNotFound):
+        await storage.update_status("a" * 32, "running")
+
+
+async def test_restart_keeps_jobs_and_finds_interrupted_ones(tmp_path: Path, clock: Clock) -> None:
+    async with Storage(tmp_path, clock=clock) as first:
+        queued = await first.create_job(GenerationRequest("q"), user_id=1, guild_id=9)
+        clock.now += timedelta(seconds=1)
+        running = await first.create_job(GenerationRequest("r"), user_id=2, guild_id=9)
+        await first.update_status(running.id, "running")
+        finished = await first.create_job(GenerationRequest("d"), user_id=3)
+        await first.update_status(finished.id, "cancelled")
+        await first.set_messages(running.id, status_message_id=100)
+    async with Storage(tmp_path, clock=clock) as second:  # a new process after a crash
+        active = await second.jobs_in_states(["queued", "running"])
+        assert [(job.id, job.status) for job in active] == [(queued.id, "queued"), (running.id, "running")]
+        resumed = await second.requeue_interrupted()
+        assert [(job.id, job.status, job.started_at) for job in resumed] == [
+            (queued.id, "queued", None), (running.id, "queued", None)]
+        assert resumed[1].status_message_id == 100
+        assert (await second.require_job(finished.id)).status == "cancelled"
+
+
+async def test_messages_are_recorded(storage: Storage) -> None:
+    job = await storage.create_job(GenerationRequest("a"), user_id=1)
+    await storage.set_messages(job.id, status_message_id=10)
+    updated = await storage.set_messages(job.id, result_message_id=20)
+    assert (updated.status_message_id, updated.result_message_id) == (10, 20)
+    with pytest.raises(JobNotFound):
+        await storage.set_messages("b" * 32, result_message_id=1)
+
+
+async def test_result_images_are_files_that_survive_restart(tmp_path: Path, clock: Clock) -> None:
+    async with Storage(tmp_path, clock=clock) as storage:
+        job = await storage.create_job(GenerationRequest("a", seed=5, count=2), user_id=1)
+        saved = await storage.save_result_images(job.id, [png((255, 0, 0)), png((0, 0, 255), (32, 64))], [5, 6])
+        assert [(r.index, r.seed, r.width, r.height) for r in saved] == [(0, 5, 64, 32), (1, 6, 32, 64)]
+        assert saved[0].path == tmp_path / "images" / f"{job.id}_0.png" and saved[0].path.exists()
+    async with Storage(tmp_path, clock=clock) as reopened:
+        data = await reopened.load_result_image(job.id, 1)
+        assert data is not None
+        assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (0, 0, 255)
+        assert await reopened.load_result_image(job.id, 2) is None
+        assert [r.index for r in await reopened.list_results(job.id)] == [0, 1]
+        # Saving again (e.g. an upscale replaced them) replaces rows and drops stale files.
+        await reopened.save_result_images(job.id, [png((0, 255, 0))], [5])
+        assert not (tmp_path / "images" / f"{job.id}_1.png").exists()
+        assert await reopened.load_result_image(job.id, 1) is None
+        with pytest.raises(ValueError, match="the data is not an image"):
+            await reopened.save_result_images(job.id, [b"not an image"], [1])
+
+
+async def test_user_history_and_deletion(storage: Storage, clock: Clock) -> None:
+    ids = []
+    for number in range(4):
+        clock.now = T0 + timedelta(minutes=number)
+        job = await storage.create_job(GenerationRequest(f"p{number}"), user_id=1, guild_id=9)
+        ids.append(job.id)
+    await storage.create_job(GenerationRequest("other guild"), user_id=1, guild_id=8)
+    await storage.create_job(GenerationRequest("dm"), user_id=1)
+    recent = await storage.list_user_jobs(9, 1, limit=3)
+    assert [job.request.prompt for job in recent] == ["p3", "p2", "p1"]
+    assert [job.request.prompt for job in await storage.list_user_jobs(None, 1)] == ["dm"]
+
+    await storage.save_result_images(ids[3], [png((1, 2, 3))], [0])
+    deleted = await storage.mark_deleted(ids[3])
+    assert deleted.deleted_at is not None and deleted.interaction is None
+    assert await storage.load_result_image(ids[3], 0) is None
+    assert not list((storage.data_dir / "images").glob(f"{ids[3]}_*"))
+    assert [job.request.prompt for job in await storage.list_user_jobs(9, 1)] == ["p2", "p1", "p0"]
+
+    await storage.save_result_images(ids[0], [png((1, 2, 3))], [0])
+    assert await storage.delete_job(ids[0]) is True
+    assert await storage.get_job(ids[0]) is None and await storage.list_results(ids[0]) == []
+    assert await storage.delete_job(ids[0]) is False
+
+
+async def test_guild_settings(storage: Storage) -> None:
+    assert await storage.get_guild_settings(5) == {}
+    await storage.set_guild_settings(5, {"max_count": 2})
+    await storage.set_guild_settings(5, {"max_count": 3, "styles": {"a": "{prompt}"}})
+    assert await storage.get_guild_settings(5) == {"max_count": 3, "styles": {"a": "{prompt}"}}
+
+
+async def test_refused_jobs_are_recorded_finished(storage: Storage) -> None:
+    job = await storage.create_job(GenerationRequest("a"), user_id=1, status="refused")
+    assert job.finished_at == T0
+    with pytest.raises(IllegalTransition):
+        await storage.update_status(job.id, "queued")
+
+
+async def test_unopened_storage_says_so(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="not open"):
+        await Storage(tmp_path).get_job("a" * 32)
