@@ -1,0 +1,57 @@
+"""An in-process fake of Discord that the real discord.py client talks to over loopback.
+
+Usage (or the ``fake_discord`` fixture, which does the first two lines)::
+
+    async with FakeDiscord() as fake:
+        with fake.patch_discord():  # or give a subprocess fake.env
+            async with run_client(fake, MyBot(guild_ready_timeout=0.05)):
+                handle = await fake.slash("imagine", {"prompt": "a cat"}, user="alice")
+                await handle.wait_response()
+                result = await handle.wait_for(lambda m: m.attachments)
+                again = await fake.click(result, "again")
+    fake.assert_no_failures()
+
+Every REST body is validated against Discord's OpenAPI spec and Discord's rules; mistakes
+land in ``fake.failures``.  The ``fake_discord`` fixture fails the test on them; enable it
+with ``pytest_plugins = ["tests.fake_discord.fixtures"]``.
+"""
+
+from .interactions import InteractionHandle
+from .models import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser, default_guilds
+from .patching import discord_py_pointed_at, point_discord_py_at
+from .payloads import FakeAttachment
+from .records import (
+    AllowedMentionsRecord,
+    InteractionRecord,
+    MessageVersion,
+    RecordedRequest,
+    StoredAttachment,
+    StoredMessage,
+    UploadedFile,
+)
+from .runner import run_client
+from .server import FakeDiscord
+from .state import FakeTimeout
+
+__all__ = [
+    "AllowedMentionsRecord",
+    "FakeAttachment",
+    "FakeChannel",
+    "FakeDiscord",
+    "FakeGuild",
+    "FakeMember",
+    "FakeRole",
+    "FakeTimeout",
+    "FakeUser",
+    "InteractionHandle",
+    "InteractionRecord",
+    "MessageVersion",
+    "RecordedRequest",
+    "StoredAttachment",
+    "StoredMessage",
+    "UploadedFile",
+    "default_guilds",
+    "discord_py_pointed_at",
+    "point_discord_py_at",
+    "run_client",
+]
