@@ -1,0 +1,93 @@
+"""``python -m bot [--config PATH]``: build everything in one place and run the bot.
+
+Bad set-up (no token, a rejected token, an invalid config) prints one line saying what to do and
+exits with code 2; SIGINT/SIGTERM drain the queue and close cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import discord
+
+from bot.app import ImagineBot
+from bot.config import ConfigStore
+from bot.discord_endpoints import point_discord_at
+from bot.storage import Storage
+from generation.errors import ConfigError
+
+_log = logging.getLogger("bot")
+EXIT_USAGE = 2
+TOKEN_HELP = (
+    "DISCORD_TOKEN is not set. Create an application at https://discord.com/developers/applications, "
+    "add a bot, copy its token, then run: DISCORD_TOKEN=<token> make run"
+)
+
+
+def _fail(message: str) -> int:
+    print(f"imagine: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _config_path(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    if os.environ.get("IMAGINE_CONFIG"):
+        return Path(os.environ["IMAGINE_CONFIG"])
+    default = Path("config.yaml")
+    return default if default.exists() else None
+
+
+async def _serve(bot: ImagineBot, token: str) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+        except (NotImplementedError, RuntimeError):
+            pass
+    async with bot:
+        await bot.start(token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Run the /imagine Discord bot.")
+    parser.add_argument("--config", help="config file (default: $IMAGINE_CONFIG, else ./config.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("IMAGINE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if not token:
+        return _fail(TOKEN_HELP)
+    path = _config_path(args.config)
+    try:
+        store = ConfigStore(path, model_override=os.environ.get("IMAGINE_MODEL") or None)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    config = store.current
+    point_discord_at(os.environ.get("DISCORD_API_BASE") or config.discord.api_base,
+                     os.environ.get("DISCORD_GATEWAY_URL") or config.discord.gateway_url)
+    data_dir = Path(os.environ.get("IMAGINE_DATA_DIR", "data"))
+    from generation.executor import GpuExecutor  # the composition root is the one bot module that builds it
+
+    executor = GpuExecutor.from_config(config.generation)
+    storage = Storage(data_dir, config.bot.database_url)
+    bot = ImagineBot(config=store, storage=storage, executor=executor)
+    try:
+        asyncio.run(_serve(bot, token))
+    except discord.LoginFailure:
+        return _fail("Discord rejected DISCORD_TOKEN; copy the bot token again from the developer portal")
+    except discord.PrivilegedIntentsRequired:
+        return _fail("Discord refused the requested intents; this bot needs no privileged intents")
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

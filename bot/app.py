@@ -1,0 +1,106 @@
+"""The Discord client: owns the scheduler, storage and presenter for its lifetime.
+
+Dependencies come in through the constructor (``bot.__main__`` builds them); ``setup_hook`` opens
+storage, starts the scheduler, resumes interrupted jobs, registers cogs and persistent buttons and
+syncs commands; ``close`` drains the queue (queued jobs stay stored and resume on the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.buttons import DYNAMIC_ITEMS
+from bot.cogs.imagine import ImagineCog
+from bot.cogs.info import InfoCog
+from bot.config import ConfigStore
+from bot.custom_ids import Action
+from bot.lifecycle import JobRecorder
+from bot.presenter import DiscordPresenter, StatusTarget
+from bot.replies import reply_error
+from bot.scheduler import Clock, Scheduler
+from bot.service import ImagineService
+from bot.storage import Storage
+from generation.interface import Executor
+
+_log = logging.getLogger(__name__)
+
+
+class ImagineBot(commands.Bot):
+    def __init__(self, *, config: ConfigStore, storage: Storage, executor: Executor, clock: Clock | None = None,
+                 drain_timeout_s: float = 30.0, watch_config: bool = True, **options: Any) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
+                         allowed_mentions=discord.AllowedMentions.none(), help_command=None, **options)
+        self.config = config
+        self.executor = executor
+        self.presenter = DiscordPresenter(self, storage, progress_interval_s=config.current.bot.progress_interval_s)
+        self.recorder = JobRecorder(storage, self.presenter)
+        self.service = ImagineService(config, storage, Scheduler(executor, config, clock=clock, listener=self.recorder))
+        self._drain_timeout_s = drain_timeout_s
+        self._watch_config = watch_config
+        self._watcher: asyncio.Task[None] | None = None
+        self._imagine: ImagineCog | None = None
+        self.tree.error(self._on_tree_error)
+
+    async def setup_hook(self) -> None:
+        await self.service.storage.open()
+        await self.service.scheduler.start()
+        self._imagine = ImagineCog(self)
+        await self.add_cog(self._imagine)
+        await self.add_cog(InfoCog(self))
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        await self._resume_jobs()
+        await self._sync_commands()
+        if self._watch_config and self.config.path is not None:
+            self._watcher = asyncio.create_task(self.config.watch(asyncio.sleep), name="config-watch")
+            self.config.install_sighup(asyncio.get_running_loop())
+
+    async def button_handler(self, interaction: discord.Interaction[Any], action: Action, job_id: str,
+                             index: int | None) -> None:
+        assert self._imagine is not None
+        await self._imagine.on_button(interaction, action, job_id, index)
+
+    async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+        await reply_error(interaction, error)
+
+    async def _sync_commands(self) -> None:
+        dev_guilds = self.config.current.discord.dev_guilds
+        if dev_guilds:
+            for guild_id in dev_guilds:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+            _log.info("commands synced to %d development guild(s)", len(dev_guilds))
+        else:
+            await self.tree.sync()
+            _log.info("commands synced globally (may take up to an hour to appear everywhere)")
+
+    async def _resume_jobs(self) -> None:
+        resumed, dropped = await self.service.resume()
+        for stored in resumed:
+            target = StatusTarget(stored.user_id, stored.channel_id or 0, stored.interaction, stored.status_message_id)
+            await self.presenter.attach(stored.id, target)
+        for stored, _reason in dropped:
+            refreshed = await self.service.storage.require_job(stored.id)
+            target = StatusTarget(stored.user_id, stored.channel_id or 0, stored.interaction, stored.status_message_id)
+            await self.presenter.attach(stored.id, target)
+            await self.presenter.finished(refreshed, None)
+
+    async def close(self) -> None:
+        """Stop admitting, let the running batch finish (or interrupt it), keep queued jobs stored."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self.recorder.shutting_down = True
+        try:
+            handed_back = await self.service.scheduler.drain(timeout_s=self._drain_timeout_s)
+            await self.service.scheduler.flush_notifications()
+            _log.info("shutdown: %d queued job(s) kept for the next start", len(handed_back))
+            await self.executor.close(cancel_running=True)
+        finally:
+            await self.service.storage.close()
+            await super().close()

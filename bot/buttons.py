@@ -1,0 +1,86 @@
+"""Persistent buttons. Each custom id names the stored job, so buttons on old messages keep working
+after a restart: discord.py routes a click to the DynamicItem whose template matches, and the
+handler looks the job up in storage. What each button does lives in ``bot.cogs.actions``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from bot.custom_ids import Action, encode_custom_id, template
+
+ButtonHandler = Callable[[discord.Interaction[Any], Action, str, int | None], Awaitable[None]]
+
+
+def _handler(interaction: discord.Interaction[Any]) -> ButtonHandler:
+    handler: ButtonHandler = interaction.client.button_handler
+    return handler
+
+
+class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"imagine:(?!)"):
+    """Shared behaviour; the base template matches nothing, each subclass sets its own."""
+
+    action: Action
+
+    def __init__(self, job_id: str, index: int | None = None, *, label: str | None = None,
+                 emoji: str | None = None, style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+                 row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, row=row,
+                                           custom_id=encode_custom_id(self.action, job_id, index)))
+        self.job_id = job_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str]) -> _JobButton:
+        index = match.groupdict().get("index")
+        return cls(match["job_id"], int(index) if index is not None else None)
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _handler(interaction)(interaction, self.action, self.job_id, self.index)
+
+
+class UpscaleButton(_JobButton, template=template("u")):
+    action = "u"
+
+
+class VariationButton(_JobButton, template=template("v")):
+    action = "v"
+
+
+class RerollButton(_JobButton, template=template("reroll")):
+    action = "reroll"
+
+
+class DeleteButton(_JobButton, template=template("delete")):
+    action = "delete"
+
+
+class CancelButton(_JobButton, template=template("cancel")):
+    action = "cancel"
+
+
+DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (UpscaleButton, VariationButton, RerollButton, DeleteButton, CancelButton)
+
+
+def status_view(job_id: str) -> discord.ui.View:
+    """The ✖ cancel button shown while a job is queued or running."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id, label="Cancel", emoji="✖", style=discord.ButtonStyle.danger))
+    return view
+
+
+def result_view(job_id: str, count: int, *, variations: bool = True) -> discord.ui.View:
+    """U1–Un, V1–Vn, reroll and delete under a finished job."""
+    view = discord.ui.View(timeout=None)
+    for index in range(count):
+        view.add_item(UpscaleButton(job_id, index, label=f"U{index + 1}", row=0))
+    if variations:
+        for index in range(count):
+            view.add_item(VariationButton(job_id, index, label=f"V{index + 1}", row=1))
+    view.add_item(RerollButton(job_id, emoji="🔄", row=2))
+    view.add_item(DeleteButton(job_id, emoji="🗑", row=2))
+    return view

@@ -1,0 +1,81 @@
+"""/queue and /help: what is waiting, and what the bot does and allows you."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cogs.imagine import requester_of
+from bot.config import Bucket, resolve_limits
+from bot.errors import format_duration
+from bot.presenter import NO_MENTIONS
+from bot.render import sanitize_user_text
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+FLAGS_HELP = (
+    "`--ar W:H` aspect ratio · `--size WxH` · `--seed N` · `--no words` things to avoid · `--steps N` · "
+    "`--count N` (1-4) · `--cfg N` guidance · `--model NAME` · `--style NAME` · `--strength F` (with an image)"
+)
+
+
+def _bucket(bucket: Bucket | None) -> str:
+    return bucket.describe() if bucket is not None else "no limit"
+
+
+def _cap(value: int | None) -> str:
+    return "no limit" if value is None else str(value)
+
+
+class InfoCog(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="queue", description="Your jobs and how long this server's queue is")
+    async def queue(self, interaction: discord.Interaction[Any]) -> None:
+        requester = requester_of(interaction)
+        scheduler = self.bot.service.scheduler
+        snapshot = scheduler.snapshot(guild_id=requester.guild_id)
+        lines = []
+        mine_running = [job for job in snapshot.running if job.user_id == requester.user_id]
+        mine_queued = [entry for entry in snapshot.queued if entry.job.user_id == requester.user_id]
+        for job in mine_running:
+            lines.append(f"▶ running: {sanitize_user_text(job.request.prompt)[:80]}")
+        for entry in mine_queued:
+            where = f"#{entry.position}" if entry.position is not None else "paused"
+            eta = f", starts in about {format_duration(entry.eta_s)}" if entry.eta_s is not None else ""
+            lines.append(f"⏳ {where}{eta}: {sanitize_user_text(entry.job.request.prompt)[:80]}")
+        if not lines:
+            lines.append("You have no jobs waiting or running.")
+        here = snapshot.guild_lengths.get(requester.guild_id, 0)
+        total = scheduler.snapshot().total_queued
+        lines.append(f"This server: {here} queued, {len(snapshot.running)} running · all servers: {total} queued")
+        if requester.guild_id in snapshot.paused_guilds:
+            lines.append("This server's queue is paused by a moderator.")
+        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    @app_commands.command(name="help", description="What /imagine does, its flags and your limits")
+    async def help(self, interaction: discord.Interaction[Any]) -> None:
+        requester = requester_of(interaction)
+        config = self.bot.config.current
+        limits = resolve_limits(config, requester.guild_id, requester.role_ids)
+        models = ", ".join(sorted(config.generation.models))
+        text = "\n".join([
+            "**/imagine** turns a prompt into images. Options or flags in the prompt set the details:",
+            FLAGS_HELP,
+            f"Models: {models} · aspects: {', '.join(config.bot.aspects)} · styles: {', '.join(config.bot.styles) or 'none'}",
+            "Under each result: **U** one image at full size (2× upscaled where the model allows), "
+            "**V** variations of it, 🔄 new seed, 🗑 delete (yours, or as a moderator).",
+            f"Your limits here: {_bucket(limits.user_rate)}; at most {_cap(limits.max_queued_per_user)} queued; "
+            f"{_cap(limits.daily_images_per_user)} images a day (resets {limits.quota_reset_hour:02d}:00 "
+            f"{limits.quota_timezone}).",
+        ])
+        await interaction.response.send_message(text[:2000], ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(InfoCog(bot))

@@ -1,0 +1,104 @@
+"""Turn what a user typed (prompt, flags, slash options, an attachment) into a validated request."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from bot.config import AppConfig
+from bot.flags import Options, ParsedFlags, aspect_to_size, merge_options, parse_prompt_flags
+from generation.config import ModelConfig
+from generation.errors import ConfigError, InvalidRequest
+from generation.request import GenerationRequest, validate
+
+MAX_INIT_IMAGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A validated request and what the scheduler needs to price it."""
+
+    request: GenerationRequest
+    model: ModelConfig
+
+    @property
+    def cost_weight(self) -> float:
+        return self.model.cost_weight
+
+
+def resolve_model(config: AppConfig, name: str | None) -> tuple[str, ModelConfig]:
+    """A configured model by name (users may only pick configured models, never raw sources)."""
+    generation = config.generation
+    if name is None:
+        return generation.default_model, generation.models[generation.default_model]
+    if name in generation.models:
+        return name, generation.models[name]
+    allowed = ", ".join(sorted(generation.models))
+    raise InvalidRequest([f"model {name!r} is not available; allowed: {allowed}"])
+
+
+def compose(config: AppConfig, prompt_text: str, explicit: Options, *, init_image: bytes | None = None) -> Composed:
+    """Parse flags out of the prompt, let explicit options win, apply style and aspect, then validate."""
+    parsed: ParsedFlags = merge_options(parse_prompt_flags(prompt_text), explicit)
+    options = parsed.options
+    model_name, model = resolve_model(config, options.model)
+    problems: list[str] = []
+    prompt = parsed.prompt
+    if options.style is not None:
+        template = config.bot.styles.get(options.style)
+        if template is None:
+            allowed = ", ".join(sorted(config.bot.styles)) or "(none configured)"
+            problems.append(f"style {options.style!r} is unknown; allowed: {allowed}")
+        else:
+            prompt = template.replace("{prompt}", prompt)
+    width = height = None
+    if options.size is not None:
+        width, height = options.size
+    elif options.aspect is not None:
+        try:
+            width, height = aspect_to_size(
+                options.aspect, model.default_width * model.default_height, model.size_multiple,
+                configured=_aspects_for(config, model),
+            )
+        except InvalidRequest as exc:
+            problems.extend(exc.problems)
+    if init_image is not None and len(init_image) > MAX_INIT_IMAGE_BYTES:
+        problems.append(f"the input image is {len(init_image) / 1e6:.1f} MB; allowed: at most {MAX_INIT_IMAGE_BYTES // 2**20} MiB")
+    request = GenerationRequest(
+        prompt=prompt, negative_prompt=options.negative or "", width=width, height=height, steps=options.steps,
+        guidance=options.guidance, seed=options.seed, count=options.count or 1, model=model_name,
+        init_image=init_image, strength=options.strength,
+    )
+    try:
+        validated = validate(request, model_name, model)
+    except InvalidRequest as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise InvalidRequest(problems)
+    return Composed(validated, model)
+
+
+def _aspects_for(config: AppConfig, model: ModelConfig) -> dict[str, str]:
+    """Configured aspect sizes, rescaled to the model's native pixel count (SDXL is 1024², SD 1.5 512²)."""
+    base = model.default_width * model.default_height
+    scaled: dict[str, str] = {}
+    for ratio, size in config.bot.aspects.items():
+        width, height = (int(part) for part in size.split("x"))
+        factor = math.sqrt(base / (width * height)) if width * height else 1.0
+        multiple = model.size_multiple
+        scaled[ratio] = f"{max(multiple, round(width * factor / multiple) * multiple)}x" \
+                        f"{max(multiple, round(height * factor / multiple) * multiple)}"
+    return scaled
+
+
+def derive(config: AppConfig, parent: GenerationRequest, **changes: object) -> Composed:
+    """A follow-up request (reroll, variation, upscale) re-validated against today's config."""
+    try:
+        _, model = resolve_model(config, parent.model)
+    except InvalidRequest as exc:
+        raise InvalidRequest([f"{exc.problems[0]} (the model of the original image was removed)"]) from exc
+    request = replace(parent, **changes)  # type: ignore[arg-type]
+    try:
+        return Composed(validate(request, parent.model or "", model), model)
+    except ConfigError as exc:
+        raise InvalidRequest([str(exc)]) from exc

@@ -1,0 +1,82 @@
+"""The scheduler's listener: record every transition in storage, then let the presenter show it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from bot.scheduler import Job, JobState
+from bot.storage import JobStatus, Storage
+from bot.storage import Job as StoredJob
+from generation.request import GenerationResult, ProgressEvent
+
+_log = logging.getLogger(__name__)
+
+_STATUS: dict[JobState, JobStatus] = {
+    JobState.DONE: "done", JobState.FAILED: "failed", JobState.CANCELLED: "cancelled",
+    JobState.REFUSED: "refused", JobState.EXPIRED: "expired",
+}
+
+
+class Presenter(Protocol):
+    """What users see of a job (implemented on Discord by ``bot.presenter.DiscordPresenter``)."""
+
+    async def queued(self, job_id: str, position: int | None, eta_s: float | None) -> None: ...
+
+    async def started(self, job_id: str) -> None: ...
+
+    async def progress(self, job_id: str, event: ProgressEvent) -> None: ...
+
+    async def finished(self, stored: StoredJob, result: GenerationResult | None) -> None: ...
+
+    async def interrupted(self, job_id: str) -> None: ...
+
+
+class JobRecorder:
+    """Implements ``bot.scheduler.JobListener``; the scheduler keeps each job's calls in order."""
+
+    def __init__(self, storage: Storage, presenter: Presenter) -> None:
+        self._storage = storage
+        self._presenter = presenter
+        self.shutting_down = False  # set by the bot before it drains: interrupted jobs then resume later
+
+    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+        await self._presenter.queued(job.id, position, eta_s)
+
+    async def position_changed(self, job: Job, position: int | None, eta_s: float | None) -> None:
+        await self._presenter.queued(job.id, position, eta_s)
+
+    async def started(self, job: Job) -> None:
+        stored = await self._storage.get_job(job.id)
+        if stored is not None and stored.status == "queued":
+            await self._storage.update_status(job.id, "running")
+        await self._presenter.started(job.id)
+
+    async def progress(self, job: Job, event: ProgressEvent) -> None:
+        await self._presenter.progress(job.id, event)
+
+    async def finished(self, job: Job) -> None:
+        if self.shutting_down and job.state is JobState.CANCELLED and job.cancelled_by is None:
+            # Interrupted by the shutdown, not by a person: storage keeps it active so the next start resumes it.
+            await self._presenter.interrupted(job.id)
+            return
+        status = _STATUS[job.state]
+        result = job.result if status == "done" else None
+        error = str(job.error) if job.error is not None else None
+        if result is not None:
+            pngs = await asyncio.to_thread(lambda: [result.png_bytes(i) for i in range(len(result.images))])
+            await self._storage.save_result_images(job.id, pngs, result.seeds)
+        timings = None
+        if result is not None:
+            timings = {"load_s": result.timings.load_s, "denoise_s": result.timings.denoise_s,
+                       "decode_s": result.timings.decode_s}
+        stored = await self._storage.get_job(job.id)
+        if stored is None:
+            _log.warning("job %s finished but is not in storage", job.id)
+            return
+        if stored.active:
+            stored = await self._storage.update_status(
+                job.id, status, error=error, seeds=result.seeds if result is not None else None, timings=timings,
+            )
+        await self._presenter.finished(stored, result)

@@ -1,0 +1,222 @@
+"""Show each job on Discord: one status message (queue place, progress, preview), then the result.
+
+The status message is the interaction's response, edited through the interaction webhook while its
+token lives (15 minutes). After that, progress edits stop and the result is posted to the channel
+with the bot token, addressed to the requester. Events that arrive before the status message exists
+are kept and shown once the cog ``attach``es it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import discord
+from PIL import Image
+
+from bot.buttons import result_view, status_view
+from bot.render import encode_to_fit, make_grid, progress_text, queued_text, result_message_text, upload_limit
+from bot.storage import InteractionRef, Storage
+from bot.storage import Job as StoredJob
+from generation.request import GenerationResult, ProgressEvent
+
+_log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+PREVIEW_SIDE = 256
+
+
+@dataclass
+class StatusTarget:
+    """Where a job's status message lives and how to edit it."""
+
+    user_id: int
+    channel_id: int
+    interaction: InteractionRef | None
+    message_id: int | None
+    attachment_limit: int | None = None
+
+
+@dataclass
+class _Shown:
+    target: StatusTarget | None = None
+    pending: Callable[[], Any] | None = None  # the latest render that waited for the target
+    last_progress_edit: float = field(default=float("-inf"))
+    finished: bool = False
+
+
+class DiscordPresenter:
+    """Implements ``bot.lifecycle.Presenter`` for Discord."""
+
+    def __init__(self, client: discord.Client, storage: Storage, *, progress_interval_s: float = 2.0,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._client = client
+        self._storage = storage
+        self._interval = progress_interval_s
+        self._monotonic = monotonic
+        self._now = now
+        self._shown: dict[str, _Shown] = {}
+
+    # --- wiring -------------------------------------------------------------------------------
+    async def attach(self, job_id: str, target: StatusTarget) -> None:
+        """The cog answered the interaction: show whatever happened to the job meanwhile."""
+        shown = self._shown.setdefault(job_id, _Shown())
+        shown.target = target
+        pending, shown.pending = shown.pending, None
+        if pending is not None:
+            await pending()
+        if shown.finished:
+            self._shown.pop(job_id, None)
+
+    async def _target_for(self, job_id: str) -> StatusTarget | None:
+        shown = self._shown.get(job_id)
+        if shown is not None and shown.target is not None:
+            return shown.target
+        stored = await self._storage.get_job(job_id)  # a job resumed after a restart
+        if stored is None or stored.status_message_id is None or stored.channel_id is None:
+            return None
+        target = StatusTarget(stored.user_id, stored.channel_id, stored.interaction, stored.status_message_id,
+                              self._guild_limit(stored.guild_id))
+        self._shown.setdefault(job_id, _Shown()).target = target
+        return target
+
+    def _guild_limit(self, guild_id: int | None) -> int | None:
+        guild = self._client.get_guild(guild_id) if guild_id else None
+        return guild.filesize_limit if guild is not None else None
+
+    async def _render(self, job_id: str, render: Callable[[StatusTarget], Any]) -> None:
+        target = await self._target_for(job_id)
+        shown = self._shown.setdefault(job_id, _Shown())
+        if target is None or target.message_id is None:
+            async def later() -> None:
+                assert shown.target is not None
+                await render(shown.target)
+            shown.pending = later
+            return
+        await render(target)
+
+    # --- Presenter ----------------------------------------------------------------------------
+    async def queued(self, job_id: str, position: int | None, eta_s: float | None) -> None:
+        text = queued_text(position, eta_s) if position is not None else "Queued — this server's queue is paused"
+        await self._render(job_id, lambda target: self._edit(target, text, view=status_view(job_id)))
+
+    async def started(self, job_id: str) -> None:
+        await self._render(job_id, lambda target: self._edit(target, "Starting…", view=status_view(job_id)))
+
+    async def progress(self, job_id: str, event: ProgressEvent) -> None:
+        shown = self._shown.get(job_id)
+        now = self._monotonic()
+        last = event.step >= event.total
+        if shown is None or shown.target is None or last or now - shown.last_progress_edit < self._interval:
+            return  # throttled: Discord allows a few edits per token every few seconds
+        shown.last_progress_edit = now
+        files = []
+        if event.preview is not None:
+            data = await asyncio.to_thread(_preview_png, event.preview)
+            files.append(discord.File(io.BytesIO(data), filename="preview.png"))
+        text = progress_text(event.step, event.total)
+        await self._edit(shown.target, text, files=files, view=status_view(job_id), only_if_token=True)
+
+    async def finished(self, stored: StoredJob, result: GenerationResult | None) -> None:
+        shown = self._shown.setdefault(stored.id, _Shown())
+        shown.finished = True
+        if result is not None:
+            await self._render(stored.id, lambda target: self._show_result(target, stored, result))
+        else:
+            await self._render(stored.id, lambda target: self._edit(target, failure_text(stored), view=None))
+        if shown.target is not None:
+            self._shown.pop(stored.id, None)
+
+    async def interrupted(self, job_id: str) -> None:
+        text = "⏸ Interrupted by a bot restart; it continues when the bot is back."
+        await self._render(job_id, lambda target: self._edit(target, text, view=None))
+
+    def forget(self, job_id: str) -> None:
+        self._shown.pop(job_id, None)
+
+    # --- Discord calls ------------------------------------------------------------------------
+    async def _show_result(self, target: StatusTarget, stored: StoredJob, result: GenerationResult) -> None:
+        request = result.request
+        limit = upload_limit(target.attachment_limit)
+        encoded = await asyncio.to_thread(
+            lambda: encode_to_fit(make_grid(result.images), limit, result.parameters_text(0), basename=f"imagine_{stored.id[:8]}")
+        )
+        note = _kind_note(stored)
+        if encoded.scaled:
+            note = (note + " · " if note else "") + "scaled down to fit this server's upload limit; U buttons give full size"
+        if result.warnings:
+            note = (note + "\n" if note else "") + "\n".join(f"⚠ {warning}" for warning in result.warnings)
+        text = result_message_text(
+            request.prompt, stored.user_id, result.seeds, request.model or "", (request.width or 0, request.height or 0),
+            request.steps or 0, result.timings.total_s, negative=request.negative_prompt, guidance=request.guidance,
+            strength=request.strength if request.mode == "img2img" else None, note=note,
+        )
+        file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
+        view = result_view(stored.id, len(result.images))
+        if self._token_usable(target):
+            await self._edit(target, text, files=[file], view=view)
+            await self._storage.set_messages(stored.id, result_message_id=target.message_id)
+            return
+        # The interaction token expired: post anew with the bot token, pinging only the requester.
+        channel = self._client.get_partial_messageable(target.channel_id)
+        try:
+            message = await channel.send(content=text, file=file, view=view,
+                                         allowed_mentions=discord.AllowedMentions(
+                                             everyone=False, roles=False, users=[discord.Object(target.user_id)]))
+        except discord.HTTPException:
+            _log.exception("could not post the result of job %s to channel %s", stored.id, target.channel_id)
+            return
+        await self._storage.set_messages(stored.id, result_message_id=message.id)
+
+    def _token_usable(self, target: StatusTarget) -> bool:
+        return target.interaction is not None and target.interaction.usable(self._now())
+
+    async def _edit(self, target: StatusTarget, content: str, *, files: list[discord.File] | None = None,
+                    view: discord.ui.View | None, only_if_token: bool = False) -> None:
+        if target.message_id is None:
+            return
+        try:
+            if self._token_usable(target):
+                assert target.interaction is not None
+                webhook = discord.Webhook.partial(target.interaction.application_id, target.interaction.token,
+                                                  client=self._client)
+                await webhook.edit_message(target.message_id, content=content, attachments=files or [],
+                                           view=view, allowed_mentions=NO_MENTIONS)
+            elif not only_if_token:
+                channel = self._client.get_partial_messageable(target.channel_id)
+                await channel.get_partial_message(target.message_id).edit(
+                    content=content, attachments=files or [], view=view, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:
+            _log.warning("could not update status message %s: %s", target.message_id, exc)
+
+
+def _preview_png(image: Image.Image) -> bytes:
+    preview = image.copy()
+    preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    buffer = io.BytesIO()
+    preview.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _kind_note(stored: StoredJob) -> str:
+    return {"upscale": "Upscaled 2×", "variation": "Variations", "reroll": "Rerolled"}.get(stored.kind, "")
+
+
+def failure_text(stored: StoredJob) -> str:
+    """What a job that ended without images says, in words a user understands."""
+    reason = stored.error or ""
+    heading = {
+        "cancelled": "✖ Cancelled.",
+        "expired": "⌛ This request waited too long in the queue and was dropped; please try again.",
+        "failed": "❌ This image could not be made.",
+        "dropped": "❌ This request was dropped when the bot restarted.",
+        "refused": "⛔ This request was not accepted.",
+    }.get(stored.status, f"This request ended ({stored.status}).")
+    return f"{heading} {reason}".strip()[:2000]

@@ -1,0 +1,52 @@
+"""One place that turns the project's exceptions into ephemeral replies.
+
+Expected errors (the ImagineError tree) say what was wrong and what is allowed. Anything else is
+logged with a short reference id that the user also sees, and the bot keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.errors import NotPermitted, Refused
+from bot.render import problems_text, sanitize_user_text
+from bot.storage import JobNotFound as StoredJobNotFound
+from generation.errors import ImagineError, InvalidRequest
+
+_log = logging.getLogger(__name__)
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, InvalidRequest):
+        return problems_text([sanitize_user_text(problem) for problem in exc.problems])
+    if isinstance(exc, Refused):
+        return f"⏳ Not now: {exc}"
+    if isinstance(exc, NotPermitted):
+        return f"🚫 {exc}"
+    if isinstance(exc, StoredJobNotFound):
+        return "That image is no longer stored (it may have been deleted)."
+    if isinstance(exc, ImagineError):
+        return str(exc)[:2000]
+    reference = secrets.token_hex(4)
+    _log.error("unexpected error (ref %s)", reference, exc_info=exc)
+    return f"Something went wrong on our side (reference `{reference}`). The bot is still running; please try again."
+
+
+async def reply_error(interaction: discord.Interaction[Any], exc: BaseException) -> None:
+    """Answer ``interaction`` with an ephemeral explanation of ``exc``, however far it got."""
+    if isinstance(exc, app_commands.CommandInvokeError):
+        exc = exc.original
+    text = error_text(exc)
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        else:
+            await interaction.response.send_message(text, ephemeral=True,
+                                                    allowed_mentions=discord.AllowedMentions.none())
+    except discord.HTTPException as http_exc:
+        _log.warning("could not send an error reply: %s", http_exc)
