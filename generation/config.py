@@ -107,7 +107,9 @@ class GenerationConfig(_Strict):
             if model.source == name_or_source:
                 return name, model
         if name_or_source.startswith("builtin:") or Path(name_or_source).exists() or "/" in name_or_source:
-            base = _builtin_models()["tiny"] if name_or_source == "builtin:tiny" else ModelConfig(source=name_or_source)
+            tiny = _builtin_models()["tiny"]
+            base = {"builtin:tiny": tiny, "builtin:tiny-xl": tiny.model_copy(update={"family": "sdxl"})}.get(
+                name_or_source, ModelConfig(source=name_or_source))
             return name_or_source, base.model_copy(update={"source": name_or_source})
         allowed = ", ".join(sorted(self.models))
         raise ConfigError(f"unknown model {name_or_source!r}; configured models: {allowed}")
@@ -128,11 +130,17 @@ def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dic
         "models": {k: v for k, v in models_section.items() if k != "default"} or _builtin_models(),
         "executor": data.get("executor") or {},
     }
+    if section["default_model"] not in section["models"]:
+        line = lines.get(("models", "default")) or lines.get(("models",))
+        where = f" (line {line})" if line is not None else ""
+        allowed = ", ".join(sorted(section["models"]))
+        raise ConfigError(f"{source}: invalid configuration: models.default{where}: default model "
+                          f"{section['default_model']!r} is not configured; configured models: {allowed}")
     try:
         return validate_section(GenerationConfig, section, source, lines)
     except ConfigError as exc:
         # The section was reshaped, so rename its keys back to what the file says.
-        raise ConfigError(str(exc).replace("default_model", "models.default").replace(": models.", ": models.")) from exc
+        raise ConfigError(str(exc).replace("default_model", "models.default")) from exc
 
 
 def load_generation_config(path: Path | None) -> GenerationConfig:

@@ -52,7 +52,9 @@ def _line_for(loc: KeyPath, lines: dict[KeyPath, int]) -> int | None:
     return None
 
 
-def describe_validation_error(exc: ValidationError, source: str, lines: dict[KeyPath, int], prefix: KeyPath = ()) -> str:
+def describe_validation_error(
+    exc: ValidationError, source: str, lines: dict[KeyPath, int], prefix: KeyPath = ()
+) -> str:
     """Turn pydantic's errors into one message per bad key: 'key (line N): what is wrong'."""
     parts = []
     for error in exc.errors():
@@ -63,13 +65,18 @@ def describe_validation_error(exc: ValidationError, source: str, lines: dict[Key
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key; check the spelling against the documented keys"
+        elif error["type"] == "value_error":
+            # A whole-section check: its message already names the values; dumping the section adds noise.
+            message = message.removeprefix("Value error, ")
         elif "input" in error and error["type"] != "missing":
             message = f"{message} (got {error['input']!r})"
         parts.append(f"{key}{where}: {message}")
     return f"{source}: invalid configuration: " + "; ".join(parts)
 
 
-def validate_section(model: type[ModelT], data: Any, source: str, lines: dict[KeyPath, int], prefix: KeyPath = ()) -> ModelT:
+def validate_section(
+    model: type[ModelT], data: Any, source: str, lines: dict[KeyPath, int], prefix: KeyPath = ()
+) -> ModelT:
     """Validate ``data`` (the part of the file at ``prefix``) as ``model`` or raise ConfigError."""
     try:
         return model.model_validate(data if data is not None else {})

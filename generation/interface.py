@@ -27,6 +27,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block (a worker thread, never the event loop) until cancelled or ``timeout``; True if cancelled."""
+        return self._event.wait(timeout)
+
 
 class Executor(Protocol):
     """Runs batches of compatible, validated requests.

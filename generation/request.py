@@ -84,7 +84,9 @@ def _range_problem(name: str, value: float, low: float, high: float) -> str | No
     return f"{name} {value:g} is out of range; allowed: {low:g} to {high:g}"
 
 
-def validate(request: GenerationRequest, model_name: str, limits: ModelConfig, *, random_seed: int | None = None) -> GenerationRequest:
+def validate(
+    request: GenerationRequest, model_name: str, limits: ModelConfig, *, random_seed: int | None = None
+) -> GenerationRequest:
     """Fill defaults from the model and check every field; raise one InvalidRequest naming each problem.
 
     ``random_seed`` is used when the request has no seed, so callers decide where randomness comes from.
@@ -101,16 +103,22 @@ def validate(request: GenerationRequest, model_name: str, limits: ModelConfig, *
     if len(request.prompt) > MAX_PROMPT_CHARS:
         problems.append(f"prompt is {len(request.prompt)} characters; allowed: at most {MAX_PROMPT_CHARS}")
     if len(request.negative_prompt) > MAX_PROMPT_CHARS:
-        problems.append(f"negative prompt is {len(request.negative_prompt)} characters; allowed: at most {MAX_PROMPT_CHARS}")
+        problems.append(
+            f"negative prompt is {len(request.negative_prompt)} characters; allowed: at most {MAX_PROMPT_CHARS}"
+        )
     multiple = limits.size_multiple
     for name, value, maximum in (("width", width, limits.max_width), ("height", height, limits.max_height)):
         if not 64 <= value <= maximum:
             problems.append(f"{name} {value} is out of range; allowed: 64 to {maximum} for model {model_name}")
         elif value % multiple:
-            problems.append(f"{name} {value} is not a multiple of {multiple}; allowed: multiples of {multiple} (e.g. {value - value % multiple})")
+            problems.append(
+                f"{name} {value} is not a multiple of {multiple}; "
+                f"allowed: multiples of {multiple} (e.g. {value - value % multiple})"
+            )
     if width * height > limits.max_pixels:
         problems.append(
-            f"size {width}x{height} is {width * height} pixels; allowed: at most {limits.max_pixels} pixels for model {model_name}"
+            f"size {width}x{height} is {width * height} pixels; "
+            f"allowed: at most {limits.max_pixels} pixels for model {model_name}"
         )
     for problem in (
         _range_problem("steps", steps, 1, limits.max_steps),
@@ -132,7 +140,9 @@ def validate(request: GenerationRequest, model_name: str, limits: ModelConfig, *
         if problem:
             problems.append(problem)
         elif strength * steps < 1:
-            problems.append(f"strength {strength:g} with {steps} steps runs no denoising step; allowed: strength x steps >= 1")
+            problems.append(
+                f"strength {strength:g} with {steps} steps runs no denoising step; allowed: strength x steps >= 1"
+            )
     elif strength is not None:
         problems.append("strength is only used with an input image; attach an image or leave strength out")
     if problems:
@@ -168,11 +178,18 @@ class Timings:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Step ``step`` of ``total`` finished for a batch; ``preview`` is a cheap low-res look, or None."""
+    """Step ``step`` of ``total`` finished for a batch (``total`` counts the steps actually run, e.g.
+    steps x strength for img2img; a call retried after running out of memory starts again at 1).
+
+    ``previews`` holds, on preview steps, one cheap look per batch member (its first image; None
+    for members that are done or cancelled), empty otherwise. ``preview`` is set only when the batch
+    has a single member, so one user's picture is never shown to another by accident.
+    """
 
     step: int
     total: int
     preview: Image.Image | None = None
+    previews: tuple[Image.Image | None, ...] = ()
 
 
 @dataclass(frozen=True)

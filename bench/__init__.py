@@ -1,0 +1,1 @@
+"""Benchmarks: executor overhead and the GPU smoke run (see each module)."""

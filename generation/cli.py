@@ -1,0 +1,159 @@
+"""``python -m generation PROMPT [options]``: one-off images through the synchronous core.
+
+Exit codes: 0 done; 2 bad input (arguments, config file, request fields, input image); 1 the model
+could not be loaded or the generation failed; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from PIL import Image, UnidentifiedImageError
+
+from generation.config import SCHEDULERS, GenerationConfig, load_generation_config
+from generation.errors import ConfigError, ImagineError, InvalidRequest
+from generation.request import GenerationRequest, GenerationResult, ProgressEvent, validate
+
+_log = logging.getLogger(__name__)
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage dump: say what was wrong and point at --help.
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
+
+
+class BadInput(Exception):
+    """A CLI-level input problem (exit 2)."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 768x512") from None
+    return width, height
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m generation", description="Generate images from a prompt with Stable Diffusion.")
+    parser.add_argument("prompt")
+    parser.add_argument("--model", help="configured model name or a source "
+                        "(default: IMAGINE_MODEL, else the config's default, else builtin:tiny)")
+    parser.add_argument("--negative", default="", help="negative prompt")
+    parser.add_argument("--size", type=_size, help="WIDTHxHEIGHT, e.g. 768x512")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--guidance", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--scheduler", choices=SCHEDULERS)
+    parser.add_argument("--init", type=Path, help="input image for image-to-image")
+    parser.add_argument("--strength", type=float, help="how much of the input image to repaint (0.05 to 1)")
+    parser.add_argument("--out", type=Path, default=Path("out"), help="a .png file or a folder (default: out/)")
+    parser.add_argument("--config", type=Path, help="config.yaml (default: env IMAGINE_CONFIG, else built-in)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> GenerationConfig:
+    path = args.config or (Path(os.environ["IMAGINE_CONFIG"]) if os.environ.get("IMAGINE_CONFIG") else None)
+    config = load_generation_config(path)
+    env_model = os.environ.get("IMAGINE_MODEL")
+    return config.with_default_model(env_model) if env_model else config
+
+
+def _request(args: argparse.Namespace, config: GenerationConfig) -> GenerationRequest:
+    init = None
+    if args.init is not None:
+        try:
+            init = args.init.read_bytes()
+            with Image.open(io.BytesIO(init)) as image:
+                image.verify()
+        except OSError as exc:
+            unreadable = f"cannot be read ({exc.strerror})"
+            reason = "is not an image" if isinstance(exc, UnidentifiedImageError) else unreadable
+            raise BadInput(f"input image {args.init} {reason}; allowed: PNG, JPEG or WebP") from exc
+    width, height = args.size if args.size else (None, None)
+    request = GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative, width=width, height=height, steps=args.steps,
+        guidance=args.guidance, seed=args.seed, count=args.count, scheduler=args.scheduler,
+        init_image=init, strength=args.strength,
+    )
+    name, model = config.model(args.model)
+    return validate(request, name, model)
+
+
+def _paths(out: Path, seeds: list[int]) -> list[Path]:
+    if out.suffix.lower() == ".png":
+        if len(seeds) == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}-{index + 1}.png") for index in range(len(seeds))]
+    return [out / f"imagine-{seed}.png" for seed in seeds]
+
+
+class _ProgressBar:
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self._stream, self._width, self._open = stream, width, False
+
+    def __call__(self, event: ProgressEvent) -> None:
+        filled = self._width * event.step // max(event.total, 1)
+        self._stream.write(f"\r[{'#' * filled}{'.' * (self._width - filled)}] step {event.step}/{event.total}")
+        self._stream.flush()
+        self._open = True
+
+    def finish(self) -> None:
+        if self._open:
+            self._stream.write("\n")
+            self._open = False
+
+
+def _save(result: GenerationResult, out: Path) -> list[Path]:
+    paths = _paths(out, result.seeds)
+    for index, path in enumerate(paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(result.png_bytes(index))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = _config(args)
+        request = _request(args, config)
+    except (ConfigError, InvalidRequest, BadInput) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # The runner imports torch and diffusers: only after the cheap checks passed.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from generation.runner import Runner
+
+    runner = Runner(config)
+    bar = _ProgressBar(sys.stderr)
+    try:
+        outcome = runner.run([request], bar)[0]
+    except KeyboardInterrupt:
+        bar.finish()
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bar.finish()
+    if isinstance(outcome, ImagineError):
+        print(f"error: {outcome}", file=sys.stderr)
+        return EXIT_FAILED
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    timings = outcome.timings
+    for path, seed in zip(_save(outcome, args.out), outcome.seeds, strict=True):
+        print(f"{path}  seed {seed}  load {timings.load_s:.2f}s  denoise {timings.denoise_s:.2f}s  "
+              f"decode {timings.decode_s:.2f}s")
+    return 0

@@ -1,0 +1,91 @@
+"""Latents to PIL images (VAE decode, NaN check, safety checker) and prompt-length warnings.
+
+The runner asks the pipeline for latents and decodes here itself, so decode time is measured
+apart from denoising, cancelled members are never decoded, and an interrupted batch decodes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from generation.models import LoadedModel
+
+
+@dataclass
+class Decoded:
+    images: list[Image.Image]
+    finite: list[bool]
+    nsfw: list[bool] | None
+
+
+def decode_latents(model: LoadedModel, latents: Any, width: int, height: int, tiling_above: int) -> Decoded:
+    pipe = model.pipe
+    vae = pipe.vae
+    finite = [bool(ok) for ok in torch.isfinite(latents).flatten(1).all(dim=1).tolist()]
+    if tiling_above and width * height > tiling_above:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+    # SDXL's original VAE overflows in fp16; its pipelines decode in fp32 when the config asks for it.
+    upcast = model.config.family == "sdxl" and vae.dtype == torch.float16 and bool(vae.config.force_upcast)
+    config = vae.config
+    with torch.inference_mode():
+        if upcast:
+            vae.to(dtype=torch.float32)
+        latents = latents.to(dtype=vae.dtype, device=_module_device(vae))
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, latents.shape[1], 1, 1)
+            mean_t = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(shape)
+            std_t = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(shape)
+            latents = latents * std_t / config.scaling_factor + mean_t
+        else:
+            latents = latents / config.scaling_factor
+        try:
+            pixels = vae.decode(latents, return_dict=False)[0]
+        finally:
+            if upcast:
+                vae.to(dtype=torch.float16)
+        decoded_ok = torch.isfinite(pixels).flatten(1).all(dim=1).tolist()
+        finite = [ok and bool(good) for ok, good in zip(finite, decoded_ok, strict=True)]
+        nsfw: list[bool] | None = None
+        if model.config.safety_checker and getattr(pipe, "safety_checker", None) is not None:
+            pixels, flags = pipe.run_safety_checker(pixels, pixels.device, pipe.text_encoder.dtype)
+            nsfw = [bool(flag) for flag in flags]
+        # Flagged images come back zeroed; leaving them un-denormalised keeps them black, not grey.
+        denormalize = [not flag for flag in nsfw] if nsfw is not None else [True] * len(finite)
+        images = pipe.image_processor.postprocess(pixels, output_type="pil", do_denormalize=denormalize)
+    return Decoded(images=list(images), finite=finite, nsfw=nsfw)
+
+
+def _module_device(module: Any) -> Any:
+    # With CPU offload the parameters sit on the CPU until a hook moves them; follow the hook's device.
+    hook = getattr(module, "_hf_hook", None)
+    execution = getattr(hook, "execution_device", None)
+    return execution if execution is not None else next(module.parameters()).device
+
+
+def truncation_warnings(tokenizer: Any, prompt: str, negative_prompt: str) -> list[str]:
+    """What the text encoder will not see, measured with the model's own tokenizer."""
+    limit = int(tokenizer.model_max_length)
+    warnings = []
+    for label, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
+        if not text:
+            continue
+        ids = tokenizer(text, truncation=False, add_special_tokens=True).input_ids
+        if len(ids) > limit:
+            # The last kept position holds the end token, so content tokens past limit-1 are dropped.
+            dropped = tokenizer.decode(ids[limit - 1:-1], skip_special_tokens=True).strip()
+            warnings.append(
+                f"{label} is {len(ids)} tokens but the text encoder reads only {limit}; "
+                f"ignored: \"{_clip(dropped)}\""
+            )
+    return warnings
+
+
+def _clip(text: str, length: int = 80) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"

@@ -1,0 +1,197 @@
+"""Loading models from their sources, and a small LRU of loaded ones.
+
+Sources: ``builtin:tiny`` / ``builtin:sd15-random`` (built in code), a local diffusers folder, a
+single ``.safetensors``/``.ckpt`` checkpoint, or a hub repo id (cached by huggingface_hub; revision,
+variant and ``HF_TOKEN`` honoured). txt2img and img2img pipelines share one set of components.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+
+from generation.builtin import BUILTIN_SOURCES, build_builtin
+from generation.config import ExecutorConfig, ModelConfig
+from generation.devices import Placement, choose_placement, free_memory, optimise
+from generation.errors import ModelLoadError
+from generation.schedulers import make_scheduler
+
+_log = logging.getLogger(__name__)
+
+_PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+@dataclass
+class LoadedModel:
+    """One model's components on its device, with the pipelines that share them."""
+
+    name: str
+    config: ModelConfig
+    placement: Placement
+    pipe: Any
+    load_s: float
+    base_scheduler: Any
+    preview_decoder: Any | None = None
+    _img2img: Any | None = field(default=None, repr=False)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.pipe.tokenizer
+
+    def pipeline(self, mode: str) -> Any:
+        """The txt2img pipeline, or an img2img one over the same component objects (no second copy)."""
+        if mode == "txt2img":
+            return self.pipe
+        if self._img2img is None:
+            self._img2img = diffusers.AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    def scheduler(self, name: str) -> Any:
+        # From the scheduler the model was loaded with: calls replace pipe.scheduler with their own.
+        return make_scheduler(name, self.base_scheduler)
+
+
+def _source_kind(source: str) -> str:
+    if source.startswith("builtin:"):
+        return "builtin"
+    path = Path(source).expanduser()
+    if path.suffix in _SINGLE_FILE_SUFFIXES:
+        return "single_file"
+    if path.is_dir():
+        return "folder"
+    if source.startswith((".", "/", "~")) or path.exists() or source.count("/") != 1:
+        return "missing"
+    return "hub"
+
+
+def _pipeline_class(model: ModelConfig) -> Any:
+    return getattr(diffusers, _PIPELINES[model.family])
+
+
+def _from_source(name: str, model: ModelConfig, placement: Placement) -> Any:
+    source, kind = model.source, _source_kind(model.source)
+    cls = _pipeline_class(model)
+    if kind == "builtin":
+        if source not in BUILTIN_SOURCES:
+            allowed = ", ".join(BUILTIN_SOURCES)
+            raise ModelLoadError(f"model {name}: unknown source {source!r}; allowed builtins: {allowed}")
+        return build_builtin(source, device=placement.device, dtype=placement.dtype)
+    if kind == "missing":
+        raise ModelLoadError(
+            f"model {name}: source {source!r} is neither an existing folder or file nor a hub id (owner/name)"
+        )
+    kwargs: dict[str, Any] = {"dtype": placement.dtype}
+    if model.family != "sdxl" and not model.safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if model.vae:
+        kwargs["vae"] = _load_vae(model.vae, placement)
+    if kind == "single_file":
+        return _from_single_file(name, model, cls, kwargs)
+    if kind == "hub":
+        kwargs.update(revision=model.revision, variant=model.variant, token=os.environ.get("HF_TOKEN"))
+    elif model.variant:
+        kwargs["variant"] = model.variant
+    try:
+        return cls.from_pretrained(os.path.expanduser(source), **kwargs)
+    except Exception as exc:  # diffusers/hub raise many types; all mean "this source did not load"
+        where = "local folder" if kind == "folder" else "hub repo (offline or not cached?)"
+        raise ModelLoadError(f"model {name}: cannot load {where} {source!r}: {_first_line(exc)}") from exc
+
+
+def _from_single_file(name: str, model: ModelConfig, cls: Any, kwargs: dict[str, Any]) -> Any:
+    path = Path(model.source).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"model {name}: checkpoint file {path} does not exist")
+    try:
+        return cls.from_single_file(str(path), **kwargs)
+    except Exception as exc:
+        # diffusers fetches the family's config files from the hub for single files; offline that fails.
+        raise ModelLoadError(
+            f"model {name}: cannot load checkpoint {path}: {_first_line(exc)}. A single-file checkpoint needs its "
+            f"family's config from the Hugging Face hub once (it is cached afterwards); offline, convert it to a "
+            f"diffusers folder and use that folder as the source"
+        ) from exc
+
+
+def _load_vae(source: str, placement: Placement) -> Any:
+    try:
+        if source.endswith(_SINGLE_FILE_SUFFIXES):
+            return diffusers.AutoencoderKL.from_single_file(source, dtype=placement.dtype)
+        return diffusers.AutoencoderKL.from_pretrained(source, dtype=placement.dtype)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load VAE {source!r}: {_first_line(exc)}") from exc
+
+
+def _load_preview_decoder(source: str, placement: Placement) -> Any | None:
+    try:
+        decoder = diffusers.AutoencoderTiny.from_pretrained(source, dtype=placement.dtype)
+    except Exception as exc:
+        # Previews are a nicety: fall back to the linear approximation instead of failing the model.
+        _log.warning("preview decoder %r not loaded (%s); using the linear preview", source, _first_line(exc))
+        return None
+    return decoder.to(placement.device)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else type(exc).__name__
+
+
+def load_model(name: str, model: ModelConfig, executor: ExecutorConfig) -> LoadedModel:
+    """Load ``model`` onto the configured device; every failure is a ModelLoadError naming the model."""
+    placement = choose_placement(executor, model)
+    started = time.perf_counter()
+    pipe = _from_source(name, model, placement)
+    optimise(pipe, executor, placement)
+    preview = _load_preview_decoder(model.preview_decoder, placement) if model.preview_decoder else None
+    load_s = time.perf_counter() - started
+    _log.info("loaded model %s from %s on %s/%s in %.2fs",
+              name, model.source, placement.device, placement.dtype, load_s)
+    return LoadedModel(name=name, config=model, placement=placement, pipe=pipe, load_s=load_s,
+                       base_scheduler=pipe.scheduler, preview_decoder=preview)
+
+
+class ModelCache:
+    """The last ``executor.max_loaded_models`` models used, least recently used evicted first.
+
+    Not thread-safe by design: only the executor's worker thread touches it.
+    """
+
+    def __init__(self, executor: ExecutorConfig) -> None:
+        self._executor = executor
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+
+    def get(self, name: str, model: ModelConfig) -> tuple[LoadedModel, bool]:
+        """The loaded model and whether this call loaded it."""
+        loaded = self._models.get(name)
+        if loaded is not None and loaded.config == model:
+            self._models.move_to_end(name)
+            return loaded, False
+        self._evict(keep=self._executor.max_loaded_models - 1, also=name)
+        loaded = load_model(name, model, self._executor)
+        self._models[name] = loaded
+        return loaded, True
+
+    def loaded_names(self) -> list[str]:
+        return list(self._models)
+
+    def clear(self) -> None:
+        self._evict(keep=0)
+
+    def _evict(self, *, keep: int, also: str | None = None) -> None:
+        evicted = self._models.pop(also, None) is not None if also else False
+        while len(self._models) > keep:
+            old_name, _ = self._models.popitem(last=False)
+            _log.info("unloading model %s (max_loaded_models=%d)", old_name, self._executor.max_loaded_models)
+            evicted = True
+        if evicted:
+            free_memory()

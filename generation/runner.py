@@ -1,0 +1,304 @@
+"""The synchronous core: run one batch of compatible requests as one pipeline call.
+
+``Runner.run`` is plain blocking code, usable from the CLI, a worker process, or the executor's
+worker thread. Images are split into pipeline calls of at most ``executor.max_batch_images``; on a
+CUDA out-of-memory error a call is retried in halves down to single images before a request fails.
+Every image has its own CPU ``torch.Generator`` seeded from ``request.seeds()``, so an image depends
+on its seed alone, not on its batch-mates, the device or how the batch was split.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from generation.config import GenerationConfig
+from generation.decode import decode_latents, truncation_warnings
+from generation.devices import free_memory
+from generation.errors import GenerationCancelled, GenerationFailed, ImagineError
+from generation.interface import CancelToken, Outcome, ProgressCallback
+from generation.models import LoadedModel, ModelCache
+from generation.preview import linear_preview, tiny_decoder_preview
+from generation.request import GenerationRequest, GenerationResult, ProgressEvent, Timings, compatibility_key
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineCall:
+    """One imminent pipeline call, as seen by a fault hook: which batch member each image belongs to."""
+
+    model: str
+    mode: str
+    width: int
+    height: int
+    steps: int
+    members: tuple[int, ...]
+    seeds: tuple[int, ...]
+
+
+FaultHook = Callable[[PipelineCall], None]
+"""Called right before each pipeline call; raising there acts like the pipeline raising (tests inject OOM)."""
+
+
+@dataclass
+class _Member:
+    request: GenerationRequest
+    token: CancelToken | None
+    init_image: Image.Image | None = None
+    images: dict[int, Image.Image] = field(default_factory=dict)
+    nsfw: dict[int, bool] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: ImagineError | None = None
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        return self.error is None and not (self.token is not None and self.token.cancelled)
+
+
+class Runner:
+    """Owns the loaded models; one thread at a time calls ``run``."""
+
+    def __init__(self, config: GenerationConfig, *, fault_hook: FaultHook | None = None) -> None:
+        self._config = config
+        self._models = ModelCache(config.executor)
+        self._fault_hook = fault_hook
+        if config.executor.threads:
+            torch.set_num_threads(config.executor.threads)
+
+    @property
+    def config(self) -> GenerationConfig:
+        return self._config
+
+    @property
+    def max_batch_images(self) -> int:
+        return self._config.executor.max_batch_images
+
+    @property
+    def fault_hook(self) -> FaultHook | None:
+        return self._fault_hook
+
+    def model(self, name: str | None) -> LoadedModel:
+        """The loaded model for a name or source (loading it if needed)."""
+        model_name, model_config = self._config.model(name)
+        return self._models.get(model_name, model_config)[0]
+
+    def loaded_models(self) -> list[str]:
+        """Names of the models held in memory, least recently used first."""
+        return self._models.loaded_names()
+
+    def close(self) -> None:
+        """Unload every model (the executor calls this on its worker thread)."""
+        self._models.clear()
+
+    def run(
+        self,
+        batch: Sequence[GenerationRequest],
+        on_progress: ProgressCallback | None = None,
+        *,
+        cancel_tokens: Sequence[CancelToken | None] | None = None,
+        interrupt: CancelToken | None = None,
+    ) -> list[Outcome]:
+        """One outcome per request, in order. ``interrupt`` stops the whole batch at the next step."""
+        if not batch:
+            return []
+        keys = {compatibility_key(request) for request in batch}
+        if len(keys) != 1 or any(request.seed is None for request in batch):
+            raise ValueError("run() takes validated requests with one compatibility key")
+        tokens = list(cancel_tokens) if cancel_tokens is not None else [None] * len(batch)
+        if len(tokens) != len(batch):
+            raise ValueError("cancel_tokens must have one entry per request")
+        members = [_Member(request, token) for request, token in zip(batch, tokens, strict=True)]
+        try:
+            model_name, model_config = self._config.model(batch[0].model)
+            loaded, fresh = self._models.get(model_name, model_config)
+        except ImagineError as exc:
+            return [exc for _ in batch]
+        load_s = loaded.load_s if fresh else 0.0
+        for member in members:
+            self._prepare(loaded, member)
+        _Call(self, loaded, members, on_progress, interrupt).run_all()
+        return [self._outcome(member, load_s) for member in members]
+
+    def _prepare(self, loaded: LoadedModel, member: _Member) -> None:
+        request = member.request
+        member.warnings = truncation_warnings(loaded.tokenizer, request.prompt, request.negative_prompt)
+        if request.init_image is None:
+            return
+        try:
+            with Image.open(io.BytesIO(request.init_image)) as image:
+                rgb = image.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            member.error = GenerationFailed(f"the input image could not be read ({exc}); allowed: PNG, JPEG or WebP")
+            return
+        assert request.width is not None and request.height is not None
+        member.init_image = rgb.resize((request.width, request.height), Image.Resampling.LANCZOS)
+
+    def _outcome(self, member: _Member, load_s: float) -> Outcome:
+        if member.error is not None:
+            return member.error
+        count = member.request.count
+        if not member.live or len(member.images) < count:
+            return GenerationCancelled("the request was cancelled before its images were finished")
+        return GenerationResult(
+            request=member.request,
+            images=[member.images[index] for index in range(count)],
+            seeds=member.request.seeds(),
+            timings=Timings(load_s=load_s, denoise_s=member.denoise_s, decode_s=member.decode_s),
+            nsfw=[member.nsfw[index] for index in range(count)] if member.nsfw else [],
+            warnings=member.warnings,
+        )
+
+
+_Item = tuple[int, int]  # (member index, image index within the request)
+
+
+class _Call:
+    """The pipeline calls of one ``Runner.run``: chunking, OOM split-and-retry, progress, cancel."""
+
+    def __init__(self, runner: Runner, loaded: LoadedModel, members: list[_Member],
+                 on_progress: ProgressCallback | None, interrupt: CancelToken | None) -> None:
+        self._runner, self._loaded, self._members = runner, loaded, members
+        self._on_progress, self._interrupt = on_progress, interrupt
+        first = members[0].request
+        assert first.width is not None and first.height is not None and first.steps is not None
+        self._request, self._width, self._height, self._steps = first, first.width, first.height, first.steps
+        self._executor = runner.config.executor
+        self._fault_hook = runner.fault_hook
+
+    def run_all(self) -> None:
+        items = [(index, image) for index, member in enumerate(self._members) if member.live
+                 for image in range(member.request.count)]
+        size = self._executor.max_batch_images
+        for start in range(0, len(items), size):
+            self._run_chunk(items[start:start + size])
+
+    def _interrupted(self) -> bool:
+        return self._interrupt is not None and self._interrupt.cancelled
+
+    def _run_chunk(self, items: list[_Item]) -> None:
+        items = [item for item in items if self._members[item[0]].live]
+        if not items or self._interrupted():
+            return
+        try:
+            self._denoise_and_decode(items)
+            return
+        except torch.OutOfMemoryError:
+            pass
+        except Exception as exc:
+            # Only the requests in this call fail; the worker keeps serving.
+            _log.exception("pipeline call failed for %d image(s)", len(items))
+            for index in {index for index, _ in items}:
+                self._members[index].error = GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
+            return
+        # Out of the except block: the traceback's frames (and the activations they hold) are gone now.
+        free_memory(self._loaded.placement)
+        if len(items) > 1:
+            half = len(items) // 2
+            _log.warning("out of memory with %d images at %dx%d; retrying in halves",
+                         len(items), self._width, self._height)
+            self._run_chunk(items[:half])
+            self._run_chunk(items[half:])
+            return
+        member = self._members[items[0][0]]
+        member.error = GenerationFailed(
+            f"out of GPU memory generating {self._width}x{self._height} even one image at a time "
+            f"(request for {member.request.count} image(s)); try a smaller size"
+        )
+
+    def _denoise_and_decode(self, items: list[_Item]) -> None:
+        members = [self._members[index] for index, _ in items]
+        seeds = [member.request.seeds()[image] for member, (_, image) in zip(members, items, strict=True)]
+        request = self._request
+        if self._fault_hook is not None:
+            self._fault_hook(PipelineCall(
+                model=self._loaded.name, mode=request.mode, width=self._width, height=self._height, steps=self._steps,
+                members=tuple(index for index, _ in items), seeds=tuple(seeds)))
+        pipe = self._loaded.pipeline(request.mode)
+        pipe.scheduler = self._loaded.scheduler(request.scheduler or "default")
+        kwargs: dict[str, Any] = {
+            "prompt": [m.request.prompt for m in members],
+            "negative_prompt": [m.request.negative_prompt for m in members],
+            "num_inference_steps": self._steps,
+            "guidance_scale": request.guidance,
+            "generator": [torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+            "output_type": "latent",
+            "callback_on_step_end": self._step_callback(items),
+        }
+        if request.mode == "img2img":
+            kwargs.update(image=[m.init_image for m in members], strength=request.strength)
+        else:
+            kwargs.update(width=self._width, height=self._height)
+        started = time.perf_counter()
+        latents = pipe(**kwargs).images
+        denoised = time.perf_counter()
+        if self._interrupted() or pipe.interrupt:
+            return
+        keep = [row for row, member in enumerate(members) if member.live]
+        self._add_time(items, "denoise_s", denoised - started)
+        if not keep:
+            return
+        decoded = decode_latents(self._loaded, latents[keep], self._width, self._height,
+                                 self._executor.vae_tiling_above_pixels)
+        self._add_time(items, "decode_s", time.perf_counter() - denoised)
+        for position, row in enumerate(keep):
+            member, image_index = members[row], items[row][1]
+            if not decoded.finite[position]:
+                member.error = GenerationFailed(
+                    f"the image with seed {seeds[row]} came out as NaN/inf (numeric overflow); "
+                    "try another seed, or float32/bfloat16 for this model")
+                continue
+            member.images[image_index] = decoded.images[position]
+            if decoded.nsfw is not None:
+                member.nsfw[image_index] = decoded.nsfw[position]
+
+    def _add_time(self, items: list[_Item], attribute: str, seconds: float) -> None:
+        for index in {index for index, _ in items}:
+            member = self._members[index]
+            setattr(member, attribute, getattr(member, attribute) + seconds)
+
+    def _step_callback(self, items: list[_Item]) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+        every = self._executor.preview_every_steps
+        rows_of_first_image = {index: row for row, (index, image) in reversed(list(enumerate(items)))}
+
+        def callback(pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if self._interrupted() or not any(self._members[index].live for index, _ in items):
+                # diffusers skips the remaining steps once ``interrupt`` is true.
+                pipe._interrupt = True
+                return {}
+            total = int(pipe.num_timesteps)
+            done = step + 1
+            if self._on_progress is not None:
+                previews: tuple[Image.Image | None, ...] = ()
+                if every and done % every == 0 and done < total:
+                    previews = self._previews(tensors["latents"], rows_of_first_image)
+                event = ProgressEvent(step=done, total=total, preview=previews[0] if len(previews) == 1 else None,
+                                      previews=previews)
+                try:
+                    self._on_progress(event)
+                except Exception:
+                    _log.exception("progress callback failed; generation continues")
+            return {}
+
+        return callback
+
+    def _previews(self, latents: Any, rows: dict[int, int]) -> tuple[Image.Image | None, ...]:
+        previews: list[Image.Image | None] = [None] * len(self._members)
+        for index, row in rows.items():
+            if not self._members[index].live:
+                continue
+            decoder = self._loaded.preview_decoder
+            if decoder is not None:
+                previews[index] = tiny_decoder_preview(decoder, latents[row])
+            else:
+                previews[index] = linear_preview(latents[row], self._loaded.config.family)
+        return tuple(previews)

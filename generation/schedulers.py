@@ -1,0 +1,37 @@
+"""Scheduler names (``config.SCHEDULERS``) to fresh diffusers scheduler instances."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import diffusers
+
+from generation.errors import InvalidRequest
+
+# name -> (diffusers class name, extra config). "default" keeps the model's own scheduler class.
+_TABLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": (
+        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lcm": ("LCMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+
+
+def make_scheduler(name: str, base: Any) -> Any:
+    """A new scheduler built from the model's scheduler config.
+
+    A fresh instance per pipeline call: multistep schedulers keep per-run state, and the model's
+    own instance may be shared by the txt2img and img2img pipelines.
+    """
+    if name == "default":
+        return type(base).from_config(base.config)
+    if name not in _TABLE:
+        raise InvalidRequest([f"scheduler {name!r} is unknown; allowed: default, {', '.join(_TABLE)}"])
+    class_name, extra = _TABLE[name]
+    return getattr(diffusers, class_name).from_config(base.config, **extra)

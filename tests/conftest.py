@@ -1,0 +1,54 @@
+"""Shared test set-up. Generation fixtures import torch lazily so tests that never use them stay light."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+# Tests never touch the network: any hub access must fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# One torch thread: the tiny model gains nothing from two, and OpenMP's spinning threads slow down
+# ten-fold when another process shares this machine's cores. Must be set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def tiny_config() -> Any:
+    """Only builtin:tiny, small batches, a preview every 2 steps."""
+    from generation.config import ExecutorConfig, GenerationConfig
+
+    return GenerationConfig(executor=ExecutorConfig(device="cpu", max_batch_images=4, preview_every_steps=2))
+
+
+@pytest.fixture
+def make_request(tiny_config: Any) -> Callable[..., Any]:
+    """A validated request for the tiny model: ``make_request("a fox", seed=3, count=2)``."""
+    from generation.request import GenerationRequest, validate
+
+    def make(prompt: str = "a red fox in snow", **fields: Any) -> Any:
+        fields.setdefault("seed", 1)
+        name, model = tiny_config.model(fields.pop("model", None))
+        return validate(GenerationRequest(prompt=prompt, **fields), name, model)
+
+    return make
+
+
+@pytest.fixture
+def runner(tiny_config: Any) -> Any:
+    from generation.runner import Runner
+
+    return Runner(tiny_config)
+
+
+@pytest.fixture
+async def executor(tiny_config: Any) -> AsyncIterator[Any]:
+    from generation.executor import GpuExecutor
+
+    gpu = GpuExecutor.from_config(tiny_config)
+    yield gpu
+    await gpu.close(cancel_running=True)

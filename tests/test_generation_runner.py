@@ -1,0 +1,205 @@
+"""The synchronous core on builtin:tiny: images, seeds, batching, img2img, faults."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from generation.errors import GenerationFailed
+from generation.request import GenerationResult
+from generation.runner import PipelineCall, Runner
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image).astype(np.int16)
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_tiny_generation_end_to_end(runner: Runner, make_request: Callable[..., Any]) -> None:
+    request = make_request(seed=42, count=2, width=96, height=64)
+    [result] = runner.run([request])
+    assert isinstance(result, GenerationResult)
+    assert [image.size for image in result.images] == [(96, 64), (96, 64)]
+    assert result.seeds == [42, 43]
+    assert result.timings.load_s > 0 and result.timings.denoise_s > 0 and result.timings.decode_s > 0
+    assert result.warnings == [] and result.nsfw == []
+    # Different seeds really give different noise.
+    assert np.abs(pixels(result.images[0]) - pixels(result.images[1])).max() > 10
+    with Image.open(io.BytesIO(result.png_bytes(1))) as saved:
+        assert "Seed: 43" in saved.text["parameters"]
+
+
+def test_same_seed_same_pixels_and_image_depends_on_its_seed_alone(
+    runner: Runner, make_request: Callable[..., Any]
+) -> None:
+    first = runner.run([make_request(seed=7)])[0]
+    again = runner.run([make_request(seed=7)])[0]
+    # Image 2 of a count=2 request starting at seed 6 is the seed-7 image.
+    second_of_two = runner.run([make_request(seed=6, count=2)])[0]
+    assert isinstance(first, GenerationResult) and isinstance(again, GenerationResult)
+    assert isinstance(second_of_two, GenerationResult)
+    assert np.array_equal(pixels(first.images[0]), pixels(again.images[0]))
+    assert np.abs(pixels(first.images[0]) - pixels(second_of_two.images[1])).max() <= 2
+
+
+def test_batch_of_three_matches_three_single_runs(runner: Runner, make_request: Callable[..., Any]) -> None:
+    requests = [
+        make_request("a red fox", seed=1),
+        make_request("a cat", seed=50, count=2),
+        make_request("a dog", negative_prompt="blurry", seed=900),
+    ]
+    batch = runner.run(requests)
+    for request, batched in zip(requests, batch, strict=True):
+        [single] = runner.run([request])
+        assert isinstance(batched, GenerationResult) and isinstance(single, GenerationResult)
+        assert batched.seeds == single.seeds
+        for a, b in zip(batched.images, single.images, strict=True):
+            assert np.abs(pixels(a) - pixels(b)).max() <= 2
+
+
+def test_batch_larger_than_max_batch_images_is_split_without_changing_images(
+    tiny_config: Any, make_request: Callable[..., Any]
+) -> None:
+    seen: list[PipelineCall] = []
+    small = Runner(
+        tiny_config.model_copy(update={"executor": tiny_config.executor.model_copy(update={"max_batch_images": 2})}),
+        fault_hook=seen.append,
+    )
+    requests = [make_request(seed=1, count=3), make_request(seed=10, count=2)]
+    outcomes = small.run(requests)
+    assert [len(call.seeds) for call in seen] == [2, 2, 1]
+    [alone] = small.run([make_request(seed=11)])
+    assert isinstance(outcomes[1], GenerationResult) and isinstance(alone, GenerationResult)
+    assert np.abs(pixels(outcomes[1].images[1]) - pixels(alone.images[0])).max() <= 2
+
+
+def test_img2img_uses_the_same_components_and_keeps_the_input_size(
+    runner: Runner, make_request: Callable[..., Any]
+) -> None:
+    source = Image.new("RGB", (200, 100), (200, 30, 30))
+    request = make_request(init_image=png(source), strength=0.5, steps=8, width=64, height=64)
+    [result] = runner.run([request])
+    assert isinstance(result, GenerationResult)
+    assert result.images[0].size == (64, 64)
+    # The input image steers the result (random weights reconstruct nothing, but the input matters).
+    other = make_request(init_image=png(Image.new("RGB", (64, 64), (10, 10, 240))), strength=0.5, steps=8)
+    [other_result] = runner.run([other])
+    assert isinstance(other_result, GenerationResult)
+    assert np.abs(pixels(result.images[0]) - pixels(other_result.images[0])).max() > 5
+    model = runner.model(None)
+    img2img, txt2img = model.pipeline("img2img"), model.pipeline("txt2img")
+    assert type(img2img) is not type(txt2img)
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+        assert getattr(img2img, name) is getattr(txt2img, name)
+    with Image.open(io.BytesIO(result.png_bytes(0))) as saved:
+        assert "Denoising strength: 0.5" in saved.text["parameters"]
+
+
+def test_undecodable_init_image_fails_only_that_request(runner: Runner, make_request: Callable[..., Any]) -> None:
+    good = make_request(init_image=png(Image.new("RGB", (64, 64), "blue")), strength=0.5, steps=4)
+    bad = make_request(init_image=b"not an image at all", strength=0.5, steps=4, seed=2)
+    outcomes = runner.run([good, bad])
+    assert isinstance(outcomes[0], GenerationResult)
+    assert isinstance(outcomes[1], GenerationFailed)
+    assert "input image could not be read" in str(outcomes[1])
+
+
+def test_long_prompt_warns_about_truncation(runner: Runner, make_request: Callable[..., Any]) -> None:
+    prompt = "a red fox " + " ".join(f"detail{index}" for index in range(60))
+    [result] = runner.run([make_request(prompt)])
+    assert isinstance(result, GenerationResult)
+    assert len(result.warnings) == 1
+    assert "prompt is" in result.warnings[0] and "reads only 77" in result.warnings[0]
+    assert "detail59" in result.warnings[0] or "…" in result.warnings[0]
+
+
+def test_injected_cuda_oom_splits_the_batch_and_fails_only_the_request_that_does_not_fit(
+    tiny_config: Any, make_request: Callable[..., Any]
+) -> None:
+    calls: list[PipelineCall] = []
+
+    def member_one_never_fits(call: PipelineCall) -> None:
+        calls.append(call)
+        if 1 in call.members:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    runner = Runner(tiny_config, fault_hook=member_one_never_fits)
+    requests = [make_request("fox", seed=1), make_request("cat", seed=20, count=2), make_request("owl", seed=300)]
+    outcomes = runner.run(requests)
+    assert isinstance(outcomes[0], GenerationResult) and isinstance(outcomes[2], GenerationResult)
+    assert isinstance(outcomes[1], GenerationFailed)
+    assert "out of GPU memory" in str(outcomes[1]) and "64x64" in str(outcomes[1]) and "2 image(s)" in str(outcomes[1])
+    # All four images, then halves, then single images; member 1's second image is not tried again.
+    assert [call.members for call in calls] == [(0, 1, 1, 2), (0, 1), (0,), (1,), (2,)]
+    # The survivors are the images a plain run gives.
+    clean = Runner(tiny_config).run([requests[2]])[0]
+    assert isinstance(clean, GenerationResult)
+    assert np.abs(pixels(outcomes[2].images[0]) - pixels(clean.images[0])).max() <= 2
+
+
+def test_transient_oom_is_retried_and_everybody_gets_images(tiny_config: Any, make_request: Callable[..., Any]) -> None:
+    def oom_above_one_image(call: PipelineCall) -> None:
+        if len(call.seeds) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    runner = Runner(tiny_config, fault_hook=oom_above_one_image)
+    outcomes = runner.run([make_request(seed=1, count=2), make_request(seed=5)])
+    assert all(isinstance(outcome, GenerationResult) for outcome in outcomes)
+    assert [len(outcome.images) for outcome in outcomes if isinstance(outcome, GenerationResult)] == [2, 1]
+
+
+def test_a_crash_fails_the_batch_and_the_runner_keeps_serving(
+    tiny_config: Any, make_request: Callable[..., Any]
+) -> None:
+    crashes = [RuntimeError("simulated driver hiccup")]
+
+    def crash_once(_call: PipelineCall) -> None:
+        if crashes:
+            raise crashes.pop()
+
+    runner = Runner(tiny_config, fault_hook=crash_once)
+    failed = runner.run([make_request(seed=1)])[0]
+    assert isinstance(failed, GenerationFailed) and "simulated driver hiccup" in str(failed)
+    assert isinstance(runner.run([make_request(seed=1)])[0], GenerationResult)
+
+
+def test_previews_arrive_on_preview_steps(runner: Runner, make_request: Callable[..., Any]) -> None:
+    events: list[Any] = []
+    runner.run([make_request(steps=6)], events.append)
+    steps = [event.step for event in events]
+    assert steps == list(range(1, events[-1].total + 1))
+    with_preview = [event for event in events if event.preview is not None]
+    assert [event.step for event in with_preview] == [2, 4, 6][: len(with_preview)] and with_preview
+    # The linear preview is at latent resolution: 1/8 of the 64x64 image.
+    assert with_preview[0].preview.size == (8, 8)
+
+
+def test_scheduler_choice_changes_the_image_and_default_is_restored(
+    runner: Runner, make_request: Callable[..., Any]
+) -> None:
+    default = runner.run([make_request(seed=3)])[0]
+    euler_a = runner.run([make_request(seed=3, scheduler="euler_a")])[0]
+    default_again = runner.run([make_request(seed=3)])[0]
+    assert isinstance(default, GenerationResult) and isinstance(euler_a, GenerationResult)
+    assert isinstance(default_again, GenerationResult)
+    assert np.abs(pixels(default.images[0]) - pixels(euler_a.images[0])).max() > 5
+    assert np.array_equal(pixels(default.images[0]), pixels(default_again.images[0]))
+    with Image.open(io.BytesIO(euler_a.png_bytes(0))) as saved:
+        assert "Sampler: euler_a" in saved.text["parameters"]
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmpp_2m_karras", "lcm", "unipc", "euler", "pndm", "dpmpp_2m"])
+def test_every_scheduler_name_runs(runner: Runner, make_request: Callable[..., Any], name: str) -> None:
+    [result] = runner.run([make_request(scheduler=name, steps=3)])
+    assert isinstance(result, GenerationResult) and result.images[0].size == (64, 64)
