@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -47,10 +48,8 @@ def _config_path(arg: str | None) -> Path | None:
 async def _serve(bot: ImagineBot, token: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
-        except (NotImplementedError, RuntimeError):
-            pass
     async with bot:
         await bot.start(token)
 

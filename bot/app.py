@@ -21,7 +21,7 @@ from bot.cogs.info import InfoCog
 from bot.config import ConfigStore
 from bot.custom_ids import Action
 from bot.lifecycle import JobRecorder
-from bot.presenter import DiscordPresenter, StatusTarget
+from bot.presenter import DiscordPresenter
 from bot.replies import reply_error
 from bot.scheduler import Clock, Scheduler
 from bot.service import ImagineService
@@ -45,6 +45,7 @@ class ImagineBot(commands.Bot):
         self._watch_config = watch_config
         self._watcher: asyncio.Task[None] | None = None
         self._imagine: ImagineCog | None = None
+        self._shutdown: asyncio.Future[None] | None = None
         self.tree.error(self._on_tree_error)
 
     async def setup_hook(self) -> None:
@@ -81,18 +82,21 @@ class ImagineBot(commands.Bot):
             _log.info("commands synced globally (may take up to an hour to appear everywhere)")
 
     async def _resume_jobs(self) -> None:
-        resumed, dropped = await self.service.resume()
-        for stored in resumed:
-            target = StatusTarget(stored.user_id, stored.channel_id or 0, stored.interaction, stored.status_message_id)
-            await self.presenter.attach(stored.id, target)
+        # Resumed jobs need nothing here: the presenter finds their status messages in storage.
+        _, dropped = await self.service.resume()
         for stored, _reason in dropped:
-            refreshed = await self.service.storage.require_job(stored.id)
-            target = StatusTarget(stored.user_id, stored.channel_id or 0, stored.interaction, stored.status_message_id)
-            await self.presenter.attach(stored.id, target)
+            refreshed = await self.service.storage.require_job(stored.id)  # its status and error say why
             await self.presenter.finished(refreshed, None)
 
     async def close(self) -> None:
-        """Stop admitting, let the running batch finish (or interrupt it), keep queued jobs stored."""
+        """Stop admitting, let the running batch finish (or interrupt it), keep queued jobs stored.
+
+        SIGTERM and ``async with bot`` may both call this: every caller waits for the one shutdown."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._shut_down())
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
         self.recorder.shutting_down = True

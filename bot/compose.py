@@ -12,6 +12,7 @@ from generation.errors import ConfigError, InvalidRequest
 from generation.request import GenerationRequest, validate
 
 MAX_INIT_IMAGE_BYTES = 8 * 1024 * 1024
+MIN_SIDE = 64  # generation.request.validate's smallest width and height
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def compose(config: AppConfig, prompt_text: str, explicit: Options, *, init_imag
         except InvalidRequest as exc:
             problems.extend(exc.problems)
     if init_image is not None and len(init_image) > MAX_INIT_IMAGE_BYTES:
-        problems.append(f"the input image is {len(init_image) / 1e6:.1f} MB; allowed: at most {MAX_INIT_IMAGE_BYTES // 2**20} MiB")
+        problems.append(f"the input image is {len(init_image) / 1e6:.1f} MB; "
+                        f"allowed: at most {MAX_INIT_IMAGE_BYTES // 2**20} MiB")
     request = GenerationRequest(
         prompt=prompt, negative_prompt=options.negative or "", width=width, height=height, steps=options.steps,
         guidance=options.guidance, seed=options.seed, count=options.count or 1, model=model_name,
@@ -85,6 +87,8 @@ def _aspects_for(config: AppConfig, model: ModelConfig) -> dict[str, str]:
     for ratio, size in config.bot.aspects.items():
         width, height = (int(part) for part in size.split("x"))
         factor = math.sqrt(base / (width * height)) if width * height else 1.0
+        # Never below the smallest side a model accepts: 16:9 at a 64x64 budget would be 88x48, refused.
+        factor = max(factor, MIN_SIDE / max(1, min(width, height)))
         multiple = model.size_multiple
         scaled[ratio] = f"{max(multiple, round(width * factor / multiple) * multiple)}x" \
                         f"{max(multiple, round(height * factor / multiple) * multiple)}"

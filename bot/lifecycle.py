@@ -7,8 +7,8 @@ import logging
 from typing import Protocol
 
 from bot.scheduler import Job, JobState
-from bot.storage import JobStatus, Storage
 from bot.storage import Job as StoredJob
+from bot.storage import JobStatus, Storage
 from generation.request import GenerationResult, ProgressEvent
 
 _log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class JobRecorder:
         await self._presenter.progress(job.id, event)
 
     async def finished(self, job: Job) -> None:
+        if job.state is JobState.REFUSED:
+            # The cog tells the requester ephemerally (the refusal is raised to it); nothing public to show.
+            await self._record_refusal(job)
+            return
         if self.shutting_down and job.state is JobState.CANCELLED and job.cancelled_by is None:
             # Interrupted by the shutdown, not by a person: storage keeps it active so the next start resumes it.
             await self._presenter.interrupted(job.id)
@@ -80,3 +84,8 @@ class JobRecorder:
                 job.id, status, error=error, seeds=result.seeds if result is not None else None, timings=timings,
             )
         await self._presenter.finished(stored, result)
+
+    async def _record_refusal(self, job: Job) -> None:
+        stored = await self._storage.get_job(job.id)
+        if stored is not None and stored.active:
+            await self._storage.update_status(job.id, "refused", error=str(job.error) if job.error else None)

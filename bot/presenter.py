@@ -1,9 +1,10 @@
 """Show each job on Discord: one status message (queue place, progress, preview), then the result.
 
 The status message is the interaction's response, edited through the interaction webhook while its
-token lives (15 minutes). After that, progress edits stop and the result is posted to the channel
-with the bot token, addressed to the requester. Events that arrive before the status message exists
-are kept and shown once the cog ``attach``es it.
+token lives (15 minutes). After that (or as soon as Discord rejects the token), progress edits
+stop, status edits go through the bot token, and the result is posted to the channel as a new
+message addressed to the requester. Events that arrive before the status message exists are kept
+and shown once the cog ``attach``es it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import discord
 from PIL import Image
@@ -30,11 +30,15 @@ _log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 PREVIEW_SIDE = 256
+# Discord's answers for an interaction token that no longer works: 401/50027 Invalid Webhook Token,
+# 404/10015 Unknown Webhook.
+_DEAD_TOKEN_CODES = frozenset({50027, 10015})
+Upload = tuple[bytes, str]  # (data, filename): a fresh discord.File is built per request
 
 
 @dataclass
 class StatusTarget:
-    """Where a job's status message lives and how to edit it."""
+    """Where a job's status message lives and how to edit it (``interaction`` None: bot token only)."""
 
     user_id: int
     channel_id: int
@@ -46,9 +50,19 @@ class StatusTarget:
 @dataclass
 class _Shown:
     target: StatusTarget | None = None
-    pending: Callable[[], Any] | None = None  # the latest render that waited for the target
+    pending: Callable[[StatusTarget], Awaitable[object]] | None = None  # the latest render that waited
     last_progress_edit: float = field(default=float("-inf"))
     finished: bool = False
+    # Renders of one job run one at a time, in order: a late "queued" edit must never land on the result.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _token_rejected(exc: discord.HTTPException) -> bool:
+    return exc.status == 401 or exc.code in _DEAD_TOKEN_CODES
+
+
+def _files(uploads: list[Upload]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(data), filename=name) for data, name in uploads]
 
 
 class DiscordPresenter:
@@ -65,42 +79,43 @@ class DiscordPresenter:
         self._shown: dict[str, _Shown] = {}
 
     # --- wiring -------------------------------------------------------------------------------
+    def target_for_stored(self, stored: StoredJob) -> StatusTarget:
+        """The status target of a stored job (after a restart): upload limit from the cached guild."""
+        return StatusTarget(stored.user_id, stored.channel_id or 0, stored.interaction, stored.status_message_id,
+                            self._guild_limit(stored.guild_id))
+
     async def attach(self, job_id: str, target: StatusTarget) -> None:
         """The cog answered the interaction: show whatever happened to the job meanwhile."""
         shown = self._shown.setdefault(job_id, _Shown())
-        shown.target = target
-        pending, shown.pending = shown.pending, None
-        if pending is not None:
-            await pending()
+        async with shown.lock:
+            shown.target = target
+            pending, shown.pending = shown.pending, None
+            if pending is not None:
+                await pending(target)
         if shown.finished:
             self._shown.pop(job_id, None)
 
-    async def _target_for(self, job_id: str) -> StatusTarget | None:
-        shown = self._shown.get(job_id)
-        if shown is not None and shown.target is not None:
+    async def _target_for(self, job_id: str, shown: _Shown) -> StatusTarget | None:
+        if shown.target is not None:
             return shown.target
         stored = await self._storage.get_job(job_id)  # a job resumed after a restart
         if stored is None or stored.status_message_id is None or stored.channel_id is None:
             return None
-        target = StatusTarget(stored.user_id, stored.channel_id, stored.interaction, stored.status_message_id,
-                              self._guild_limit(stored.guild_id))
-        self._shown.setdefault(job_id, _Shown()).target = target
-        return target
+        shown.target = self.target_for_stored(stored)
+        return shown.target
 
     def _guild_limit(self, guild_id: int | None) -> int | None:
         guild = self._client.get_guild(guild_id) if guild_id else None
         return guild.filesize_limit if guild is not None else None
 
-    async def _render(self, job_id: str, render: Callable[[StatusTarget], Any]) -> None:
-        target = await self._target_for(job_id)
+    async def _render(self, job_id: str, render: Callable[[StatusTarget], Awaitable[object]]) -> None:
         shown = self._shown.setdefault(job_id, _Shown())
-        if target is None or target.message_id is None:
-            async def later() -> None:
-                assert shown.target is not None
-                await render(shown.target)
-            shown.pending = later
-            return
-        await render(target)
+        async with shown.lock:
+            target = await self._target_for(job_id, shown)
+            if target is None or target.message_id is None:
+                shown.pending = render  # shown by attach(); only the latest state matters
+                return
+            await render(target)
 
     # --- Presenter ----------------------------------------------------------------------------
     async def queued(self, job_id: str, position: int | None, eta_s: float | None) -> None:
@@ -113,16 +128,17 @@ class DiscordPresenter:
     async def progress(self, job_id: str, event: ProgressEvent) -> None:
         shown = self._shown.get(job_id)
         now = self._monotonic()
-        last = event.step >= event.total
-        if shown is None or shown.target is None or last or now - shown.last_progress_edit < self._interval:
+        if (shown is None or shown.target is None or not self._token_usable(shown.target)
+                or event.step >= event.total or now - shown.last_progress_edit < self._interval):
             return  # throttled: Discord allows a few edits per token every few seconds
         shown.last_progress_edit = now
-        files = []
+        uploads: list[Upload] = []
         if event.preview is not None:
-            data = await asyncio.to_thread(_preview_png, event.preview)
-            files.append(discord.File(io.BytesIO(data), filename="preview.png"))
+            uploads.append((await asyncio.to_thread(_preview_png, event.preview), "preview.png"))
         text = progress_text(event.step, event.total)
-        await self._edit(shown.target, text, files=files, view=status_view(job_id), only_if_token=True)
+        async with shown.lock:
+            if not shown.finished:
+                await self._edit(shown.target, text, uploads=uploads, view=status_view(job_id), only_if_token=True)
 
     async def finished(self, stored: StoredJob, result: GenerationResult | None) -> None:
         shown = self._shown.setdefault(stored.id, _Shown())
@@ -146,55 +162,72 @@ class DiscordPresenter:
         request = result.request
         limit = upload_limit(target.attachment_limit)
         encoded = await asyncio.to_thread(
-            lambda: encode_to_fit(make_grid(result.images), limit, result.parameters_text(0), basename=f"imagine_{stored.id[:8]}")
-        )
+            lambda: encode_to_fit(make_grid(result.images), limit, result.parameters_text(0),
+                                  basename=f"imagine_{stored.id[:8]}"))
         note = _kind_note(stored)
         if encoded.scaled:
-            note = (note + " · " if note else "") + "scaled down to fit this server's upload limit; U buttons give full size"
+            note = (note + " · " if note else "") + \
+                "scaled down to fit this server's upload limit; U buttons give full size"
         if result.warnings:
             note = (note + "\n" if note else "") + "\n".join(f"⚠ {warning}" for warning in result.warnings)
         text = result_message_text(
-            request.prompt, stored.user_id, result.seeds, request.model or "", (request.width or 0, request.height or 0),
-            request.steps or 0, result.timings.total_s, negative=request.negative_prompt, guidance=request.guidance,
+            request.prompt, stored.user_id, result.seeds, request.model or "",
+            (request.width or 0, request.height or 0), request.steps or 0, result.timings.total_s,
+            negative=request.negative_prompt, guidance=request.guidance,
             strength=request.strength if request.mode == "img2img" else None, note=note,
         )
-        file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
+        uploads = [(encoded.data, encoded.filename)]
         view = result_view(stored.id, len(result.images))
-        if self._token_usable(target):
-            await self._edit(target, text, files=[file], view=view)
+        if await self._edit(target, text, uploads=uploads, view=view, only_if_token=True):
             await self._storage.set_messages(stored.id, result_message_id=target.message_id)
             return
-        # The interaction token expired: post anew with the bot token, pinging only the requester.
+        # No usable interaction token: post anew with the bot token, pinging only the requester, and
+        # take the cancel button off the old status message.
         channel = self._client.get_partial_messageable(target.channel_id)
         try:
-            message = await channel.send(content=text, file=file, view=view,
+            message = await channel.send(content=text, files=_files(uploads), view=view,
                                          allowed_mentions=discord.AllowedMentions(
                                              everyone=False, roles=False, users=[discord.Object(target.user_id)]))
         except discord.HTTPException:
             _log.exception("could not post the result of job %s to channel %s", stored.id, target.channel_id)
             return
         await self._storage.set_messages(stored.id, result_message_id=message.id)
+        await self._edit(target, "✅ Done — the result is posted below.", view=None)
 
     def _token_usable(self, target: StatusTarget) -> bool:
         return target.interaction is not None and target.interaction.usable(self._now())
 
-    async def _edit(self, target: StatusTarget, content: str, *, files: list[discord.File] | None = None,
-                    view: discord.ui.View | None, only_if_token: bool = False) -> None:
+    async def _edit(self, target: StatusTarget, content: str, *, uploads: list[Upload] | None = None,
+                    view: discord.ui.View | None, only_if_token: bool = False) -> bool:
+        """Edit the status message; True when Discord accepted it. Without a usable token the bot token
+        is used, unless ``only_if_token`` (progress, results: a bot-token edit would not notify)."""
         if target.message_id is None:
-            return
-        try:
-            if self._token_usable(target):
-                assert target.interaction is not None
-                webhook = discord.Webhook.partial(target.interaction.application_id, target.interaction.token,
-                                                  client=self._client)
-                await webhook.edit_message(target.message_id, content=content, attachments=files or [],
+            return False
+        uploads = uploads or []
+        if self._token_usable(target):
+            assert target.interaction is not None
+            webhook = discord.Webhook.partial(target.interaction.application_id, target.interaction.token,
+                                              client=self._client)
+            try:
+                await webhook.edit_message(target.message_id, content=content, attachments=_files(uploads),
                                            view=view, allowed_mentions=NO_MENTIONS)
-            elif not only_if_token:
-                channel = self._client.get_partial_messageable(target.channel_id)
-                await channel.get_partial_message(target.message_id).edit(
-                    content=content, attachments=files or [], view=view, allowed_mentions=NO_MENTIONS)
+                return True
+            except discord.HTTPException as exc:
+                if not _token_rejected(exc):
+                    _log.warning("could not update status message %s: %s", target.message_id, exc)
+                    return False
+                _log.info("interaction token of message %s was rejected; using the bot token", target.message_id)
+                target.interaction = None  # expired early (or our clock is off): never try it again
+        if only_if_token:
+            return False
+        try:
+            channel = self._client.get_partial_messageable(target.channel_id)
+            await channel.get_partial_message(target.message_id).edit(
+                content=content, attachments=_files(uploads), view=view, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             _log.warning("could not update status message %s: %s", target.message_id, exc)
+            return False
+        return True
 
 
 def _preview_png(image: Image.Image) -> bytes:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bot.compose import Composed, resolve_model
 from bot.config import ConfigStore
-from bot.errors import NotPermitted, Refused
+from bot.errors import NotPermitted
 from bot.scheduler import Actor, Job, Scheduler
 from bot.storage import InteractionRef, JobKind, Storage
 from bot.storage import Job as StoredJob
@@ -53,11 +53,9 @@ class ImagineService:
         job = Job.create(stored.id, composed.request, user_id=requester.user_id, guild_id=requester.guild_id,
                          channel_id=requester.channel_id, role_ids=requester.role_ids,
                          cost_weight=composed.cost_weight)
-        try:
-            self.scheduler.submit(job)
-        except Refused as exc:
-            await self.storage.update_status(stored.id, "refused", error=str(exc))
-            raise
+        # A refusal raises here; the scheduler reports it to JobRecorder, which stores it (one writer
+        # per transition: two writers raced into IllegalTransition and hid the refusal's message).
+        self.scheduler.submit(job)
         return stored
 
     def may_moderate(self, requester: Requester) -> bool:
@@ -87,7 +85,7 @@ class ImagineService:
                 name, model = resolve_model(config, stored.request.model)
                 request = validate(stored.request, name, model)
             except InvalidRequest as exc:
-                reason = f"it no longer fits this server's settings: {exc}"
+                reason = f"It no longer fits this bot's settings: {exc}"
                 await self.storage.update_status(stored.id, "dropped", error=reason)
                 dropped.append((stored, reason))
                 continue

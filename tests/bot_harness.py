@@ -1,29 +1,83 @@
-"""Run the real bot (real discord.py client, real tiny model, real SQLite) against the fake Discord."""
+"""Run the real bot (real discord.py client, real tiny model, real SQLite) against the fake Discord.
+
+Test modules enable the ``fake`` fixture with ``pytest_plugins = ["tests.bot_harness"]``. The world
+has a guild owned by someone outside the tests (so nobody is an admin by ownership): alice and carol
+are plain members, bob holds the Moderator role, which ``tiny_app_config`` lists in the guild's
+``moderator_roles``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest_asyncio
 from PIL import Image
 
 from bot.app import ImagineBot
-from bot.config import AppConfig, BotConfig, ConfigStore, SchedulerConfig
+from bot.config import AppConfig, BotConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
 from bot.storage import Storage
-from generation.config import ExecutorConfig, GenerationConfig
-from generation.interface import Executor
-from tests.fake_discord import FakeDiscord, StoredMessage, run_client
+from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
+from generation.errors import GenerationCancelled
+from generation.interface import CancelToken, Executor, Outcome, ProgressCallback
+from generation.request import GenerationRequest, GenerationResult, Timings
+from tests.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, FakeRole, FakeUser, StoredMessage
+from tests.fake_discord import run_client as run_client
+from tests.fake_discord.models import MEMBER_PERMISSIONS
+
+# Generous: a safety net for a loaded 2-core machine, not a timing assertion.
+WAIT_S = 60.0
+UNLIMITED = Limits(user_rate=None, guild_rate=None, max_queued_per_user=None, max_queued_per_guild=None,
+                   daily_images_per_user=None)
 
 
-def tiny_app_config(**sections: Any) -> AppConfig:
-    """builtin:tiny on the CPU with a preview every step; no batching wait, progress edits unthrottled."""
-    sections.setdefault("generation", GenerationConfig(executor=ExecutorConfig(device="cpu", preview_every_steps=1)))
-    sections.setdefault("scheduler", SchedulerConfig(batch_window_ms=0))
+def world() -> list[FakeGuild]:
+    moderator = FakeRole("Moderator", permissions=MEMBER_PERMISSIONS, position=1)
+    owner = FakeUser("olive")
+    users = {name: FakeUser(name) for name in ("alice", "bob", "carol")}
+    return [FakeGuild(
+        "Art Club", channels=[FakeChannel("general", position=0), FakeChannel("imagine", position=1)],
+        roles=[moderator], owner_id=owner.id,
+        members=[FakeMember(users["alice"]), FakeMember(users["bob"], roles=[moderator]), FakeMember(users["carol"]),
+                 FakeMember(owner)],
+    )]
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    """A started fake with ``world()``; the test fails on anything the fake flagged (bad bodies, 413s...)."""
+    async with FakeDiscord(guilds=world(), default_timeout=WAIT_S) as started:
+        with started.patch_discord():
+            yield started
+    started.assert_no_failures()
+
+
+def tiny_model(**limits: Any) -> ModelConfig:
+    """builtin:tiny at 64x64 and 2 steps (fast on a CPU); ``limits`` override ModelConfig fields."""
+    fields: dict[str, Any] = {"source": "builtin:tiny", "default_steps": 2, "max_steps": 50, "default_width": 64,
+                              "default_height": 64, "max_width": 512, "max_height": 512, "max_pixels": 512 * 512}
+    return ModelConfig(**{**fields, **limits})
+
+
+def tiny_app_config(fake: FakeDiscord | None = None, *, models: dict[str, ModelConfig] | None = None,
+                    limits: Limits = UNLIMITED, **sections: Any) -> AppConfig:
+    """builtin:tiny on the CPU, a preview every step, no batching wait, unthrottled progress edits,
+    no admission limits, and (given ``fake``) its Moderator role as the guild's moderator role."""
+    models = models or {"tiny": tiny_model()}
+    sections.setdefault("generation", GenerationConfig(
+        default_model=next(iter(models)), models=models,
+        executor=ExecutorConfig(device="cpu", preview_every_steps=1, max_batch_images=4)))
+    sections.setdefault("scheduler", SchedulerConfig(batch_window_ms=0, position_update_s=0))
     sections.setdefault("bot", BotConfig(progress_interval_s=0.0))
-    return AppConfig(**sections)
+    if fake is not None:
+        guild = fake.guild()
+        role = guild.role("Moderator")
+        sections.setdefault("guilds", {guild.id: GuildConfig(moderator_roles=[role.id] if role else [])})
+    return AppConfig(limits=limits, **sections)
 
 
 def tiny_executor(config: AppConfig) -> Executor:
@@ -34,20 +88,72 @@ def tiny_executor(config: AppConfig) -> Executor:
 
 @asynccontextmanager
 async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | None = None, *,
-                      executor: Executor | None = None, store: ConfigStore | None = None) -> AsyncIterator[ImagineBot]:
-    """A started bot; closing it drains the queue like a real shutdown."""
-    store = store or ConfigStore(initial=config or tiny_app_config())
+                      executor: Executor | None = None, drain_timeout_s: float = 30.0) -> AsyncIterator[ImagineBot]:
+    """A started bot; leaving the block closes it, which drains the queue like a real shutdown."""
+    store = ConfigStore(initial=config or tiny_app_config(fake))
     bot = ImagineBot(config=store, storage=Storage(data_dir), executor=executor or tiny_executor(store.current),
-                     guild_ready_timeout=0.05, watch_config=False)
+                     guild_ready_timeout=0.05, watch_config=False, drain_timeout_s=drain_timeout_s)
     async with run_client(fake, bot):
         yield bot
+
+
+class GateExecutor:
+    """An ``Executor`` whose batches wait until the test opens ``gate``, then return flat-colour images
+    (the colour derives from the seed). Lets a test hold the GPU busy while it queues, cancels or
+    restarts, without sleeping. Shutdown cancels the waiting task, as it interrupts a real batch."""
+
+    max_batch_images = 1
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.batches: list[list[GenerationRequest]] = []
+        self.closed = False
+
+    async def run(self, batch: Sequence[GenerationRequest], on_progress: ProgressCallback | None = None, *,
+                  cancel_tokens: Sequence[CancelToken] | None = None) -> list[Outcome]:
+        self.batches.append(list(batch))
+        await self.gate.wait()
+        tokens: Sequence[CancelToken | None] = cancel_tokens or [None] * len(batch)
+        outcomes: list[Outcome] = []
+        for request, token in zip(batch, tokens, strict=True):
+            if token is not None and token.cancelled:
+                outcomes.append(GenerationCancelled("cancelled"))
+                continue
+            seeds = request.seeds()
+            size = (request.width or 64, request.height or 64)
+            images = [Image.new("RGB", size, (seed % 256, seed // 256 % 256, 99)) for seed in seeds]
+            outcomes.append(GenerationResult(request, images, seeds, Timings()))
+        return outcomes
+
+    async def close(self, *, cancel_running: bool = False) -> None:
+        self.closed = True
 
 
 def is_result(message: StoredMessage) -> bool:
     return bool(message.attachments) and any(cid.startswith("imagine:u:") for cid in message.custom_ids())
 
 
-def decode(message: StoredMessage) -> Image.Image:
-    image = Image.open(io.BytesIO(message.attachments[0].data))
+def decode(message: StoredMessage, index: int = 0) -> Image.Image:
+    image = Image.open(io.BytesIO(message.attachments[index].data))
     image.load()
     return image
+
+
+def button(message: StoredMessage, label: str) -> str:
+    """The custom id of the button labelled (or with the emoji) ``label``."""
+    for row in message.components:
+        for component in row.get("components", []):
+            if label in (component.get("label"), (component.get("emoji") or {}).get("name")):
+                return str(component["custom_id"])
+    raise LookupError(f"no button {label!r} on {message!r}")
+
+
+def public(fake: FakeDiscord) -> list[StoredMessage]:
+    """Messages everyone in the channel sees (not ephemeral, not deleted)."""
+    return [message for message in fake.messages if not message.ephemeral and not message.deleted]
+
+
+def png(color: str = "purple", size: tuple[int, int] = (64, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()

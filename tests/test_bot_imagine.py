@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy.exc
+
+from bot.app import ImagineBot
+from bot.config import BotConfig, ConfigStore
 from bot.render import read_parameters
-from tests.bot_harness import decode, is_result, running_bot
+from bot.storage import Job as StoredJob
+from bot.storage import Storage
+from generation.request import GenerationRequest
+from tests.bot_harness import decode, is_result, public, run_client, running_bot, tiny_app_config, tiny_executor
 from tests.fake_discord import FakeDiscord
 
-pytest_plugins = ["tests.fake_discord.fixtures"]
+pytest_plugins = ["tests.fake_discord.fixtures", "tests.bot_harness"]
 
 
 async def test_imagine_posts_a_grid_with_buttons_and_parameters(fake_discord: FakeDiscord, tmp_path: Path) -> None:
@@ -27,3 +35,132 @@ async def test_imagine_posts_a_grid_with_buttons_and_parameters(fake_discord: Fa
         # Every message the bot sent or edited had mentions switched off.
         assert fake_discord.allowed_mentions
         assert all(entry.sent and entry.value == {"parse": []} for entry in fake_discord.allowed_mentions)
+
+
+async def test_flags_options_aspect_style_and_seed(fake: FakeDiscord, tmp_path: Path) -> None:
+    styles = {"neon": "neon sign of {prompt}, glowing"}
+    config = tiny_app_config(fake, bot=BotConfig(progress_interval_s=0.0, styles=styles))
+    async with running_bot(fake, tmp_path, config):
+        # Explicit options beat the flags typed in the prompt; the flags leave the prompt.
+        explicit = await fake.slash("imagine", {"prompt": "a fox --ar 16:9 --steps 3 --seed 7", "aspect": "1:1",
+                                                "steps": 2, "seed": 9}, user="alice")
+        result = await explicit.wait_original(is_result)
+        assert decode(result).size == (64, 64)
+        assert result.content.startswith("**a fox**") and "Seed 9 ·" in result.content and "2 steps" in result.content
+
+        # A configured aspect (16:9 = 912x512) is rescaled to the model's 64x64 budget, but no side below 64.
+        wide = await fake.slash("imagine", {"prompt": "a fox --ar 16:9"}, user="alice")
+        result = await wide.wait_original(is_result)
+        assert decode(result).size == (112, 64) and "112×64" in result.content
+
+        styled = await fake.slash("imagine", {"prompt": "a fox", "style": "neon", "seed": 3}, user="alice")
+        result = await styled.wait_original(is_result)
+        assert result.content.startswith("**neon sign of a fox, glowing**")
+        parameters = read_parameters(result.attachments[0].data)
+        assert parameters is not None and parameters.startswith("neon sign of a fox, glowing\n")
+
+        # Same seed, same image; another seed, another image. One at a time: a batch of several
+        # requests takes other numeric paths, so batch-mates match only to rounding, not bit for bit.
+        images = []
+        for seed in (42, 42, 43):
+            handle = await fake.slash("imagine", {"prompt": "a lighthouse", "seed": seed}, user="carol")
+            images.append((await handle.wait_original(is_result)).attachments[0].data)
+        assert images[0] == images[1]
+        assert decode_bytes(images[0]) != decode_bytes(images[2])
+
+
+def decode_bytes(data: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB").tobytes()
+
+
+async def test_invalid_input_is_answered_privately(fake: FakeDiscord, tmp_path: Path) -> None:
+    cases = [
+        ({"prompt": "a cat --stylize 100"}, ["--stylize is not a known flag", "known flags: --ar"]),
+        ({"prompt": "a cat", "steps": 80}, ["steps 80 is out of range", "allowed: 1 to 50"]),
+        ({"prompt": "a cat", "model": "sdxl"}, ["model 'sdxl' is not available", "allowed: tiny"]),
+        ({"prompt": "a cat", "style": "vaporwave"}, ["style 'vaporwave' is unknown", "allowed: photo"]),
+        ({"prompt": "a cat --ar 9:1"}, ["aspect 9:1 is not allowed", "1:4 to 4:1"]),
+    ]
+    async with running_bot(fake, tmp_path):
+        for options, expected in cases:
+            handle = await fake.slash("imagine", options, user="alice")
+            reply = await handle.wait_original()
+            assert reply.ephemeral, options
+            assert all(text in reply.content for text in expected), reply.content
+    assert public(fake) == []
+
+
+async def test_autocomplete_offers_configured_names(fake: FakeDiscord, tmp_path: Path) -> None:
+    from tests.bot_harness import tiny_model
+
+    config = tiny_app_config(fake, models={"tiny": tiny_model(), "tiny-xl": tiny_model()},
+                             bot=BotConfig(progress_interval_s=0.0, styles={"photo": "{prompt}, photo",
+                                                                            "ink": "ink drawing of {prompt}"}))
+    async with running_bot(fake, tmp_path, config):
+        models = await fake.autocomplete("imagine", "model", {"prompt": "x", "model": ""})
+        assert [choice["value"] for choice in models] == ["tiny", "tiny-xl"]
+        assert [c["value"] for c in await fake.autocomplete("imagine", "model", {"model": "XL"})] == ["tiny-xl"]
+        styles = await fake.autocomplete("imagine", "style", {"style": ""})
+        assert [choice["value"] for choice in styles] == ["ink", "photo"]
+        aspects = await fake.autocomplete("imagine", "aspect", {"aspect": "16"})
+        assert [choice["value"] for choice in aspects] == ["16:9", "9:16"]
+
+
+class FlakyStorage(Storage):
+    """Real storage whose next ``create_job`` fails like a database that briefly lost its disk."""
+
+    fail_next = True
+
+    async def create_job(self, request: GenerationRequest, **kwargs: Any) -> StoredJob:
+        if self.fail_next:
+            self.fail_next = False
+            raise sqlalchemy.exc.OperationalError("INSERT INTO jobs", {}, Exception("disk I/O error"))
+        return await super().create_job(request, **kwargs)
+
+
+async def test_unexpected_error_gives_a_reference_and_the_bot_keeps_serving(fake: FakeDiscord,
+                                                                          tmp_path: Path) -> None:
+    store = ConfigStore(initial=tiny_app_config(fake))
+    bot = ImagineBot(config=store, storage=FlakyStorage(tmp_path), executor=tiny_executor(store.current),
+                     guild_ready_timeout=0.05, watch_config=False)
+    async with run_client(fake, bot):
+        failed = await fake.slash("imagine", {"prompt": "a cat"}, user="alice")
+        reply = await failed.wait_original()
+        assert reply.ephemeral and "Something went wrong on our side (reference `" in reply.content
+        assert "disk I/O" not in reply.content  # internals stay in the log
+        again = await fake.slash("imagine", {"prompt": "a cat"}, user="alice")
+        assert is_result(await again.wait_original(is_result))
+
+
+async def test_queue_and_help_reply_privately(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running_bot(fake, tmp_path):
+        queue = await fake.slash("queue", user="alice")
+        reply = await queue.wait_original()
+        assert reply.ephemeral
+        assert "You have no jobs waiting or running." in reply.content and "This server: 0 queued" in reply.content
+        help_ = await fake.slash("help", user="alice")
+        reply = await help_.wait_original()
+        assert reply.ephemeral
+        assert "--ar W:H" in reply.content and "Models: tiny" in reply.content and "1:1" in reply.content
+        assert "Your limits here: no limit" in reply.content
+    assert public(fake) == []
+
+
+async def test_progress_shows_queue_place_then_steps_with_a_preview(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running_bot(fake, tmp_path):
+        handle = await fake.slash("imagine", {"prompt": "a comet --steps 4"}, user="alice")
+        result = await handle.wait_original(is_result)
+        contents = result.contents
+        assert contents[0].startswith("Queued — next in line")
+        steps = [text.split("(step ")[1].rstrip(")") for text in contents if text.startswith("Generating")]
+        total = int(steps[0].split("/")[1])  # the steps the scheduler runs (PNDM adds a warm-up step)
+        assert total >= 4 and steps == [f"{step}/{total}" for step in range(1, total)]
+        assert not contents[-2].startswith("**")  # the result came last, once
+        with_preview = [v for v in result.versions if v.content.startswith("Generating")]
+        assert all(version.attachment_names == ["preview.png"] for version in with_preview)
+        assert result.versions[-1].attachment_names[0].startswith("imagine_")

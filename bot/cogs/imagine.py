@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -39,6 +41,22 @@ def requester_of(interaction: discord.Interaction[Any]) -> Requester:
                      role_ids=roles, is_admin=bool(interaction.guild_id and interaction.permissions.manage_guild))
 
 
+def _decodes(data: bytes) -> bool:
+    """Whether ``data`` is an image PIL can read (a content type is only the uploader's claim)."""
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            picture.verify()
+    except Exception:  # PIL raises many types for broken files
+        return False
+    return True
+
+
+def img2img_steps(steps: int | None, strength: float) -> int:
+    """Steps for an image-to-image follow-up: at least one denoising step must run (strength x steps >= 1),
+    which few-step models (2-4 steps) would otherwise miss."""
+    return max(steps or 1, math.ceil(1 / strength - 1e-9))
+
+
 def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
     wanted = current.lower()
     return [app_commands.Choice(name=name, value=name) for name in names if wanted in name.lower()][:25]
@@ -52,14 +70,16 @@ class ImagineCog(commands.Cog):
     @app_commands.describe(
         prompt="What to draw; Midjourney-style flags such as --ar 3:2 --seed 42 --no text work too",
         negative="What to keep out of the image", aspect="Aspect ratio", count="How many images (1-4)",
-        steps="Denoising steps", guidance="How closely to follow the prompt (CFG scale)", seed="Seed for repeatable images",
+        steps="Denoising steps", guidance="How closely to follow the prompt (CFG scale)",
+        seed="Seed for repeatable images",
         model="Which model", style="A style preset that wraps your prompt", image="Start from this image",
         strength="How much to change the image (0.05-1)",
     )
     async def imagine(
         self, interaction: discord.Interaction[Any], prompt: app_commands.Range[str, 1, 2000],
         negative: str | None = None, aspect: str | None = None, count: app_commands.Range[int, 1, 4] | None = None,
-        steps: app_commands.Range[int, 1, 200] | None = None, guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
+        steps: app_commands.Range[int, 1, 200] | None = None,
+        guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None, model: str | None = None, style: str | None = None,
         image: discord.Attachment | None = None, strength: app_commands.Range[float, 0.05, 1.0] | None = None,
     ) -> None:
@@ -70,13 +90,19 @@ class ImagineCog(commands.Cog):
         if image is not None:
             if not (image.content_type or "").startswith("image/"):
                 raise InvalidRequest([f"the attachment {image.filename!r} is not an image; allowed: PNG, JPEG or WebP"])
-            compose(config, prompt, explicit)  # fail fast, before the slow download, on bad options
+            # Fail fast, before the slow download, on bad options (b"" stands in for the image so that
+            # image-only options such as strength validate).
+            compose(config, prompt, explicit, init_image=b"")
             await interaction.response.defer(thinking=True)
             try:
                 init_image = await image.read()
             except discord.HTTPException as exc:
-                raise InvalidRequest([f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
+                raise InvalidRequest(
+                    [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
         try:
+            if init_image is not None and not await asyncio.to_thread(_decodes, init_image):
+                raise InvalidRequest([f"the attachment {image.filename if image else ''!r} could not be read as an "
+                                      "image; allowed: PNG, JPEG or WebP"])
             composed = compose(config, prompt, explicit, init_image=init_image)
             await self.submit_and_show(interaction, composed, kind="imagine")
         except Exception:
@@ -86,10 +112,8 @@ class ImagineCog(commands.Cog):
 
     @staticmethod
     async def _drop_thinking(interaction: discord.Interaction[Any]) -> None:
-        try:
+        with contextlib.suppress(discord.HTTPException):
             await interaction.delete_original_response()
-        except discord.HTTPException:
-            pass
 
     @imagine.autocomplete("model")
     async def _model_names(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
@@ -117,8 +141,10 @@ class ImagineCog(commands.Cog):
                                                                allowed_mentions=NO_MENTIONS)
             message_id = message.id
         else:
-            await interaction.response.send_message(text, view=status_view(stored.id), allowed_mentions=NO_MENTIONS)
-            message_id = (await interaction.original_response()).id
+            callback = await interaction.response.send_message(text, view=status_view(stored.id),
+                                                               allowed_mentions=NO_MENTIONS)
+            # The callback answer names the message: no extra GET @original, which an expiring token can fail.
+            message_id = callback.message_id or (await interaction.original_response()).id
         await self.bot.service.storage.set_messages(stored.id, status_message_id=message_id)
         await self.bot.presenter.attach(stored.id, StatusTarget(
             requester.user_id, requester.channel_id, ref, message_id, interaction.filesize_limit))
@@ -159,13 +185,15 @@ class ImagineCog(commands.Cog):
         if image is None:
             raise InvalidRequest([f"image {index + 1} of that request is not stored; allowed: the images shown"])
         if action == "v":
-            composed = derive(config, parent.request, init_image=image, strength=VARIATION_STRENGTH, seed=None)
+            composed = derive(config, parent.request, init_image=image, strength=VARIATION_STRENGTH, seed=None,
+                              steps=img2img_steps(parent.request.steps, VARIATION_STRENGTH))
             await self.submit_and_show(interaction, composed, kind="variation", parent_job_id=job_id)
             return
         width, height = parent.request.width or 0, parent.request.height or 0
         try:
             composed = derive(config, parent.request, init_image=image, width=width * 2, height=height * 2,
-                              strength=UPSCALE_STRENGTH, count=1, seed=parent.seeds[index])
+                              strength=UPSCALE_STRENGTH, count=1, seed=parent.seeds[index],
+                              steps=img2img_steps(parent.request.steps, UPSCALE_STRENGTH))
         except InvalidRequest as exc:
             await self._send_full_image(interaction, parent.user_id, index, image, parent.seeds[index], exc)
             return

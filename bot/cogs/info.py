@@ -67,7 +67,8 @@ class InfoCog(commands.Cog):
         text = "\n".join([
             "**/imagine** turns a prompt into images. Options or flags in the prompt set the details:",
             FLAGS_HELP,
-            f"Models: {models} · aspects: {', '.join(config.bot.aspects)} · styles: {', '.join(config.bot.styles) or 'none'}",
+            f"Models: {models} · aspects: {', '.join(config.bot.aspects)} · "
+            f"styles: {', '.join(config.bot.styles) or 'none'}",
             "Under each result: **U** one image at full size (2× upscaled where the model allows), "
             "**V** variations of it, 🔄 new seed, 🗑 delete (yours, or as a moderator).",
             f"Your limits here: {_bucket(limits.user_rate)}; at most {_cap(limits.max_queued_per_user)} queued; "

@@ -1,0 +1,157 @@
+"""What the whole bot adds on top of the executor, and how responsive its event loop stays.
+
+    python -m bench.bot_e2e [--rounds 3] [--size 128] [--steps 6]
+
+For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped every round):
+
+- bot: N users send /imagine through the fake Discord (tests/fake_discord) at once; the clock stops
+  when every status message shows its result. This pays for everything a user waits for: gateway
+  dispatch, admission, storage, the scheduler's batching window, status edits, grid encoding and upload.
+- direct: the same requests straight into the same GpuExecutor, in batches of max_batch_images.
+
+It prints the median wall time per image of each and their ratio, and the event-loop lag (how late
+a 5 ms ``asyncio.sleep`` wakes) while the bot runs: its p99 says whether anything blocks the loop
+while the GPU thread is busy. The fake Discord shares the loop, so its work counts against the bot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bot.app import ImagineBot
+from bot.config import AppConfig, BotConfig, ConfigStore, Limits, SchedulerConfig
+from bot.storage import Storage
+from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
+from generation.executor import GpuExecutor
+from generation.request import GenerationRequest, validate
+from tests.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, FakeUser, run_client
+
+USERS = 8
+TICK_S = 0.005
+
+
+@dataclass
+class Samples:
+    bot: list[float] = field(default_factory=list)  # seconds per image, one per round
+    direct: list[float] = field(default_factory=list)
+
+
+class LagMeter:
+    """Records how late ``asyncio.sleep(TICK_S)`` wakes while ``active``."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(TICK_S)
+            if self.active:
+                self.lags.append(time.perf_counter() - start - TICK_S)
+
+    def __enter__(self) -> LagMeter:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def p(self, quantile: float) -> float:
+        ordered = sorted(self.lags)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else float("nan")
+
+
+def config(size: int, steps: int) -> AppConfig:
+    model = ModelConfig(source="builtin:tiny", default_steps=steps, default_width=size, default_height=size,
+                        max_width=512, max_height=512, max_pixels=512 * 512)
+    none = Limits(user_rate=None, guild_rate=None, max_queued_per_user=None, max_queued_per_guild=None,
+                  daily_images_per_user=None)
+    return AppConfig(
+        generation=GenerationConfig(models={"tiny": model},
+                                    executor=ExecutorConfig(device="cpu", preview_every_steps=0, max_batch_images=4)),
+        limits=none, scheduler=SchedulerConfig(), bot=BotConfig(progress_interval_s=2.0))
+
+
+def guild() -> FakeGuild:
+    members = [FakeMember(FakeUser(f"user{index}")) for index in range(USERS)]
+    return FakeGuild("Bench", channels=[FakeChannel("imagine")], members=members, owner_id=members[0].user.id)
+
+
+async def bot_round(fake: FakeDiscord, n: int, round_id: int, lag: LagMeter) -> float:
+    start = time.perf_counter()
+    lag.active = True
+    handles = await asyncio.gather(*(fake.slash("imagine", {"prompt": f"a fox {round_id}-{i}", "seed": i},
+                                                user=f"user{i}") for i in range(n)))
+
+    def all_done() -> bool:
+        return all(h.original is not None and h.original.attachments and h.original.content.startswith("**")
+                   for h in handles)
+
+    await fake.wait_until(all_done, timeout=300, what="every result")
+    lag.active = False
+    return (time.perf_counter() - start) / n
+
+
+async def direct_round(executor: GpuExecutor, app: AppConfig, n: int, round_id: int) -> float:
+    name, model = app.generation.model(None)
+    requests = [validate(GenerationRequest(f"a fox {round_id}-{i}", seed=i), name, model) for i in range(n)]
+    batch = executor.max_batch_images
+    start = time.perf_counter()
+    for first in range(0, n, batch):
+        await executor.run(requests[first:first + batch])
+    return (time.perf_counter() - start) / n
+
+
+async def main(rounds: int, size: int, steps: int) -> None:
+    app = config(size, steps)
+    executor = GpuExecutor.from_config(app.generation)
+    samples = {n: Samples() for n in (1, USERS)}
+    with tempfile.TemporaryDirectory() as data:
+        async with FakeDiscord(guilds=[guild()], default_timeout=300) as fake:
+            with fake.patch_discord():
+                bot = ImagineBot(config=ConfigStore(initial=app), storage=Storage(Path(data)),
+                                 executor=executor, guild_ready_timeout=0.05, watch_config=False)
+                async with run_client(fake, bot):
+                    with LagMeter() as lag:
+                        await direct_round(executor, app, 1, -1)  # warm-up: model load, first-call costs
+                        await bot_round(fake, 1, -1, lag)
+                        lag.lags.clear()
+                        for round_id in range(rounds):
+                            for n in (1, USERS):
+                                order = ("bot", "direct") if round_id % 2 == 0 else ("direct", "bot")
+                                for kind in order:
+                                    if kind == "bot":
+                                        samples[n].bot.append(await bot_round(fake, n, round_id, lag))
+                                    else:
+                                        samples[n].direct.append(await direct_round(executor, app, n, round_id))
+                        p50, p99, worst = lag.p(0.5), lag.p(0.99), max(lag.lags)
+            fake.assert_no_failures()
+    print(f"builtin:tiny {size}x{size}, {steps} steps, CPU, {rounds} rounds, batches of {executor.max_batch_images}")
+    print(f"{'N':>3} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6}")
+    for n, got in samples.items():
+        direct, via_bot = statistics.median(got.direct), statistics.median(got.bot)
+        print(f"{n:>3} {direct:>13.3f} {via_bot:>10.3f} {via_bot / direct:>6.3f}")
+    print(f"event-loop lag while generating: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+          f"max {worst * 1000:.1f} ms ({len(lag.lags)} ticks)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=6)
+    args = parser.parse_args()
+    asyncio.run(main(args.rounds, args.size, args.steps))

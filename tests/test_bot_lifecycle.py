@@ -1,0 +1,91 @@
+"""Jobs over time: an expired interaction token, admission refusals, and a restart with queued jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.config import Bucket, Limits
+from tests.bot_harness import (
+    UNLIMITED,
+    GateExecutor,
+    decode,
+    is_result,
+    public,
+    running_bot,
+    tiny_app_config,
+    tiny_model,
+)
+from tests.fake_discord import FakeDiscord
+
+pytest_plugins = ["tests.bot_harness"]
+
+
+async def test_expired_token_posts_the_result_to_the_channel_for_the_requester(fake: FakeDiscord,
+                                                                              tmp_path: Path) -> None:
+    gpu = GateExecutor()
+    alice = fake.user("alice")
+    async with running_bot(fake, tmp_path, executor=gpu):
+        busy = await fake.slash("imagine", {"prompt": "a long job"}, user="bob")
+        await busy.wait_original(lambda m: "Starting" in m.content)
+        late = await fake.slash("imagine", {"prompt": "a patient fox"}, user="alice")
+        status = await late.wait_original(lambda m: "Queued" in m.content)
+        late.expire()  # as if 15 minutes passed in the queue
+        gpu.gate.set()
+        posted = await fake.wait_until(
+            lambda: next((m for m in public(fake) if is_result(m) and "patient fox" in m.content), None),
+            what="the result in the channel")
+        assert posted.id != status.id and posted.interaction_id is None  # a new message, sent with the bot token
+        assert posted.allowed_mentions == {"parse": [], "users": [alice.id]} or posted.allowed_mentions == {
+            "users": [alice.id], "parse": []}
+        assert f"<@{alice.id}>" in posted.content and decode(posted).size == (64, 64)
+        # The old status message no longer offers to cancel a job that is done.
+        done = await fake.wait_until(lambda: fake.message(status.id) if "Done" in fake.message(status.id).content
+                                     else None, what="the status message to say done")
+        assert done.components == []
+
+
+async def test_refusals_name_the_limit_and_when_to_retry(fake: FakeDiscord, tmp_path: Path) -> None:
+    limits = UNLIMITED.model_copy(update={
+        "user_rate": Bucket(amount=2, window_s=3600, burst=2), "max_queued_per_user": 1})
+    gpu = GateExecutor()
+    async with running_bot(fake, tmp_path, tiny_app_config(fake, limits=Limits(**dict(limits))), executor=gpu):
+        first = await fake.slash("imagine", {"prompt": "one"}, user="alice")
+        await first.wait_original(lambda m: "Starting" in m.content)
+        second = await fake.slash("imagine", {"prompt": "two"}, user="alice")
+        await second.wait_original(lambda m: "Queued" in m.content)
+
+        full = await fake.slash("imagine", {"prompt": "three"}, user="alice")
+        reply = await full.wait_original()
+        assert reply.ephemeral
+        assert "limits.max_queued_per_user" in reply.content and "Try again when one of them starts" in reply.content
+
+        gpu.gate.set()
+        await first.wait_original(is_result)
+        await second.wait_original(is_result)
+        limited = await fake.slash("imagine", {"prompt": "four"}, user="alice")
+        reply = await limited.wait_original()
+        assert reply.ephemeral and "limits.user_rate allows 2 requests per 3600 s" in reply.content
+        assert "Try again in 30 min" in reply.content
+    assert not any(word in m.content for m in public(fake) for word in ("three", "four"))
+
+
+async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeDiscord, tmp_path: Path) -> None:
+    before = tiny_app_config(fake, models={"tiny": tiny_model(), "retired": tiny_model()})
+    gpu = GateExecutor()
+    async with running_bot(fake, tmp_path, before, executor=gpu, drain_timeout_s=0):
+        running = await fake.slash("imagine", {"prompt": "a running fox --seed 1"}, user="alice")
+        await running.wait_original(lambda m: "Starting" in m.content)
+        queued = await fake.slash("imagine", {"prompt": "a queued owl --seed 2"}, user="carol")
+        await queued.wait_original(lambda m: "Queued" in m.content)
+        retired = await fake.slash("imagine", {"prompt": "a retired cat", "model": "retired"}, user="alice")
+        await retired.wait_original(lambda m: "Queued" in m.content)
+    # Leaving the block shut bot A down: the running job was interrupted, the queued ones kept.
+    assert "Interrupted by a bot restart" in running.original.content  # type: ignore[union-attr]
+
+    async with running_bot(fake, tmp_path, tiny_app_config(fake)):  # bot B: real tiny model, "retired" removed
+        for handle, seed in ((running, 1), (queued, 2)):
+            result = await handle.wait_original(is_result)  # the same status message, edited to the result
+            assert f"Seed {seed} ·" in result.content and decode(result).size == (64, 64)
+        dropped = await retired.wait_original(lambda m: "dropped" in m.content)
+        assert "model 'retired' is not available; allowed: tiny" in dropped.content and dropped.components == []
+    assert len(gpu.batches) == 1  # bot A only ever started the first job

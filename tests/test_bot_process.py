@@ -1,0 +1,95 @@
+"""``python -m bot`` as a user runs it: against the fake Discord, with the tiny model, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bot_harness import WAIT_S, decode, is_result
+from tests.fake_discord import FakeDiscord
+
+pytest_plugins = ["tests.bot_harness"]
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_CONFIG = """\
+models:
+  default: tiny
+  tiny: {source: "builtin:tiny", default_steps: 2, default_width: 64, default_height: 64}
+executor: {device: cpu, preview_every_steps: 0}
+scheduler: {batch_window_ms: 0}
+"""
+
+
+def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DISCORD_", "IMAGINE_"))}
+    config = tmp_path / "config.yaml"
+    if not config.exists():
+        config.write_text(SMALL_CONFIG)
+    env.update(IMAGINE_MODEL="builtin:tiny", IMAGINE_DATA_DIR=str(tmp_path / "data"), IMAGINE_CONFIG=str(config),
+               IMAGINE_LOG_LEVEL="ERROR", **extra)
+    return env
+
+
+def run_bot_briefly(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """For start-up failures that need no Discord: they exit on their own, at once."""
+    return subprocess.run([sys.executable, "-m", "bot"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=WAIT_S, check=False)
+
+
+async def test_python_m_bot_serves_imagine_and_exits_cleanly_on_sigterm(fake: FakeDiscord, tmp_path: Path) -> None:
+    log = (tmp_path / "bot.log").open("w")  # a file, not a pipe: a full pipe would stall the bot
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=ROOT, env=bot_env(tmp_path, **fake.env), stdout=log, stderr=log)
+    try:
+        synced = asyncio.ensure_future(fake.wait_commands("imagine", "queue", "help"))
+        exited = asyncio.ensure_future(process.wait())
+        await asyncio.wait({synced, exited}, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        assert synced.done(), f"the bot exited early: {(tmp_path / 'bot.log').read_text()}"
+        synced.result()
+        handle = await fake.slash("imagine", {"prompt": "a fox from a subprocess --seed 11"}, user="alice")
+        result = await handle.wait_original(is_result)
+        assert "Seed 11 ·" in result.content and decode(result).size == (64, 64)
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), WAIT_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        log.close()
+    assert code == 0, (tmp_path / "bot.log").read_text()
+    assert (tmp_path / "data" / "imagine.db").exists()
+
+
+def test_without_a_token_it_says_what_to_do_and_exits_2(tmp_path: Path) -> None:
+    done = run_bot_briefly(bot_env(tmp_path))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DISCORD_TOKEN is not set" in lines[0]
+
+
+def test_an_invalid_config_names_the_key_and_line_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(SMALL_CONFIG + "limits:\n  max_queued_per_user: -3\n")
+    done = run_bot_briefly(bot_env(tmp_path, DISCORD_TOKEN="anything"))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "limits.max_queued_per_user" in lines[0] and "line 7" in lines[0]
+
+
+@pytest.mark.parametrize("token", ["not-the-bot-token"])
+async def test_a_rejected_token_exits_2_with_one_clear_line(fake: FakeDiscord, tmp_path: Path, token: str) -> None:
+    env = bot_env(tmp_path, **{**fake.env, "DISCORD_TOKEN": token})
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=ROOT, env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(process.communicate(), WAIT_S)
+    assert process.returncode == 2
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "Discord rejected DISCORD_TOKEN" in lines[0], lines
+    assert [failure for failure in fake.pop_failures() if "wrong bot token" not in failure] == []
