@@ -178,6 +178,9 @@ def merge_options(flags: ParsedFlags, explicit: Options) -> ParsedFlags:
     return ParsedFlags(prompt=flags.prompt, options=replace(merged, **overrides))
 
 
+MIN_SIDE = 64
+
+
 def _round_to(value: float, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
@@ -207,6 +210,8 @@ def aspect_to_size(
         ratio = int(match[1]) / int(match[2])
         if allow_arbitrary and 1 / MAX_ASPECT_RATIO <= ratio <= MAX_ASPECT_RATIO:
             height = math.sqrt(base_pixels / ratio)
+            # Small models have small pixel budgets; keep the short side at the 64 px every model accepts.
+            height *= max(1.0, MIN_SIDE / min(height, height * ratio))
             return _round_to(height * ratio, multiple), _round_to(height, multiple)
     allowed = ", ".join(configured)
     if allow_arbitrary:

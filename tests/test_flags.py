@@ -129,3 +129,10 @@ def test_any_prose_survives_with_a_seed_flag(prose: str, seed: int) -> None:
     parsed = parse_prompt_flags(f"{prose} --seed {seed}")
     assert parsed.prompt == " ".join(prose.split())
     assert parsed.options.seed == seed
+
+
+def test_arbitrary_aspect_on_a_small_model_keeps_both_sides_at_least_64() -> None:
+    from bot.flags import aspect_to_size
+
+    assert aspect_to_size("2:1", 64 * 64, 8) == (128, 64)
+    assert aspect_to_size("1:4", 64 * 64, 8) == (64, 256)

@@ -268,7 +268,8 @@ class MessageRoutes:
             )
         body = ctx.body if isinstance(ctx.body, dict) else {}
         original = state.messages.get(interaction.original_message_id or 0)
-        if interaction.response_type == DEFERRED_CHANNEL_MESSAGE and original is not None and original.loading:
+        thinking = original is not None and original.loading and not original.deleted
+        if interaction.response_type == DEFERRED_CHANNEL_MESSAGE and thinking and original is not None:
             # Discord turns the first followup after a "thinking" defer into that message.
             edit_message(state, original, body, ctx.uploads)
             message = original
