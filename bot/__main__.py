@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from generation.executor import GpuExecutor  # the composition root is the one bot module that builds it
 
     executor = GpuExecutor.from_config(config.generation)
+    store.subscribe(lambda reloaded: executor.use_models(reloaded.generation))  # models added by a reload
     storage = Storage(data_dir, config.bot.database_url)
     bot = ImagineBot(config=store, storage=storage, executor=executor)
     try:

@@ -43,6 +43,8 @@ class SyncRunner(Protocol):
 
     def close(self) -> None: ...
 
+    def use_models(self, config: GenerationConfig) -> None: ...
+
 
 class GpuExecutor:
     """Implements ``generation.interface.Executor`` on one device."""
@@ -66,6 +68,10 @@ class GpuExecutor:
     @property
     def max_batch_images(self) -> int:
         return self._runner.max_batch_images
+
+    def use_models(self, config: GenerationConfig) -> None:
+        """Serve the models of a reloaded config from the next batch on."""
+        self._runner.use_models(config)
 
     @property
     def closed(self) -> bool:

@@ -83,6 +83,14 @@ class Runner:
     def max_batch_images(self) -> int:
         return self._config.executor.max_batch_images
 
+    def use_models(self, config: GenerationConfig) -> None:
+        """Take the models of a reloaded config; executor settings (device, dtype) keep their start-up values.
+
+        One attribute swap, so the worker thread sees either the old or the new set, never a mix; a
+        model whose entry changed is reloaded on its next use (the cache compares configs).
+        """
+        self._config = config.model_copy(update={"executor": self._config.executor})
+
     @property
     def fault_hook(self) -> FaultHook | None:
         return self._fault_hook

@@ -203,3 +203,16 @@ def test_scheduler_choice_changes_the_image_and_default_is_restored(
 def test_every_scheduler_name_runs(runner: Runner, make_request: Callable[..., Any], name: str) -> None:
     [result] = runner.run([make_request(scheduler=name, steps=3)])
     assert isinstance(result, GenerationResult) and result.images[0].size == (64, 64)
+
+
+def test_a_reloaded_config_adds_models_without_a_restart(runner: Any, tiny_config: Any) -> None:
+    from generation.config import ModelConfig
+    from generation.request import GenerationRequest, validate
+
+    added = ModelConfig(source="builtin:tiny", default_steps=2, default_width=64, default_height=64,
+                        max_width=128, max_height=128)
+    runner.use_models(tiny_config.model_copy(update={"models": {**tiny_config.models, "fresh": added}}))
+    request = validate(GenerationRequest("a fox", seed=3), "fresh", added)
+    [outcome] = runner.run([request])
+    assert outcome.images[0].size == (64, 64)
+    assert outcome.request.model == "fresh"
