@@ -1,0 +1,256 @@
+"""Simulate the scheduler against a plain FIFO on the same arrivals: ``python -m bench.scheduler_sim``.
+
+50 guilds with Zipf-distributed load send 10,000 jobs of mixed cost (SD 1.5 at two sizes and step
+counts, some SDXL). A fake executor takes  overhead + k x cost-per-image x images^0.7  seconds per
+batch, so batching pays off sub-linearly. Time is simulated; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import random
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bot.config import AppConfig, Limits, SchedulerConfig
+from bot.scheduler import Job, NullListener, Scheduler, SimulatedClock
+from generation.interface import CancelToken, Outcome, ProgressCallback
+from generation.request import GenerationRequest, GenerationResult, Timings, estimate_cost
+
+OVERHEAD_S = 0.3
+SECONDS_PER_COST = 0.9
+BATCH_EXPONENT = 0.7
+# (share, width, height, steps, cost weight): SD 1.5 mostly; SDXL at 1024² costs ~8x an SD 1.5 image
+MIX = [(0.55, 512, 512, 25, 1.0), (0.15, 512, 512, 30, 1.0), (0.15, 768, 512, 25, 1.0), (0.15, 1024, 1024, 25, 2.0)]
+COUNTS = [(0.4, 1), (0.2, 2), (0.4, 4)]
+
+
+def batch_seconds(cost_per_image: float, images: int) -> float:
+    return OVERHEAD_S + SECONDS_PER_COST * cost_per_image * images**BATCH_EXPONENT
+
+
+@dataclass
+class Arrival:
+    at: float
+    job_id: str
+    guild: int
+    user: int
+    request: GenerationRequest
+    cost: float
+
+
+def make_arrivals(n_jobs: int, n_guilds: int, zipf_s: float, load: float, seed: int) -> list[Arrival]:
+    rng = random.Random(seed)
+    weights = [1 / rank**zipf_s for rank in range(1, n_guilds + 1)]
+    raw = []
+    for index in range(n_jobs):
+        _, width, height, steps, weight = rng.choices(MIX, [m[0] for m in MIX])[0]
+        count = rng.choices([c[1] for c in COUNTS], [c[0] for c in COUNTS])[0]
+        guild = rng.choices(range(1, n_guilds + 1), weights)[0]
+        user = rng.randrange(1 + 40 // guild)  # big guilds have many users
+        request = GenerationRequest(prompt=f"j{index}", width=width, height=height, steps=steps, guidance=7.0,
+                                    seed=index, count=count, scheduler="default", model=f"w{weight:g}")
+        raw.append((guild, user, request, estimate_cost(request, weight)))
+    fifo_mean = statistics.fmean(batch_seconds(c / r.count, r.count) for _, _, r, c in raw)
+    rate = load / fifo_mean  # offered load relative to what FIFO can serve
+    at, arrivals = 0.0, []
+    for index, (guild, user, request, cost) in enumerate(raw):
+        at += rng.expovariate(rate)
+        arrivals.append(Arrival(at, f"j{index}", guild, user, request, cost))
+    return arrivals
+
+
+@dataclass
+class Run:
+    start: dict[str, float] = field(default_factory=dict)
+    batches: list[tuple[float, float, list[str]]] = field(default_factory=list)  # (start, end, job ids)
+    dispatch_cpu_per_job: list[float] = field(default_factory=list)
+    admit_cpu_per_job: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def run_fifo(arrivals: Sequence[Arrival]) -> Run:
+    run, free_at = Run(), 0.0
+    for arrival in arrivals:
+        begin = max(free_at, arrival.at)
+        free_at = begin + batch_seconds(arrival.cost / arrival.request.count, arrival.request.count)
+        run.start[arrival.job_id] = begin
+        run.batches.append((begin, free_at, [arrival.job_id]))
+    return run
+
+
+class SimExecutor:
+    def __init__(self, clock: SimulatedClock, run: Run, costs: dict[str, float]) -> None:
+        self.clock, self.run_log, self.costs = clock, run, costs
+
+    @property
+    def max_batch_images(self) -> int:
+        return 4
+
+    async def run(self, batch: Sequence[GenerationRequest], on_progress: ProgressCallback | None = None, *,
+                  cancel_tokens: Sequence[CancelToken] | None = None) -> list[Outcome]:
+        images = sum(request.count for request in batch)
+        per_image = self.costs[batch[0].prompt] / batch[0].count  # equal for compatible requests
+        begin = self.clock.monotonic()
+        seconds = batch_seconds(per_image, images)
+        await self.clock.sleep(seconds)
+        self.run_log.batches.append((begin, begin + seconds, [request.prompt for request in batch]))
+        return [GenerationResult(request, [], request.seeds(), Timings(denoise_s=seconds)) for request in batch]
+
+    async def close(self, *, cancel_running: bool = False) -> None:
+        return None
+
+
+class StartTimes(NullListener):
+    def __init__(self, clock: SimulatedClock, run: Run) -> None:
+        self.clock, self.run_log = clock, run
+
+    def started(self, job: Job) -> None:
+        self.run_log.start[job.id] = self.clock.monotonic()
+
+
+def run_scheduler(arrivals: Sequence[Arrival]) -> Run:
+    run = Run()
+    clock = SimulatedClock()
+    config = AppConfig(limits=Limits(user_rate=None, guild_rate=None, max_queued_per_user=None,
+                                     max_queued_per_guild=None, daily_images_per_user=None),
+                       scheduler=SchedulerConfig(max_queued=None, max_wait_s=1e9, initial_seconds_per_cost=1.0))
+    executor = SimExecutor(clock, run, {a.job_id: a.cost for a in arrivals})
+    scheduler = Scheduler(executor, config, clock=clock, listener=StartTimes(clock, run), record_timings=True)
+
+    async def feed() -> None:
+        await scheduler.start()
+        for arrival in arrivals:
+            await clock.sleep(arrival.at - clock.monotonic())
+            job = Job(id=arrival.job_id, request=arrival.request, user_id=arrival.user, guild_id=arrival.guild,
+                      channel_id=1, cost=arrival.cost)
+            cpu = time.thread_time()
+            scheduler.submit(job)
+            run.admit_cpu_per_job.append(time.thread_time() - cpu)
+        await scheduler.drain(finish_queued=True)
+
+    wall = time.perf_counter()
+    asyncio.run(clock.run_until_done(feed()))
+    run.wall_s = time.perf_counter() - wall
+    for cpu, jobs in scheduler.dispatch_timings or []:
+        run.dispatch_cpu_per_job.extend([cpu / jobs] * jobs)
+    return run
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def waits_in_batches(run: Run, arrivals: Sequence[Arrival], jobs: set[str], heads: set[int] | None,
+                     guild_of: dict[str, int], *, per_guild: bool = False) -> list[float]:
+    """For each job: how many batch durations it waited through (fractions at the edges); only
+    batches whose first job is from a guild in ``heads`` count, unless ``heads`` is None. With
+    ``per_guild``: the most it waited through batches headed by any one guild."""
+    batches = sorted(run.batches)
+    begins = [b[0] for b in batches]
+    out = []
+    for arrival in arrivals:
+        if arrival.job_id not in jobs:
+            continue
+        start = run.start[arrival.job_id]
+        totals: dict[int, float] = {}
+        index = max(0, bisect.bisect_right(begins, arrival.at) - 1)
+        while index < len(batches) and batches[index][0] < start:
+            b_start, b_end, members = batches[index]
+            head = guild_of[members[0]]
+            if heads is None or head in heads:
+                overlap = min(b_end, start) - max(b_start, arrival.at)
+                if overlap > 0:
+                    key = head if per_guild else 0
+                    totals[key] = totals.get(key, 0.0) + overlap / (b_end - b_start)
+            index += 1
+        out.append(max(totals.values(), default=0.0))
+    return out
+
+
+def idle_on_arrival(run: Run, arrivals: Sequence[Arrival]) -> set[str]:
+    """Jobs that found nothing of their guild queued or running when they arrived."""
+    end = {job: b_end for _, b_end, members in run.batches for job in members}
+    busy_until: dict[int, float] = {}
+    idle = set()
+    for arrival in arrivals:
+        if busy_until.get(arrival.guild, -1.0) <= arrival.at:
+            idle.add(arrival.job_id)
+        busy_until[arrival.guild] = max(busy_until.get(arrival.guild, -1.0), end[arrival.job_id])
+    return idle
+
+
+def summarize(name: str, run: Run, arrivals: Sequence[Arrival], light: set[int], heavy: set[int]) -> dict[str, str]:
+    guild_of = {a.job_id: a.guild for a in arrivals}
+    waits = {a.job_id: run.start[a.job_id] - a.at for a in arrivals}
+    light_jobs = {a.job_id for a in arrivals if a.guild in light}
+    idle_light = light_jobs & idle_on_arrival(run, arrivals)
+    heavy_jobs = {a.job_id for a in arrivals if a.guild in heavy}
+    end = max(b[1] for b in run.batches)
+    span = end - arrivals[0].at
+    busy = sum(b[1] - b[0] for b in run.batches)
+    behind_heavy = waits_in_batches(run, arrivals, light_jobs, heavy, guild_of)
+    idle_behind_one = waits_in_batches(run, arrivals, idle_light, heavy, guild_of, per_guild=True)
+    idle_behind_heavy = waits_in_batches(run, arrivals, idle_light, heavy, guild_of)
+    idle_behind_any = waits_in_batches(run, arrivals, idle_light, None, guild_of)
+    behind_any = waits_in_batches(run, arrivals, light_jobs, None, guild_of)
+    images = sum(a.request.count for a in arrivals)
+    row = {
+        "light p50 / p99 wait (s)": f"{percentile([waits[j] for j in light_jobs], 50):.1f} / "
+                                    f"{percentile([waits[j] for j in light_jobs], 99):.1f}",
+        "heavy p50 / p99 wait (s)": f"{percentile([waits[j] for j in heavy_jobs], 50):.1f} / "
+                                    f"{percentile([waits[j] for j in heavy_jobs], 99):.1f}",
+        "idle light guild worst wait, one heavy guild's batches*": f"{max(idle_behind_one):.2f}",
+        "idle light guild worst wait, all heavy batches": f"{max(idle_behind_heavy):.2f}",
+        "idle light guild worst wait, all batches": f"{max(idle_behind_any):.2f}",
+        "idle light guild p99 wait, all batches": f"{percentile(idle_behind_any, 99):.2f}",
+        "any light job worst / p99, heavy batches": f"{max(behind_heavy):.2f} / {percentile(behind_heavy, 99):.2f}",
+        "any light job worst / p99, all batches": f"{max(behind_any):.2f} / {percentile(behind_any, 99):.2f}",
+        "batches / mean images": f"{len(run.batches)} / "
+                                 f"{statistics.fmean(sum(guild_img[j] for j in b[2]) for b in run.batches):.2f}"
+        if (guild_img := {a.job_id: a.request.count for a in arrivals}) else "",
+        "GPU busy fraction": f"{busy / span:.3f}",
+        "throughput (jobs/h, images/h)": f"{len(arrivals) / span * 3600:.0f}, {images / span * 3600:.0f}",
+        "makespan (simulated s)": f"{span:.0f}",
+    }
+    if run.dispatch_cpu_per_job:
+        row["dispatcher CPU/job p50 / p99 (µs)"] = (f"{percentile(run.dispatch_cpu_per_job, 50) * 1e6:.0f} / "
+                                                   f"{percentile(run.dispatch_cpu_per_job, 99) * 1e6:.0f}")
+        row["admission CPU/job p50 / p99 (µs)"] = (f"{percentile(run.admit_cpu_per_job, 50) * 1e6:.0f} / "
+                                                  f"{percentile(run.admit_cpu_per_job, 99) * 1e6:.0f}")
+        row["wall time (s)"] = f"{run.wall_s:.1f}"
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--guilds", type=int, default=50)
+    parser.add_argument("--zipf", type=float, default=1.1)
+    parser.add_argument("--load", type=float, default=0.95, help="offered load as a fraction of FIFO capacity")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    arrivals = make_arrivals(args.jobs, args.guilds, args.zipf, args.load, args.seed)
+    ranks = list(range(1, args.guilds + 1))
+    heavy, light = set(ranks[:5]), set(ranks[args.guilds // 2:])
+    fifo = summarize("fifo", run_fifo(arrivals), arrivals, light, heavy)
+    fair = summarize("scheduler", run_scheduler(arrivals), arrivals, light, heavy)
+    print(f"{args.jobs} jobs, {args.guilds} guilds (Zipf s={args.zipf}), offered load {args.load:g} x FIFO capacity;"
+          f" heavy = top 5 guilds ({sum(a.guild in heavy for a in arrivals)} jobs), light = bottom "
+          f"{len(light)} ({sum(a.guild in light for a in arrivals)} jobs)")
+    width = max(len(key) for key in fair)
+    print(f"{'':{width}}  {'FIFO, no batching':>22}  {'fair scheduler':>22}")
+    for key, value in fair.items():
+        print(f"{key:{width}}  {fifo.get(key, '-'):>22}  {value:>22}")
+    print("waits 'in batches' = batch durations waited through (partial batches count by overlap); heavy batches =\n"
+          "batches whose first job is from a top-5 guild; idle light guild = a bottom-half guild with nothing queued\n"
+          "or running when the job arrived. * the fairness goal (<= 1.0): batches of any one flooding guild.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Admission control: token buckets, daily quotas and caps on queued/running jobs.
+
+``Admission.admit`` checks every limit first and consumes nothing unless all pass, so a refused
+request costs the user nothing. Buckets and quotas are kept per (guild, user) because each server
+sets its own limits; the guild bucket is shared by the whole server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from bot.config import Bucket, Limits, SchedulerConfig
+from bot.errors import QueueFull, QuotaExceeded, RateLimited, format_duration
+from bot.scheduler.jobs import Job
+
+UserKey = tuple[int, int]
+_PRUNE_EVERY = 4096
+
+
+class TokenBucket:
+    """Tokens refill at ``rate`` per second up to ``capacity``. Rate and capacity come with each call
+    so a config reload applies to existing buckets at once. A request larger than the bucket is let
+    through when the bucket is full and leaves it in debt, so it is slow but never impossible."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, now: float, rate: float, capacity: float) -> None:
+        self.tokens = capacity
+        self.stamp = now
+        self.rate = rate
+        self.capacity = capacity
+
+    def _refill(self, now: float, rate: float, capacity: float) -> None:
+        self.tokens = min(capacity, self.tokens + max(0.0, now - self.stamp) * rate)
+        self.stamp, self.rate, self.capacity = now, rate, capacity
+
+    def wait_time(self, now: float, amount: float, rate: float, capacity: float) -> float:
+        """Seconds until ``amount`` can be taken; 0 when it can be taken now."""
+        self._refill(now, rate, capacity)
+        need = min(amount, capacity)
+        return 0.0 if self.tokens >= need - 1e-9 else (need - self.tokens) / rate
+
+    def take(self, now: float, amount: float, rate: float, capacity: float) -> None:
+        self._refill(now, rate, capacity)
+        self.tokens -= amount
+
+    def is_full(self, now: float) -> bool:
+        self._refill(now, self.rate, self.capacity)
+        return self.tokens >= self.capacity
+
+
+class BucketSet:
+    """Buckets by key, created full on first use; full buckets are dropped now and then (same as new)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[object, TokenBucket] = {}
+        self._ops = 0
+
+    def wait_time(self, key: object, now: float, amount: float, spec: Bucket) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:  # a new bucket is full, and a full bucket admits any amount
+            return 0.0
+        return bucket.wait_time(now, amount, spec.rate, spec.capacity)
+
+    def take(self, key: object, now: float, amount: float, spec: Bucket) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(now, spec.rate, spec.capacity)
+        bucket.take(now, amount, spec.rate, spec.capacity)
+        self._ops += 1
+        if self._ops % _PRUNE_EVERY == 0:
+            self._buckets = {k: b for k, b in self._buckets.items() if not b.is_full(now)}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def quota_period(wall: float, reset_hour: int, timezone: str) -> tuple[int, float]:
+    """The quota day containing ``wall`` (an ordinal) and the epoch second it ends."""
+    zone = ZoneInfo(timezone)
+    local = dt.datetime.fromtimestamp(wall, zone)
+    day = local.date() if local.hour >= reset_hour else local.date() - dt.timedelta(days=1)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(reset_hour), tzinfo=zone)
+    return day.toordinal(), end.timestamp()
+
+
+class DailyQuota:
+    """Images used per key in the current quota day; a new day starts from zero."""
+
+    def __init__(self) -> None:
+        self._used: dict[object, tuple[int, int]] = {}
+
+    def used(self, key: object, period: int) -> int:
+        entry = self._used.get(key)
+        return entry[1] if entry is not None and entry[0] == period else 0
+
+    def consume(self, key: object, period: int, images: int) -> None:
+        if len(self._used) > _PRUNE_EVERY:
+            self._used = {k: v for k, v in self._used.items() if v[0] >= period}
+        self._used[key] = (period, self.used(key, period) + images)
+
+    def refund(self, key: object, period: int, images: int) -> None:
+        entry = self._used.get(key)
+        if entry is not None and entry[0] == period:
+            self._used[key] = (period, max(0, entry[1] - images))
+
+
+class Occupancy:
+    """How many jobs are queued and running, per user, per guild and in total."""
+
+    def __init__(self) -> None:
+        self.queued_user: Counter[UserKey] = Counter()
+        self.queued_guild: Counter[int] = Counter()
+        self.running_user: Counter[UserKey] = Counter()
+        self.running_guild: Counter[int] = Counter()
+        self.queued_total = 0
+        self.running_total = 0
+
+    def queue(self, job: Job, delta: int) -> None:
+        self.queued_user[job.user_key] += delta
+        self.queued_guild[job.guild_id] += delta
+        self.queued_total += delta
+        if delta < 0:
+            _drop_zero(self.queued_user, job.user_key)
+            _drop_zero(self.queued_guild, job.guild_id)
+
+    def run(self, job: Job, delta: int) -> None:
+        self.running_user[job.user_key] += delta
+        self.running_guild[job.guild_id] += delta
+        self.running_total += delta
+        if delta < 0:
+            _drop_zero(self.running_user, job.user_key)
+            _drop_zero(self.running_guild, job.guild_id)
+
+
+def _drop_zero(counter: Counter[UserKey] | Counter[int], key: object) -> None:
+    if counter.get(key) == 0:  # type: ignore[call-overload]
+        del counter[key]
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What admission consumed from the daily quota, so a job that makes no images can refund it."""
+
+    key: UserKey
+    period: int
+    images: int
+
+
+class Admission:
+    """Checks and consumes the admission limits of one job."""
+
+    def __init__(self) -> None:
+        self.user_buckets = BucketSet()
+        self.guild_buckets = BucketSet()
+        self.quota = DailyQuota()
+
+    def admit(self, job: Job, limits: Limits, scheduler: SchedulerConfig, occupancy: Occupancy,
+              now: float, wall: float) -> Charge | None:
+        """Raise the first Refused that applies; otherwise consume tokens/quota and return the charge."""
+        self._check_caps(job, limits, scheduler, occupancy)
+        buckets = ((self.user_buckets, job.user_key, limits.user_rate, "limits.user_rate", "You are"),
+                   (self.guild_buckets, job.guild_id, limits.guild_rate, "limits.guild_rate", "This server is"))
+        for bucket_set, key, spec, name, who in buckets:
+            if spec is None:
+                continue
+            wait = bucket_set.wait_time(key, now, 1.0 if spec.unit == "requests" else job.cost, spec)
+            if wait > 0:
+                raise RateLimited(
+                    f"{who} sending requests too fast: {name} allows {spec.describe()}. "
+                    f"Try again in {format_duration(wait)}.", limit=name, value=spec.describe(), retry_after=wait)
+        charge = None
+        if limits.daily_images_per_user is not None:
+            period, resets_at = quota_period(wall, limits.quota_reset_hour, limits.quota_timezone)
+            used = self.quota.used(job.user_key, period)
+            if used + job.images > limits.daily_images_per_user:
+                retry = max(0.0, resets_at - wall)
+                left = max(0, limits.daily_images_per_user - used)
+                raise QuotaExceeded(
+                    f"You have {left} of your {limits.daily_images_per_user} daily images left and this request "
+                    f"makes {job.images} (limits.daily_images_per_user). The quota resets at "
+                    f"{limits.quota_reset_hour:02d}:00 {limits.quota_timezone}, in {format_duration(retry)}.",
+                    limit="limits.daily_images_per_user", value=limits.daily_images_per_user,
+                    retry_after=retry, resets_at=resets_at)
+            charge = Charge(job.user_key, period, job.images)
+        for bucket_set, key, spec, _, _ in buckets:
+            if spec is not None:
+                bucket_set.take(key, now, 1.0 if spec.unit == "requests" else job.cost, spec)
+        if charge is not None:
+            self.quota.consume(charge.key, charge.period, charge.images)
+        return charge
+
+    def refund(self, charge: Charge) -> None:
+        self.quota.refund(charge.key, charge.period, charge.images)
+
+    @staticmethod
+    def _check_caps(job: Job, limits: Limits, scheduler: SchedulerConfig, occupancy: Occupancy) -> None:
+        caps = (
+            ("limits.max_queued_per_user", limits.max_queued_per_user, occupancy.queued_user[job.user_key],
+             "You already have {n} jobs waiting; the limit is {cap} per user. Try again when one of them starts."),
+            ("limits.max_queued_per_guild", limits.max_queued_per_guild, occupancy.queued_guild[job.guild_id],
+             "This server's queue is full: {n} jobs waiting, the limit is {cap}. Try again when it shrinks."),
+            ("scheduler.max_queued", scheduler.max_queued, occupancy.queued_total,
+             "The bot's queue is full: {n} jobs waiting, the limit is {cap}. Try again in a few minutes."),
+        )
+        for name, cap, count, text in caps:
+            if cap is not None and count >= cap:
+                raise QueueFull(text.format(n=count, cap=cap) + f" ({name})", limit=name, value=cap,
+                                queue_length=count)

@@ -1,0 +1,204 @@
+"""``Scheduler``: the small interface the bot talks to. Admission happens in ``submit``; ordering,
+batching and execution happen in the background dispatcher started by ``start``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from bot.config import AppConfig, ConfigStore
+from bot.errors import ChannelNotAllowed, GuildPaused, JobNotFound, NotPermitted, Refused, ShuttingDown
+from bot.scheduler.clock import Clock, SystemClock
+from bot.scheduler.core import ConfigSource, SchedulerCore
+from bot.scheduler.dispatcher import Dispatcher, wait_event
+from bot.scheduler.jobs import Actor, Job, JobListener, JobState
+from bot.scheduler.limits import Charge
+from generation.errors import GenerationCancelled
+from generation.interface import CancelToken, Executor
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    job: Job
+    position: int | None  # None while the job's guild is paused
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What /queue shows: running jobs, queued jobs in fair order, and queue lengths per guild."""
+
+    running: list[Job]
+    queued: list[QueuedJob]
+    guild_lengths: dict[int, int]
+    total_queued: int
+    paused_guilds: frozenset[int] = field(default_factory=frozenset)
+
+
+class Scheduler:
+    """Admits, orders, batches and runs jobs on one executor. All methods run on the event loop."""
+
+    def __init__(self, executor: Executor, config: ConfigSource | AppConfig, *, clock: Clock | None = None,
+                 listener: JobListener | None = None, record_timings: bool = False) -> None:
+        source: ConfigSource = ConfigStore(initial=config) if isinstance(config, AppConfig) else config
+        self._core = SchedulerCore(source, clock if clock is not None else SystemClock(), listener)
+        self._dispatcher = Dispatcher(self._core, executor, record_timings=record_timings)
+        self._draining = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._draining = False
+        self._dispatcher.hold_queue = False
+        self._dispatcher.start()
+
+    async def stop(self, *, cancel_running: bool = False) -> None:
+        """Stop dispatching. Running batches finish (or are interrupted with ``cancel_running``)."""
+        await self._dispatcher.stop()
+        if cancel_running:
+            self._dispatcher.cancel_running()
+        await self._dispatcher.wait_batches(None)
+        await self._core.notifier.flush()
+
+    async def drain(self, *, finish_queued: bool = False, timeout_s: float | None = None) -> list[Job]:
+        """Shut down: refuse new jobs, then run the queue dry (``finish_queued``) or hand queued jobs
+        back, in fair order, state HANDED_BACK, for the bot to persist and ``submit(readmit=True)``
+        later. Running batches get ``timeout_s`` (clock seconds) to finish, then are interrupted."""
+        self._draining = True
+        clock = self._core.clock
+        deadline = None if timeout_s is None else clock.monotonic() + timeout_s
+        if finish_queued:
+            while len(self._core.queue) and self._dispatcher.running and self._dispatcher.has_work():
+                left = None if deadline is None else deadline - clock.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._core.updated.clear()  # any change: a batch ended, a job expired or was cancelled
+                await wait_event(self._core.updated, clock, left)
+        self._dispatcher.hold_queue = True
+        handed = [job for _, job, _ in self._core.ordered()]
+        handed += [job for job in self._core.jobs.values() if job.state is JobState.QUEUED and job not in handed]
+        for job in handed:
+            self._core.finish(job, JobState.HANDED_BACK)
+        left = None if deadline is None else max(0.0, deadline - clock.monotonic())
+        if not await self._dispatcher.wait_batches(left):
+            for job in list(self._core.jobs.values()):
+                job.cancel_token.cancel()
+            self._dispatcher.cancel_running()
+        await self.stop()
+        return handed
+
+    # --- admission ----------------------------------------------------------------------------
+    def submit(self, job: Job, *, readmit: bool = False) -> Job:
+        """Admit ``job`` (QUEUED) or raise a Refused subclass (the job ends REFUSED, nothing consumed).
+
+        ``readmit=True`` is for jobs admitted before a restart: it skips rate limits, quotas, caps,
+        channel and pause checks, but the job still takes its fair place in the queue."""
+        core = self._core
+        if job.id in core.jobs:
+            raise ValueError(f"job id {job.id!r} is already queued or running")
+        allowed = (JobState.NEW, JobState.HANDED_BACK, JobState.QUEUED) if readmit else (JobState.NEW,)
+        if job.state not in allowed:
+            raise ValueError(f"job {job.id!r} is {job.state.value}; only new jobs can be submitted")
+        if readmit:
+            job.cancel_token = CancelToken()
+        try:
+            if self._draining:
+                raise ShuttingDown("The bot is restarting and not taking new requests right now. "
+                                   "Try again in a minute.", limit="shutdown", retry_after=60.0)
+            charge = None if readmit else self._admit(job)
+        except Refused as exc:
+            job.state, job.error, job.finished_at = JobState.REFUSED, exc, core.clock.monotonic()
+            core.notifier.send(job, "finished")
+            raise
+        core.enqueue(job, charge)
+        return job
+
+    def _admit(self, job: Job) -> Charge | None:
+        core = self._core
+        config = core.config
+        if core.queue.is_paused(job.guild_id):
+            raise GuildPaused("A moderator paused the /imagine queue in this server; try again later.",
+                              limit="paused")
+        guild = config.guilds.get(job.guild_id)
+        if guild is not None and guild.channels and job.channel_id not in guild.channels:
+            channels = ", ".join(f"<#{channel}>" for channel in guild.channels)
+            raise ChannelNotAllowed(f"/imagine is not enabled in this channel (guilds.{job.guild_id}.channels); "
+                                    f"allowed channels: {channels}.", allowed=guild.channels)
+        limits = core.limits(job.guild_id, job.role_ids)
+        return core.admission.admit(job, limits, config.scheduler, core.occupancy, core.clock.monotonic(),
+                                    core.clock.time())
+
+    # --- control ------------------------------------------------------------------------------
+    def cancel(self, job_id: str, *, by: Actor | None = None) -> Job:
+        """Cancel a queued job at once, or interrupt a running one (its batch-mates go on).
+        ``by=None`` is the bot itself; otherwise only the owner, a moderator role or an admin may."""
+        core = self._core
+        job = core.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"No queued or running job has id {job_id}; it may have finished already.")
+        if by is not None and not (by.user_id == job.user_id or by.is_admin
+                                   or core.config.is_moderator(job.guild_id, by.role_ids)):
+            raise NotPermitted("Only the person who asked for this image or a moderator "
+                               f"(guilds.{job.guild_id}.moderator_roles) can cancel it.")
+        job.cancelled_by = by.user_id if by is not None else None
+        if job.state is JobState.QUEUED:
+            core.finish(job, JobState.CANCELLED, error=GenerationCancelled("The request was cancelled."))
+        else:
+            job.cancel_token.cancel()  # the executor drops this member; the outcome finishes the job
+        return job
+
+    def pause_guild(self, guild_id: int) -> None:
+        """Stop starting this guild's jobs and refuse new ones; queued jobs keep their place."""
+        self._core.queue.pause(guild_id)
+        self._core.changed()
+
+    def resume_guild(self, guild_id: int) -> None:
+        self._core.queue.resume(guild_id)
+        self._core.changed()
+
+    # --- queries ------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        return self._core.jobs.get(job_id)
+
+    def position(self, job_id: str) -> int | None:
+        """1 = next to run; None when not queued or its guild is paused."""
+        job = self._core.jobs.get(job_id)
+        return self._core.locate(job)[0] if job is not None else None
+
+    def eta(self, job_id: str) -> float | None:
+        """Estimated seconds until the job is done (from measured seconds per cost unit)."""
+        core = self._core
+        job = core.jobs.get(job_id)
+        if job is None:
+            return None
+        if job.state is JobState.RUNNING:
+            batch = next(b for b in core.running if job in b.jobs)
+            return max(0.0, batch.estimate_s - (core.clock.monotonic() - batch.started_at))
+        return core.locate(job)[1]
+
+    def snapshot(self, *, guild_id: int | None = None, user_id: int | None = None) -> QueueSnapshot:
+        core = self._core
+
+        def wanted(job: Job) -> bool:
+            return (guild_id is None or job.guild_id == guild_id) and (user_id is None or job.user_id == user_id)
+
+        queued = [QueuedJob(job, position, eta) for position, job, eta in core.ordered() if wanted(job)]
+        listed = {entry.job.id for entry in queued}
+        queued += [QueuedJob(job, None, None) for job in core.jobs.values()
+                   if job.state is JobState.QUEUED and job.id not in listed and wanted(job)]
+        running = [job for batch in core.running for job in batch.jobs if wanted(job)]
+        paused = frozenset(gid for gid in core.queue.guild_lengths() if core.queue.is_paused(gid))
+        return QueueSnapshot(running, queued, core.queue.guild_lengths(), len(core.queue), paused)
+
+    @property
+    def seconds_per_cost(self) -> float:
+        return self._core.eta.seconds_per_cost
+
+    @property
+    def dispatch_timings(self) -> list[tuple[float, int]] | None:
+        """(dispatcher CPU seconds, jobs) per batch, when built with ``record_timings=True``."""
+        return self._dispatcher.timings
+
+    async def flush_notifications(self) -> None:
+        await self._core.notifier.flush()

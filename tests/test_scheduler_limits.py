@@ -1,0 +1,181 @@
+"""Admission: token buckets, queue caps, daily quotas, role overrides and what a refusal says."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bot.config import Bucket, GuildConfig, Limits, UserLimits
+from bot.errors import ChannelNotAllowed, GuildPaused, QueueFull, QuotaExceeded, RateLimited, ShuttingDown
+from bot.scheduler import JobState, Scheduler, SimulatedClock, TokenBucket, quota_period
+from tests.scheduler_helpers import OPEN_LIMITS, FakeExecutor, Recorder, make_config, make_job
+
+UTC_2024_01_10_0300 = dt.datetime(2024, 1, 10, 3, 0, tzinfo=dt.UTC).timestamp()
+
+
+def build(
+    limits: Limits = OPEN_LIMITS, *, wall: float = UTC_2024_01_10_0300, **kwargs: object
+) -> tuple[Scheduler, SimulatedClock, Recorder]:
+    clock = SimulatedClock(wall_start=wall)
+    recorder = Recorder()
+    scheduler = Scheduler(FakeExecutor(clock), make_config(limits=limits, **kwargs), clock=clock, listener=recorder)
+    return scheduler, clock, recorder
+
+
+def test_token_bucket_refills_at_rate_up_to_burst() -> None:
+    bucket = TokenBucket(0.0, rate=0.1, capacity=3)
+    for _ in range(3):
+        assert bucket.wait_time(0.0, 1, 0.1, 3) == 0
+        bucket.take(0.0, 1, 0.1, 3)
+    assert bucket.wait_time(0.0, 1, 0.1, 3) == pytest.approx(10.0)
+    assert bucket.wait_time(1000.0, 1, 0.1, 3) == 0
+    assert bucket.tokens == 3  # never above burst
+
+
+def test_request_larger_than_burst_passes_when_full_and_leaves_debt() -> None:
+    bucket = TokenBucket(0.0, rate=1.0, capacity=4)
+    assert bucket.wait_time(0.0, 10, 1.0, 4) == 0
+    bucket.take(0.0, 10, 1.0, 4)
+    assert bucket.wait_time(0.0, 1, 1.0, 4) == pytest.approx(7.0)
+
+
+async def test_user_rate_refusal_says_limit_value_and_retry() -> None:
+    scheduler, clock, recorder = build(OPEN_LIMITS.model_copy(update={"user_rate": Bucket(amount=6, burst=3)}))
+    for _ in range(3):
+        scheduler.submit(make_job())
+    job = make_job()
+    with pytest.raises(RateLimited) as caught:
+        scheduler.submit(job)
+    refusal = caught.value
+    assert refusal.limit == "limits.user_rate" and refusal.retry_after == pytest.approx(10.0)
+    assert "6 requests per 60 s (burst 3)" in str(refusal) and "Try again in 10 s" in str(refusal)
+    assert job.state is JobState.REFUSED and recorder.finished_states()[job.id] is JobState.REFUSED
+    scheduler.submit(make_job(user=11))  # another user has their own bucket
+    await clock.advance(10.0)
+    assert scheduler.submit(make_job()).state is JobState.QUEUED
+
+
+def test_guild_rate_in_cost_units_counts_big_requests_more() -> None:
+    bucket = Bucket(unit="cost", amount=8, window_s=60, burst=8)
+    scheduler, _, _ = build(OPEN_LIMITS.model_copy(update={"guild_rate": bucket}))
+    scheduler.submit(make_job(user=1, count=4))  # cost 4
+    scheduler.submit(make_job(user=2, count=4))
+    with pytest.raises(RateLimited, match=r"This server is sending requests too fast.*8 cost units per 60 s") as caught:
+        scheduler.submit(make_job(user=3, count=2))
+    assert caught.value.retry_after == pytest.approx(15.0)
+    scheduler.submit(make_job(guild=2, user=3, count=2))  # other servers are not affected
+
+
+def test_queue_caps_per_user_guild_and_global_report_queue_length() -> None:
+    limits = OPEN_LIMITS.model_copy(update={"max_queued_per_user": 2, "max_queued_per_guild": 3})
+    scheduler, _, _ = build(limits, max_queued=5)
+    first = scheduler.submit(make_job(user=1))
+    scheduler.submit(make_job(user=1))
+    with pytest.raises(QueueFull, match=r"You already have 2 jobs waiting; the limit is 2 per user") as caught:
+        scheduler.submit(make_job(user=1))
+    assert caught.value.queue_length == 2 and caught.value.limit == "limits.max_queued_per_user"
+    scheduler.submit(make_job(user=2))
+    with pytest.raises(QueueFull, match=r"This server's queue is full: 3 jobs waiting, the limit is 3"):
+        scheduler.submit(make_job(user=3))
+    scheduler.submit(make_job(guild=2, user=1))
+    scheduler.submit(make_job(guild=2, user=2))
+    with pytest.raises(QueueFull, match=r"The bot's queue is full: 5 jobs waiting.*scheduler.max_queued"):
+        scheduler.submit(make_job(guild=3, user=1))
+    scheduler.cancel(first.id)
+    assert scheduler.submit(make_job(guild=3, user=1)).state is JobState.QUEUED
+
+
+async def test_a_refusal_consumes_neither_tokens_nor_quota() -> None:
+    limits = OPEN_LIMITS.model_copy(
+        update={"user_rate": Bucket(amount=1, window_s=60, burst=2), "daily_images_per_user": 3}
+    )
+    scheduler, clock, _ = build(limits)
+    scheduler.submit(make_job(count=1))
+    with pytest.raises(QuotaExceeded):
+        scheduler.submit(make_job(count=4))  # refused by quota: its token is not taken
+    scheduler.submit(make_job(count=1))  # second token still there
+    with pytest.raises(RateLimited):
+        scheduler.submit(make_job(count=1))  # refused by rate: no quota taken
+    await clock.advance(60.0)
+    scheduler.submit(make_job(count=1))  # the third image of the day
+
+
+async def test_daily_quota_resets_at_configured_hour_in_zone() -> None:
+    # 03:00 UTC on 10 Jan is 04:00 in Berlin: the quota day began at 04:00 local and ends 04:00 next day.
+    limits = OPEN_LIMITS.model_copy(
+        update={"daily_images_per_user": 4, "quota_reset_hour": 4, "quota_timezone": "Europe/Berlin"}
+    )
+    scheduler, clock, _ = build(limits)
+    scheduler.submit(make_job(count=3))
+    with pytest.raises(QuotaExceeded) as caught:
+        scheduler.submit(make_job(count=2))
+    refusal = caught.value
+    assert refusal.resets_at == dt.datetime(2024, 1, 11, 3, 0, tzinfo=dt.UTC).timestamp()
+    assert refusal.retry_after == pytest.approx(24 * 3600)
+    assert "You have 1 of your 4 daily images left" in str(refusal)
+    assert "resets at 04:00 Europe/Berlin, in 24 h" in str(refusal)
+    scheduler.submit(make_job(count=1))
+    await clock.advance(24 * 3600)
+    scheduler.submit(make_job(count=4))
+
+
+def test_quota_period_handles_dst_and_hour_before_reset() -> None:
+    # 30 March 2024 23:30 UTC = 31 March 00:30 CET, DST starts at 02:00 that night.
+    wall = dt.datetime(2024, 3, 30, 23, 30, tzinfo=dt.UTC).timestamp()
+    day, ends = quota_period(wall, 6, "Europe/Berlin")
+    assert dt.date.fromordinal(day) == dt.date(2024, 3, 30)
+    assert ends == dt.datetime(2024, 3, 31, 4, 0, tzinfo=dt.UTC).timestamp()  # 06:00 CEST
+
+
+async def test_quota_is_given_back_when_a_job_makes_no_images() -> None:
+    limits = OPEN_LIMITS.model_copy(update={"daily_images_per_user": 2})
+    scheduler, _, _ = build(limits)
+    job = scheduler.submit(make_job(count=2))
+    scheduler.cancel(job.id)
+    scheduler.submit(make_job(count=2))  # the cancelled job's images are back
+
+
+def test_role_overrides_raise_a_members_limits() -> None:
+    guild = GuildConfig(roles={5: UserLimits(max_queued_per_user=3)}, limits=Limits(max_queued_per_user=1))
+    scheduler, _, _ = build(OPEN_LIMITS, guilds={1: guild})
+    scheduler.submit(make_job(user=1))
+    with pytest.raises(QueueFull, match="limit is 1 per user"):
+        scheduler.submit(make_job(user=1))
+    for _ in range(3):
+        scheduler.submit(make_job(user=2, roles=[5]))
+    with pytest.raises(QueueFull, match="limit is 3 per user"):
+        scheduler.submit(make_job(user=2, roles=[5]))
+
+
+def test_channel_allow_list_names_allowed_channels() -> None:
+    scheduler, _, _ = build(OPEN_LIMITS, guilds={1: GuildConfig(channels=[100, 101])})
+    scheduler.submit(make_job(channel=101))
+    with pytest.raises(ChannelNotAllowed, match=r"allowed channels: <#100>, <#101>") as caught:
+        scheduler.submit(make_job(channel=999))
+    assert caught.value.allowed == [100, 101]
+    scheduler.submit(make_job(guild=2, channel=999))  # no list: every channel
+
+
+def test_paused_guild_refuses_until_resumed() -> None:
+    scheduler, _, _ = build()
+    scheduler.pause_guild(1)
+    with pytest.raises(GuildPaused, match="paused"):
+        scheduler.submit(make_job())
+    scheduler.resume_guild(1)
+    assert scheduler.submit(make_job()).state is JobState.QUEUED
+
+
+async def test_shutdown_refuses_and_readmit_skips_limits() -> None:
+    limits = OPEN_LIMITS.model_copy(update={"max_queued_per_user": 1, "daily_images_per_user": 1})
+    scheduler, clock, recorder = build(limits)
+    queued = scheduler.submit(make_job())
+    handed = await clock.run_until_done(scheduler.drain())
+    assert handed == [queued] and queued.state is JobState.HANDED_BACK
+    assert queued.id not in recorder.finished_states()  # not terminal: the bot persists it
+    with pytest.raises(ShuttingDown, match="restarting"):
+        scheduler.submit(make_job())
+    fresh, _, fresh_recorder = build(limits)
+    fresh.submit(make_job())  # uses the one slot and the one image
+    assert fresh.submit(queued, readmit=True).state is JobState.QUEUED
+    assert fresh_recorder.kinds(queued.id) == ["queued"]
