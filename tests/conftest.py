@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+# The fake Discord's fixtures and the bot harness's, for every test module.
+pytest_plugins = ["tests.fake_discord.fixtures", "tests.bot_harness"]
+
 # Tests never touch the network: any hub access must fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

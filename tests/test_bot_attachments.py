@@ -8,8 +8,6 @@ from bot.render import read_parameters
 from tests.bot_harness import decode, is_result, png, public, running_bot
 from tests.fake_discord import FakeDiscord
 
-pytest_plugins = ["tests.bot_harness"]
-
 
 async def test_image_attachment_runs_image_to_image_and_other_files_are_refused(fake: FakeDiscord,
                                                                                tmp_path: Path) -> None:

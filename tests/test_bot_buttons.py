@@ -8,8 +8,6 @@ from pathlib import Path
 from tests.bot_harness import GateExecutor, button, decode, is_result, public, running_bot, tiny_app_config, tiny_model
 from tests.fake_discord import FakeDiscord, StoredMessage
 
-pytest_plugins = ["tests.bot_harness"]
-
 
 def seeds_of(message: StoredMessage) -> list[int]:
     found = re.search(r"Seeds? ([\d, ]+) ·", message.content)

@@ -16,8 +16,6 @@ from generation.request import GenerationRequest
 from tests.bot_harness import decode, is_result, public, run_client, running_bot, tiny_app_config, tiny_executor
 from tests.fake_discord import FakeDiscord
 
-pytest_plugins = ["tests.fake_discord.fixtures", "tests.bot_harness"]
-
 
 async def test_imagine_posts_a_grid_with_buttons_and_parameters(fake_discord: FakeDiscord, tmp_path: Path) -> None:
     async with running_bot(fake_discord, tmp_path):

@@ -17,8 +17,6 @@ from tests.bot_harness import (
 )
 from tests.fake_discord import FakeDiscord
 
-pytest_plugins = ["tests.bot_harness"]
-
 
 async def test_expired_token_posts_the_result_to_the_channel_for_the_requester(fake: FakeDiscord,
                                                                               tmp_path: Path) -> None:

@@ -14,8 +14,6 @@ import pytest
 from tests.bot_harness import WAIT_S, decode, is_result
 from tests.fake_discord import FakeDiscord
 
-pytest_plugins = ["tests.bot_harness"]
-
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CONFIG = """\
 models:

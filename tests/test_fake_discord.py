@@ -15,9 +15,6 @@ from PIL import Image
 
 from tests.fake_discord import FakeDiscord, StoredMessage, run_client
 
-# Provides the fake_discord fixture (a root conftest may list it instead).
-pytest_plugins = ["tests.fake_discord.fixtures"]
-
 PROMPTS = ["a cat", "a castle", "a cathedral", "a dog"]
 
 
