@@ -31,10 +31,15 @@ from generation.interface import Executor
 _log = logging.getLogger(__name__)
 
 
+def _no_prefix(bot: commands.Bot, message: discord.Message) -> list[str]:
+    return []
+
+
 class ImagineBot(commands.Bot):
     def __init__(self, *, config: ConfigStore, storage: Storage, executor: Executor, clock: Clock | None = None,
                  drain_timeout_s: float = 30.0, watch_config: bool = True, **options: Any) -> None:
-        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
+        # No prefix commands: a prefix that never matches keeps @mentions of the bot out of the error log.
+        super().__init__(command_prefix=_no_prefix, intents=discord.Intents.default(),
                          allowed_mentions=discord.AllowedMentions.none(), help_command=None, **options)
         self.config = config
         self.executor = executor
@@ -75,8 +80,12 @@ class ImagineBot(commands.Bot):
             for guild_id in dev_guilds:
                 guild = discord.Object(guild_id)
                 self.tree.copy_global_to(guild=guild)
-                await self.tree.sync(guild=guild)
-            _log.info("commands synced to %d development guild(s)", len(dev_guilds))
+                try:
+                    await self.tree.sync(guild=guild)
+                except discord.HTTPException as exc:  # e.g. the bot is not in that server
+                    _log.error("could not sync commands to discord.dev_guilds entry %s: %s", guild_id, exc)
+                    continue
+                _log.info("commands synced to development guild %s", guild_id)
         else:
             await self.tree.sync()
             _log.info("commands synced globally (may take up to an hour to appear everywhere)")
@@ -104,6 +113,8 @@ class ImagineBot(commands.Bot):
             handed_back = await self.service.scheduler.drain(timeout_s=self._drain_timeout_s)
             await self.service.scheduler.flush_notifications()
             _log.info("shutdown: %d queued job(s) kept for the next start", len(handed_back))
+            for job in handed_back:  # their queue position no longer means anything until the restart
+                await self.presenter.interrupted(job.id)
             await self.executor.close(cancel_running=True)
         finally:
             await self.service.storage.close()

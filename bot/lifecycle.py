@@ -68,22 +68,37 @@ class JobRecorder:
         status = _STATUS[job.state]
         result = job.result if status == "done" else None
         error = str(job.error) if job.error is not None else None
-        if result is not None:
-            pngs = await asyncio.to_thread(lambda: [result.png_bytes(i) for i in range(len(result.images))])
-            await self._storage.save_result_images(job.id, pngs, result.seeds)
-        timings = None
-        if result is not None:
-            timings = {"load_s": result.timings.load_s, "denoise_s": result.timings.denoise_s,
-                       "decode_s": result.timings.decode_s}
-        stored = await self._storage.get_job(job.id)
+        try:
+            stored = await self._record_end(job, status, result, error)
+        except Exception:
+            # Storage failed (disk full, locked database): the job still ends, as failed, so that it is
+            # neither stuck on screen nor run again after a restart.
+            _log.exception("could not record the end of job %s", job.id)
+            result = None
+            stored = await self._storage.get_job(job.id)
+            if stored is not None and stored.active:
+                stored = await self._storage.update_status(
+                    job.id, "failed", error="the result could not be saved; please try again")
         if stored is None:
             _log.warning("job %s finished but is not in storage", job.id)
             return
-        if stored.active:
-            stored = await self._storage.update_status(
-                job.id, status, error=error, seeds=result.seeds if result is not None else None, timings=timings,
-            )
         await self._presenter.finished(stored, result)
+
+    async def _record_end(self, job: Job, status: JobStatus, result: GenerationResult | None,
+                          error: str | None) -> StoredJob | None:
+        timings = None
+        if result is not None:
+            pngs = await asyncio.to_thread(lambda: [result.png_bytes(i) for i in range(len(result.images))])
+            await self._storage.save_result_images(job.id, pngs, result.seeds)
+            timings = {"load_s": result.timings.load_s, "denoise_s": result.timings.denoise_s,
+                       "decode_s": result.timings.decode_s}
+        stored = await self._storage.get_job(job.id)
+        if stored is None or not stored.active:
+            return stored
+        if stored.status == "queued" and status == "done":
+            await self._storage.update_status(job.id, "running")  # its "started" write was lost
+        return await self._storage.update_status(
+            job.id, status, error=error, seeds=result.seeds if result is not None else None, timings=timings)
 
     async def _record_refusal(self, job: Job) -> None:
         stored = await self._storage.get_job(job.id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,15 @@ import discord
 from PIL import Image
 
 from bot.buttons import result_view, status_view
-from bot.render import encode_to_fit, make_grid, progress_text, queued_text, result_message_text, upload_limit
+from bot.render import (
+    encode_to_fit,
+    make_grid,
+    progress_text,
+    queued_text,
+    result_message_text,
+    sanitize_user_text,
+    upload_limit,
+)
 from bot.storage import InteractionRef, Storage
 from bot.storage import Job as StoredJob
 from generation.request import GenerationResult, ProgressEvent
@@ -115,6 +124,7 @@ class DiscordPresenter:
             if target is None or target.message_id is None:
                 shown.pending = render  # shown by attach(); only the latest state matters
                 return
+            shown.pending = None  # an older parked state must never be replayed over this one
             await render(target)
 
     # --- Presenter ----------------------------------------------------------------------------
@@ -144,7 +154,7 @@ class DiscordPresenter:
         shown = self._shown.setdefault(stored.id, _Shown())
         shown.finished = True
         if result is not None:
-            await self._render(stored.id, lambda target: self._show_result(target, stored, result))
+            await self._render(stored.id, lambda target: self._show_result_or_say_why(target, stored, result))
         else:
             await self._render(stored.id, lambda target: self._edit(target, failure_text(stored), view=None))
         if shown.target is not None:
@@ -158,6 +168,16 @@ class DiscordPresenter:
         self._shown.pop(job_id, None)
 
     # --- Discord calls ------------------------------------------------------------------------
+    async def _show_result_or_say_why(self, target: StatusTarget, stored: StoredJob,
+                                      result: GenerationResult) -> None:
+        try:
+            await self._show_result(target, stored, result)
+        except Exception as exc:  # a result nobody sees is the one outcome we must not allow
+            reference = secrets.token_hex(4)
+            _log.error("could not post the result of job %s (ref %s)", stored.id, reference, exc_info=exc)
+            await self._edit(target, f"❌ The images were made but could not be posted (reference `{reference}`); "
+                                     "please try again.", view=None)
+
     async def _show_result(self, target: StatusTarget, stored: StoredJob, result: GenerationResult) -> None:
         request = result.request
         limit = upload_limit(target.attachment_limit)
@@ -169,7 +189,8 @@ class DiscordPresenter:
             note = (note + " · " if note else "") + \
                 "scaled down to fit this server's upload limit; U buttons give full size"
         if result.warnings:
-            note = (note + "\n" if note else "") + "\n".join(f"⚠ {warning}" for warning in result.warnings)
+            note = (note + "\n" if note else "") + "\n".join(
+                f"⚠ {sanitize_user_text(warning)}" for warning in result.warnings)  # warnings quote the prompt
         text = result_message_text(
             request.prompt, stored.user_id, result.seeds, request.model or "",
             (request.width or 0, request.height or 0), request.steps or 0, result.timings.total_s,

@@ -45,6 +45,7 @@ class ImagineService:
     async def submit(self, composed: Composed, requester: Requester, *, kind: JobKind = "imagine",
                      parent_job_id: str | None = None, interaction: InteractionRef | None = None) -> StoredJob:
         """Store the job, then admit it; a refusal is recorded and re-raised for the user to see."""
+        self.scheduler.check_accepting()  # during shutdown storage closes soon: store nothing new
         stored = await self.storage.create_job(
             composed.request, user_id=requester.user_id, guild_id=requester.guild_id or None,
             channel_id=requester.channel_id, role_ids=requester.role_ids, kind=kind, parent_job_id=parent_job_id,
@@ -64,7 +65,8 @@ class ImagineService:
     async def owned_job(self, job_id: str, requester: Requester, action: str) -> StoredJob:
         """The stored job if ``requester`` owns it or moderates its server; NotPermitted otherwise."""
         stored = await self.storage.require_job(job_id)
-        if stored.user_id != requester.user_id and not self.may_moderate(requester):
+        moderates_its_server = (stored.guild_id or 0) == requester.guild_id and self.may_moderate(requester)
+        if stored.user_id != requester.user_id and not moderates_its_server:
             raise NotPermitted(f"only the person who asked for this image or a moderator can {action} it")
         return stored
 

@@ -45,7 +45,7 @@ async def test_upscale_beyond_the_model_limit_sends_the_full_size_image(fake: Fa
         handle = await fake.slash("imagine", {"prompt": "a red fox --seed 5"}, user="alice")
         original = await handle.wait_original(is_result)
         click = await fake.click(original, button(original, "U1"), user="carol")
-        reply = await click.wait_original()
+        reply = await click.wait_original(lambda m: bool(m.attachments))  # after the "thinking" defer
         assert not reply.ephemeral and decode(reply).size == (64, 64)
         assert "at full size (seed 5)" in reply.content and "allowed: 64 to 64" in reply.content
         assert reply.allowed_mentions == {"parse": []}  # names alice without pinging her
@@ -71,7 +71,8 @@ async def test_delete_by_owner_moderator_and_refused_for_others(fake: FakeDiscor
 
         # A deleted image's buttons no longer make anything.
         gone = await fake.click(mine, button(mine, "U1"), user="alice")
-        assert "no longer available" in (await gone.wait_original()).content
+        refusal = await gone.wait_followup(lambda m: "no longer available" in m.content)
+        assert refusal.ephemeral
 
 
 async def test_cancel_while_queued_and_refused_for_others(fake: FakeDiscord, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,16 @@ from bot.render import read_parameters
 from bot.storage import Job as StoredJob
 from bot.storage import Storage
 from generation.request import GenerationRequest
-from tests.bot_harness import decode, is_result, public, run_client, running_bot, tiny_app_config, tiny_executor
+from tests.bot_harness import (
+    GateExecutor,
+    decode,
+    is_result,
+    public,
+    run_client,
+    running_bot,
+    tiny_app_config,
+    tiny_executor,
+)
 from tests.fake_discord import FakeDiscord
 
 
@@ -162,3 +172,49 @@ async def test_progress_shows_queue_place_then_steps_with_a_preview(fake: FakeDi
         with_preview = [v for v in result.versions if v.content.startswith("Generating")]
         assert all(version.attachment_names == ["preview.png"] for version in with_preview)
         assert result.versions[-1].attachment_names[0].startswith("imagine_")
+
+
+class UnsavableStorage(Storage):
+    """Real storage whose disk refuses result images."""
+
+    async def save_result_images(self, job_id: str, pngs: Any, seeds: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+
+async def test_a_result_that_cannot_be_saved_ends_as_failed_not_stuck(fake: FakeDiscord, tmp_path: Path) -> None:
+    store = ConfigStore(initial=tiny_app_config(fake))
+    storage = UnsavableStorage(tmp_path)
+    bot = ImagineBot(config=store, storage=storage, executor=tiny_executor(store.current),
+                     guild_ready_timeout=0.05, watch_config=False)
+    async with run_client(fake, bot):
+        handle = await fake.slash("imagine", {"prompt": "a cat"}, user="alice")
+        final = await handle.wait_original(lambda m: "could not be saved" in m.content)
+        assert final.components == []  # no cancel button left on a job that has ended
+        assert len(await storage.jobs_in_states(["failed"])) == 1  # and so it is not run again after a restart
+        assert await storage.jobs_in_states(["queued", "running"]) == []
+
+
+class UnlinkableStorage(Storage):
+    """Real storage that cannot record which message shows a job."""
+
+    async def set_messages(self, job_id: str, **kwargs: Any) -> Any:
+        raise OSError(5, "Input/output error")
+
+
+async def test_a_job_whose_status_cannot_be_recorded_is_taken_back(fake: FakeDiscord, tmp_path: Path) -> None:
+    store = ConfigStore(initial=tiny_app_config(fake))
+    storage = UnlinkableStorage(tmp_path)
+    gpu = GateExecutor()
+    bot = ImagineBot(config=store, storage=storage, executor=gpu, guild_ready_timeout=0.05, watch_config=False)
+    async with run_client(fake, bot):
+        unseen = await fake.slash("imagine", {"prompt": "a long job"}, user="alice")
+        await unseen.wait_followup(lambda m: "reference" in m.content and m.ephemeral)
+        gpu.gate.set()  # the executor drops the cancelled member
+        # Nobody could see it, so it ends cancelled: it is not resumed after a restart and shows no result.
+        # (Scheduler state wakes no fake-Discord waiter, so poll storage a bounded number of times.)
+        for _ in range(500):
+            if await storage.jobs_in_states(["cancelled"]):
+                break
+            await asyncio.sleep(0.01)
+        assert len(await storage.jobs_in_states(["cancelled"])) == 1
+        assert not any(is_result(message) for message in public(fake))

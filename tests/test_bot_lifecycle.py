@@ -79,6 +79,8 @@ async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeD
         await retired.wait_original(lambda m: "Queued" in m.content)
     # Leaving the block shut bot A down: the running job was interrupted, the queued ones kept.
     assert "Interrupted by a bot restart" in running.original.content  # type: ignore[union-attr]
+    # A queued job's position means nothing while the bot is down; it says so instead.
+    assert "Interrupted by a bot restart" in queued.original.content  # type: ignore[union-attr]
 
     async with running_bot(fake, tmp_path, tiny_app_config(fake)):  # bot B: real tiny model, "retired" removed
         for handle, seed in ((running, 1), (queued, 2)):

@@ -15,7 +15,7 @@ from discord.ext import commands
 from PIL import Image
 
 from bot.buttons import status_view
-from bot.compose import Composed, compose, derive
+from bot.compose import MAX_INIT_IMAGE_BYTES, Composed, compose, derive
 from bot.custom_ids import Action
 from bot.flags import Options
 from bot.presenter import NO_MENTIONS, StatusTarget
@@ -23,7 +23,7 @@ from bot.render import encode_to_fit, queued_text, read_parameters, sanitize_use
 from bot.replies import reply_error
 from bot.service import Requester
 from bot.storage import InteractionRef, JobKind
-from generation.errors import InvalidRequest
+from generation.errors import ImagineError, InvalidRequest
 from generation.request import MAX_SEED
 
 if TYPE_CHECKING:
@@ -90,16 +90,20 @@ class ImagineCog(commands.Cog):
         if image is not None:
             if not (image.content_type or "").startswith("image/"):
                 raise InvalidRequest([f"the attachment {image.filename!r} is not an image; allowed: PNG, JPEG or WebP"])
+            if image.size > MAX_INIT_IMAGE_BYTES:
+                raise InvalidRequest([f"the attachment is {image.size / 1e6:.1f} MB; allowed: at most "
+                                      f"{MAX_INIT_IMAGE_BYTES // 2**20} MiB"])
             # Fail fast, before the slow download, on bad options (b"" stands in for the image so that
             # image-only options such as strength validate).
             compose(config, prompt, explicit, init_image=b"")
             await interaction.response.defer(thinking=True)
-            try:
-                init_image = await image.read()
-            except discord.HTTPException as exc:
-                raise InvalidRequest(
-                    [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
         try:
+            if image is not None:
+                try:
+                    init_image = await image.read()
+                except discord.HTTPException as exc:
+                    raise InvalidRequest(
+                        [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
             if init_image is not None and not await asyncio.to_thread(_decodes, init_image):
                 raise InvalidRequest([f"the attachment {image.filename if image else ''!r} could not be read as an "
                                       "image; allowed: PNG, JPEG or WebP"])
@@ -134,20 +138,28 @@ class ImagineCog(commands.Cog):
         ref = InteractionRef(interaction.application_id, interaction.token, interaction.created_at)
         stored = await self.bot.service.submit(composed, requester, kind=kind, parent_job_id=parent_job_id,
                                                interaction=ref)
-        position = self.bot.service.scheduler.position(stored.id)
-        text = queued_text(position, self.bot.service.scheduler.eta(stored.id)) if position else "Starting…"
-        if interaction.response.is_done():
-            message = await interaction.edit_original_response(content=text, view=status_view(stored.id),
-                                                               allowed_mentions=NO_MENTIONS)
-            message_id = message.id
-        else:
-            callback = await interaction.response.send_message(text, view=status_view(stored.id),
-                                                               allowed_mentions=NO_MENTIONS)
-            # The callback answer names the message: no extra GET @original, which an expiring token can fail.
-            message_id = callback.message_id or (await interaction.original_response()).id
-        await self.bot.service.storage.set_messages(stored.id, status_message_id=message_id)
+        try:
+            message_id = await self._post_status(interaction, stored.id)
+            await self.bot.service.storage.set_messages(stored.id, status_message_id=message_id)
+        except Exception:
+            # Nobody can see this job: take it back (refunding its charge) rather than run it invisibly.
+            with contextlib.suppress(ImagineError):
+                self.bot.service.scheduler.cancel(stored.id)
+            raise
         await self.bot.presenter.attach(stored.id, StatusTarget(
             requester.user_id, requester.channel_id, ref, message_id, interaction.filesize_limit))
+
+    async def _post_status(self, interaction: discord.Interaction[Any], job_id: str) -> int:
+        position = self.bot.service.scheduler.position(job_id)
+        text = queued_text(position, self.bot.service.scheduler.eta(job_id)) if position else "Starting…"
+        if interaction.response.is_done():
+            message = await interaction.edit_original_response(content=text, view=status_view(job_id),
+                                                               allowed_mentions=NO_MENTIONS)
+            return message.id
+        callback = await interaction.response.send_message(text, view=status_view(job_id),
+                                                           allowed_mentions=NO_MENTIONS)
+        # The callback answer names the message: no extra GET @original, which an expiring token can fail.
+        return callback.message_id or (await interaction.original_response()).id
 
     # --- buttons --------------------------------------------------------------------------------
     async def on_button(self, interaction: discord.Interaction[Any], action: Action, job_id: str,
@@ -172,6 +184,18 @@ class ImagineCog(commands.Cog):
             await interaction.response.defer()
             await interaction.delete_original_response()
             return
+        # Loading the image and storing the new job can outlast Discord's 3 s window: acknowledge first.
+        await interaction.response.defer(thinking=True)
+        try:
+            await self._follow_up(interaction, action, job_id, index)
+        except Exception:
+            await self._drop_thinking(interaction)  # so the error reply that follows stays private
+            raise
+
+    async def _follow_up(self, interaction: discord.Interaction[Any], action: Action, job_id: str,
+                         index: int | None) -> None:
+        """U, V and reroll: a new job derived from a finished one."""
+        service = self.bot.service
         parent = await service.storage.require_job(job_id)
         if parent.status != "done" or parent.deleted_at is not None:
             raise InvalidRequest(["that image is no longer available; run /imagine again"])
@@ -213,7 +237,8 @@ class ImagineCog(commands.Cog):
             file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
         else:
             file = discord.File(io.BytesIO(image), filename=f"image_{index + 1}.png")
-        await interaction.response.send_message(text[:2000], file=file, allowed_mentions=NO_MENTIONS)
+        await interaction.edit_original_response(content=text[:2000], attachments=[file],
+                                                 allowed_mentions=NO_MENTIONS)
 
 
 async def setup(bot: ImagineBot) -> None:

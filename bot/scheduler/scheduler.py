@@ -48,6 +48,12 @@ class Scheduler:
         self._draining = False
 
     # --- lifecycle ----------------------------------------------------------------------------
+    def check_accepting(self) -> None:
+        """Raise ShuttingDown once ``drain`` has begun (the bot checks before it stores a new job)."""
+        if self._draining:
+            raise ShuttingDown("The bot is restarting and not taking new requests right now. "
+                               "Try again in a minute.", limit="shutdown", retry_after=60.0)
+
     async def start(self) -> None:
         self._draining = False
         self._dispatcher.hold_queue = False
@@ -103,9 +109,7 @@ class Scheduler:
         if readmit:
             job.cancel_token = CancelToken()
         try:
-            if self._draining:
-                raise ShuttingDown("The bot is restarting and not taking new requests right now. "
-                                   "Try again in a minute.", limit="shutdown", retry_after=60.0)
+            self.check_accepting()
             charge = None if readmit else self._admit(job)
         except Refused as exc:
             job.state, job.error, job.finished_at = JobState.REFUSED, exc, core.clock.monotonic()
