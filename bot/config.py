@@ -270,6 +270,9 @@ class ConfigStore:
         except ConfigError as exc:
             _log.error("config not reloaded, the running config stays: %s", exc)
             return False
+        except Exception:  # the watcher must survive anything a half-written file can cause
+            _log.exception("config not reloaded, the running config stays")
+            return False
         return True
 
     def _file_stamp(self) -> tuple[int, int] | None:

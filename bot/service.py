@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from bot.compose import Composed, resolve_model
 from bot.config import ConfigStore
@@ -79,6 +80,13 @@ class ImagineService:
         Returns (resumed, dropped with the reason); a job is dropped when today's config no longer
         allows it (its model was removed, its size now exceeds the limits).
         """
+        # Daily quotas live in memory: count what was made in the last two days (any reset hour or
+        # time zone falls inside) so that a restart does not hand everybody a fresh quota.
+        since = datetime.now(UTC) - timedelta(days=2)
+        for done in await self.storage.done_since(since):
+            if done.finished_at is not None:
+                self.scheduler.record_usage(done.guild_id or 0, done.user_id, frozenset(done.role_ids),
+                                            len(done.seeds) or done.request.count, done.finished_at.timestamp())
         resumed: list[StoredJob] = []
         dropped: list[tuple[StoredJob, str]] = []
         config = self.config.current

@@ -38,7 +38,7 @@ class ModelConfig(_Strict):
     max_width: int = Field(default=1024, ge=64, le=4096)
     max_height: int = Field(default=1024, ge=64, le=4096)
     max_pixels: int = Field(default=768 * 768, ge=64 * 64)
-    size_multiple: int = Field(default=8, ge=8, le=128)
+    size_multiple: int = Field(default=8, ge=8, le=128, multiple_of=8)  # latents are 1/8 size
     vae: str | None = Field(default=None, description="optional replacement VAE source")
     preview_decoder: str | None = Field(default=None, description="optional tiny autoencoder (TAESD) source")
     safety_checker: bool = False

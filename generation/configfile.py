@@ -46,9 +46,11 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[KeyPath, in
 
 def _line_for(loc: KeyPath, lines: dict[KeyPath, int]) -> int | None:
     for end in range(len(loc), -1, -1):
-        line = lines.get(tuple(loc[:end]))
-        if line is not None:
-            return line
+        # pydantic reports dict[int, ...] keys as ints; YAML mapping keys are recorded as strings.
+        for candidate in (tuple(loc[:end]), tuple(str(part) for part in loc[:end])):
+            line = lines.get(candidate)
+            if line is not None:
+                return line
     return None
 
 
@@ -89,5 +91,7 @@ def read_config_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist; pass --config PATH or set IMAGINE_CONFIG") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); allowed: UTF-8 YAML") from exc
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc

@@ -160,6 +160,14 @@ def load_model(name: str, model: ModelConfig, executor: ExecutorConfig) -> Loade
                        base_scheduler=pipe.scheduler, preview_decoder=preview)
 
 
+_WEIGHT_FIELDS = ("source", "family", "revision", "variant", "dtype", "vae", "preview_decoder", "safety_checker")
+
+
+def _weights_key(model: ModelConfig) -> tuple[object, ...]:
+    """What decides the loaded weights; other fields (limits, defaults, cost) change without a reload."""
+    return tuple(getattr(model, name) for name in _WEIGHT_FIELDS)
+
+
 class ModelCache:
     """The last ``executor.max_loaded_models`` models used, least recently used evicted first.
 
@@ -173,7 +181,8 @@ class ModelCache:
     def get(self, name: str, model: ModelConfig) -> tuple[LoadedModel, bool]:
         """The loaded model and whether this call loaded it."""
         loaded = self._models.get(name)
-        if loaded is not None and loaded.config == model:
+        if loaded is not None and _weights_key(loaded.config) == _weights_key(model):
+            loaded.config = model  # a limit or default changed, not the weights: no reload
             self._models.move_to_end(name)
             return loaded, False
         self._evict(keep=self._executor.max_loaded_models - 1, also=name)

@@ -18,6 +18,8 @@ from generation.errors import InvalidRequest
 MAX_IMAGES_PER_REQUEST = 4
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
+LCM_MAX_STEPS = 50
+MAX_INIT_IMAGE_SIDE = 4096  # input images larger than this are refused before they are decoded
 Mode = Literal["txt2img", "img2img"]
 
 
@@ -131,6 +133,8 @@ def validate(
         problems.append(f"seed {request.seed} is out of range; allowed: 0 to {MAX_SEED}")
     if scheduler not in SCHEDULERS:
         problems.append(f"scheduler {scheduler!r} is unknown; allowed: {', '.join(SCHEDULERS)}")
+    elif scheduler == "lcm" and steps > LCM_MAX_STEPS:  # LCM distils a 50-step schedule
+        problems.append(f"steps {steps} is too many for the lcm scheduler; allowed: 1 to {LCM_MAX_STEPS}")
     strength = request.strength
     if request.init_image is not None:
         if not limits.img2img:

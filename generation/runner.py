@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from generation.config import GenerationConfig
 from generation.decode import decode_latents, truncation_warnings
@@ -26,7 +26,14 @@ from generation.errors import GenerationCancelled, GenerationFailed, ImagineErro
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.models import LoadedModel, ModelCache
 from generation.preview import linear_preview, tiny_decoder_preview
-from generation.request import GenerationRequest, GenerationResult, ProgressEvent, Timings, compatibility_key
+from generation.request import (
+    MAX_INIT_IMAGE_SIDE,
+    GenerationRequest,
+    GenerationResult,
+    ProgressEvent,
+    Timings,
+    compatibility_key,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -144,9 +151,16 @@ class Runner:
             return
         try:
             with Image.open(io.BytesIO(request.init_image)) as image:
+                if max(image.size) > MAX_INIT_IMAGE_SIDE:  # size is known before decoding: refuse bombs early
+                    member.error = GenerationFailed(
+                        f"the input image is {image.width}x{image.height}; allowed: at most "
+                        f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
+                    return
+                image.draft("RGB", (request.width or 0, request.height or 0))  # JPEG: decode at reduced size
                 rgb = image.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            member.error = GenerationFailed(f"the input image could not be read ({exc}); allowed: PNG, JPEG or WebP")
+        except Exception as exc:  # PIL raises many types for hostile files; only this member fails
+            member.error = GenerationFailed(
+                f"the input image could not be read ({type(exc).__name__}); allowed: PNG, JPEG or WebP")
             return
         assert request.width is not None and request.height is not None
         member.init_image = rgb.resize((request.width, request.height), Image.Resampling.LANCZOS)
@@ -286,12 +300,12 @@ class _Call:
             total = int(pipe.num_timesteps)
             done = step + 1
             if self._on_progress is not None:
-                previews: tuple[Image.Image | None, ...] = ()
-                if every and done % every == 0 and done < total:
-                    previews = self._previews(tensors["latents"], rows_of_first_image)
-                event = ProgressEvent(step=done, total=total, preview=previews[0] if len(previews) == 1 else None,
-                                      previews=previews)
                 try:
+                    previews: tuple[Image.Image | None, ...] = ()
+                    if every and done % every == 0 and done < total:
+                        previews = self._previews(tensors["latents"], rows_of_first_image)
+                    event = ProgressEvent(step=done, total=total,
+                                          preview=previews[0] if len(previews) == 1 else None, previews=previews)
                     self._on_progress(event)
                 except Exception:
                     _log.exception("progress callback failed; generation continues")

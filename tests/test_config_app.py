@@ -190,3 +190,13 @@ async def test_sighup_reloads(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_unquoted_numeric_keys_and_non_utf8_files_are_reported_clearly(tmp_path: Path) -> None:
+    text = "guilds:\n  123:\n    roles:\n      77:\n        daily_images_per_user: -5\n"
+    with pytest.raises(ConfigError, match=r"guilds.123.roles.77.daily_images_per_user \(line 5\)"):
+        parse_config(text, "config.yaml")
+    broken = tmp_path / "config.yaml"
+    broken.write_bytes(b"limits:\n  quota_timezone: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(broken)

@@ -74,3 +74,19 @@ def test_light_modules_do_not_import_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_lcm_steps_and_size_multiples_name_what_is_allowed() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from generation.config import ModelConfig
+    from generation.errors import InvalidRequest
+    from generation.request import GenerationRequest, validate
+
+    model = ModelConfig(source="builtin:tiny", max_steps=100)
+    with pytest.raises(InvalidRequest) as caught:
+        validate(GenerationRequest("a fox", steps=60, scheduler="lcm"), "tiny", model)
+    assert "steps 60 is too many for the lcm scheduler; allowed: 1 to 50" in str(caught.value)
+    with pytest.raises(ValidationError, match="multiple of 8"):
+        ModelConfig(source="builtin:tiny", size_multiple=12)

@@ -216,3 +216,24 @@ def test_a_reloaded_config_adds_models_without_a_restart(runner: Any, tiny_confi
     [outcome] = runner.run([request])
     assert outcome.images[0].size == (64, 64)
     assert outcome.request.model == "fresh"
+
+
+def test_an_oversized_init_image_is_refused_before_decoding(runner: Runner,
+                                                             make_request: Callable[..., Any]) -> None:
+    good = make_request(init_image=png(Image.new("RGB", (64, 64), "blue")), strength=0.5, steps=4)
+    huge = make_request(init_image=png(Image.new("1", (20000, 8))), strength=0.5, steps=4, seed=2)
+    outcomes = runner.run([good, huge])
+    assert isinstance(outcomes[0], GenerationResult)
+    assert isinstance(outcomes[1], GenerationFailed)
+    assert "20000x8; allowed: at most 4096 pixels on each side" in str(outcomes[1])
+
+
+def test_changing_a_models_limits_keeps_its_weights_loaded(runner: Runner, tiny_config: Any) -> None:
+    before = runner.model("tiny")
+    relaxed = tiny_config.models["tiny"].model_copy(update={"max_steps": 80, "cost_weight": 0.5})
+    runner.use_models(tiny_config.model_copy(update={"models": {"tiny": relaxed}}))
+    after = runner.model("tiny")
+    assert after.pipe is before.pipe and after.config.max_steps == 80
+    renamed = relaxed.model_copy(update={"source": "builtin:tiny-xl", "family": "sdxl"})
+    runner.use_models(tiny_config.model_copy(update={"models": {"tiny": renamed}}))
+    assert runner.model("tiny").pipe is not before.pipe  # new weights: loaded anew

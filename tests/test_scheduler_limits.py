@@ -179,3 +179,14 @@ async def test_shutdown_refuses_and_readmit_skips_limits() -> None:
     fresh.submit(make_job())  # uses the one slot and the one image
     assert fresh.submit(queued, readmit=True).state is JobState.QUEUED
     assert fresh_recorder.kinds(queued.id) == ["queued"]
+
+
+async def test_images_made_before_a_restart_and_readmitted_jobs_count_against_the_quota() -> None:
+    limits = OPEN_LIMITS.model_copy(update={"daily_images_per_user": 4})
+    scheduler, clock, _ = build(limits)
+    scheduler.record_usage(1, 10, frozenset(), 2, clock.time() - 3600)  # made an hour before the restart
+    scheduler.record_usage(1, 10, frozenset(), 3, clock.time() - 2 * 86400)  # an earlier day: not counted
+    scheduler.submit(make_job(count=1), readmit=True)  # was queued at the restart: runs, and counts
+    with pytest.raises(QuotaExceeded) as caught:
+        scheduler.submit(make_job(count=2))
+    assert "You have 1 of your 4 daily images left" in str(caught.value)

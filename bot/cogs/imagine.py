@@ -24,7 +24,7 @@ from bot.replies import reply_error
 from bot.service import Requester
 from bot.storage import InteractionRef, JobKind
 from generation.errors import ImagineError, InvalidRequest
-from generation.request import MAX_SEED
+from generation.request import MAX_INIT_IMAGE_SIDE, MAX_SEED
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -41,14 +41,17 @@ def requester_of(interaction: discord.Interaction[Any]) -> Requester:
                      role_ids=roles, is_admin=bool(interaction.guild_id and interaction.permissions.manage_guild))
 
 
-def _decodes(data: bytes) -> bool:
-    """Whether ``data`` is an image PIL can read (a content type is only the uploader's claim)."""
+def image_problem(data: bytes, filename: str) -> str | None:
+    """Why ``data`` cannot be an input image, or None (a content type is only the uploader's claim)."""
     try:
         with Image.open(io.BytesIO(data)) as picture:
+            if max(picture.size) > MAX_INIT_IMAGE_SIDE:  # known before decoding: refuse bombs early
+                return (f"the attachment {filename!r} is {picture.width}x{picture.height}; allowed: at most "
+                        f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
             picture.verify()
     except Exception:  # PIL raises many types for broken files
-        return False
-    return True
+        return f"the attachment {filename!r} could not be read as an image; allowed: PNG, JPEG or WebP"
+    return None
 
 
 def img2img_steps(steps: int | None, strength: float) -> int:
@@ -104,9 +107,10 @@ class ImagineCog(commands.Cog):
                 except discord.HTTPException as exc:
                     raise InvalidRequest(
                         [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
-            if init_image is not None and not await asyncio.to_thread(_decodes, init_image):
-                raise InvalidRequest([f"the attachment {image.filename if image else ''!r} could not be read as an "
-                                      "image; allowed: PNG, JPEG or WebP"])
+            if init_image is not None and image is not None:
+                problem = await asyncio.to_thread(image_problem, init_image, image.filename)
+                if problem is not None:
+                    raise InvalidRequest([problem])
             composed = compose(config, prompt, explicit, init_image=init_image)
             await self.submit_and_show(interaction, composed, kind="imagine")
         except Exception:

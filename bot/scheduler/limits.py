@@ -99,7 +99,11 @@ class DailyQuota:
 
     def consume(self, key: object, period: int, images: int) -> None:
         if len(self._used) > _PRUNE_EVERY:
-            self._used = {k: v for k, v in self._used.items() if v[0] >= period}
+            # Keep yesterday too: guilds in other time zones or reset hours are a quota day behind.
+            self._used = {k: v for k, v in self._used.items() if v[0] >= period - 1}
+        entry = self._used.get(key)
+        if entry is not None and entry[0] > period:
+            return  # usage from an earlier quota day (rebuilt after a restart) no longer counts
         self._used[key] = (period, self.used(key, period) + images)
 
     def refund(self, key: object, period: int, images: int) -> None:
@@ -157,6 +161,14 @@ class Admission:
         self.user_buckets = BucketSet()
         self.guild_buckets = BucketSet()
         self.quota = DailyQuota()
+
+    def record_usage(self, key: UserKey, images: int, limits: Limits, wall: float) -> Charge | None:
+        """Count images against the daily quota without checking it (jobs admitted before a restart)."""
+        if limits.daily_images_per_user is None:
+            return None
+        period, _ = quota_period(wall, limits.quota_reset_hour, limits.quota_timezone)
+        self.quota.consume(key, period, images)
+        return Charge(key, period, images)
 
     def admit(self, job: Job, limits: Limits, scheduler: SchedulerConfig, occupancy: Occupancy,
               now: float, wall: float) -> Charge | None:

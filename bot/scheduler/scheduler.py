@@ -110,13 +110,24 @@ class Scheduler:
             job.cancel_token = CancelToken()
         try:
             self.check_accepting()
-            charge = None if readmit else self._admit(job)
+            charge = self._readmit_charge(job) if readmit else self._admit(job)
         except Refused as exc:
             job.state, job.error, job.finished_at = JobState.REFUSED, exc, core.clock.monotonic()
             core.notifier.send(job, "finished")
             raise
         core.enqueue(job, charge)
         return job
+
+    def _readmit_charge(self, job: Job) -> Charge | None:
+        core = self._core
+        return core.admission.record_usage(job.user_key, job.images, core.limits(job.guild_id, job.role_ids),
+                                           core.clock.time())
+
+    def record_usage(self, guild_id: int, user_id: int, role_ids: frozenset[int], images: int,
+                     finished_wall: float) -> None:
+        """Count images made before a restart (the quota lives in memory) against today's quota."""
+        core = self._core
+        core.admission.record_usage((guild_id, user_id), images, core.limits(guild_id, role_ids), finished_wall)
 
     def _admit(self, job: Job) -> Charge | None:
         core = self._core

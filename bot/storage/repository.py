@@ -212,6 +212,14 @@ class Storage:
                 select(JobRow).where(JobRow.status.in_(list(states))).order_by(JobRow.created_at, JobRow.id))
             return [_to_job(row) for row in rows]
 
+    async def done_since(self, since: datetime) -> list[Job]:
+        """Jobs that made images since ``since``, oldest first (to rebuild daily quotas at start-up)."""
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(JobRow).where(JobRow.status == "done", JobRow.finished_at >= since)
+                .order_by(JobRow.finished_at, JobRow.id))
+            return [_to_job(row) for row in rows]
+
     async def requeue_interrupted(self) -> list[Job]:
         """At start-up: put jobs cut off while ``running`` back to ``queued``; return every queued job."""
         for job in await self.jobs_in_states(["running"]):
