@@ -196,13 +196,21 @@ class _Call:
         self._request, self._width, self._height, self._steps = first, first.width, first.height, first.steps
         self._executor = runner.config.executor
         self._fault_hook = runner.fault_hook
+        self._sdxl = loaded.config.family == "sdxl"
 
     def run_all(self) -> None:
         items = [(index, image) for index, member in enumerate(self._members) if member.live
                  for image in range(member.request.count)]
         size = self._executor.max_batch_images
-        for start in range(0, len(items), size):
-            self._run_chunk(items[start:start + size])
+        groups = [items]
+        if self._sdxl:
+            # SDXL zeroes the negative embedding only when no negative prompt is passed at all, so
+            # images with and without one go in separate calls (as they would run alone).
+            groups = [[item for item in items if not self._members[item[0]].request.negative_prompt],
+                      [item for item in items if self._members[item[0]].request.negative_prompt]]
+        for group in groups:
+            for start in range(0, len(group), size):
+                self._run_chunk(group[start:start + size])
 
     def _interrupted(self) -> bool:
         return self._interrupt is not None and self._interrupt.cancelled
@@ -249,7 +257,8 @@ class _Call:
         pipe.scheduler = self._loaded.scheduler(request.scheduler or "default")
         kwargs: dict[str, Any] = {
             "prompt": [m.request.prompt for m in members],
-            "negative_prompt": [m.request.negative_prompt for m in members],
+            "negative_prompt": (None if self._sdxl and not any(m.request.negative_prompt for m in members)
+                                else [m.request.negative_prompt for m in members]),
             "num_inference_steps": self._steps,
             "guidance_scale": request.guidance,
             "generator": [torch.Generator("cpu").manual_seed(seed) for seed in seeds],

@@ -142,3 +142,30 @@ def test_sdxl_family_txt2img_img2img_and_local_folder(tmp_path: Path) -> None:
     assert isinstance(img2img, GenerationResult) and img2img.images[0].size == (64, 64)
     xl = runner.model("xl")
     assert xl.pipeline("img2img").text_encoder_2 is xl.pipe.text_encoder_2
+
+
+def test_sdxl_batch_with_and_without_negatives_matches_single_runs() -> None:
+    runner = Runner(config_with({"xl": ModelConfig(source="builtin:tiny-xl", family="sdxl", **TINY_LIMITS)}))
+    name, limits = runner.config.model("xl")
+    plain = validate(GenerationRequest(prompt="a fox", seed=4, steps=3), name, limits)
+    negated = validate(GenerationRequest(prompt="a fox", negative_prompt="snow", seed=4, steps=3), name, limits)
+    batched = runner.run([plain, negated])
+    alone = [runner.run([plain])[0], runner.run([negated])[0]]
+    for together, single in zip(batched, alone, strict=True):
+        assert isinstance(together, GenerationResult) and isinstance(single, GenerationResult)
+        difference = np.abs(np.asarray(together.images[0], dtype=int) - np.asarray(single.images[0], dtype=int))
+        assert difference.max() <= 2
+    # Without a negative prompt SDXL uses zeroed negative embeddings, so the two images differ.
+    assert not np.array_equal(np.asarray(batched[0].images[0]), np.asarray(batched[1].images[0]))
+
+
+def test_sdxl_without_a_negative_prompt_matches_the_pipeline_called_without_one() -> None:
+    runner = Runner(config_with({"xl": ModelConfig(source="builtin:tiny-xl", family="sdxl", **TINY_LIMITS)}))
+    name, limits = runner.config.model("xl")
+    [ours] = runner.run([validate(GenerationRequest(prompt="a fox", seed=4, steps=3), name, limits)])
+    assert isinstance(ours, GenerationResult)
+    pipe = runner.model("xl").pipe
+    reference = pipe(prompt=["a fox"], num_inference_steps=3, guidance_scale=ours.request.guidance, width=64,
+                     height=64, generator=[torch.Generator("cpu").manual_seed(4)], output_type="pil").images[0]
+    difference = np.abs(np.asarray(ours.images[0], dtype=int) - np.asarray(reference, dtype=int))
+    assert difference.max() <= 2
