@@ -22,7 +22,7 @@ from PIL import Image
 from generation.config import GenerationConfig
 from generation.decode import decode_latents, truncation_warnings
 from generation.devices import free_memory
-from generation.errors import GenerationCancelled, GenerationFailed, ImagineError
+from generation.errors import GenerationCancelled, GenerationFailed, ImagineError, InvalidRequest
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.models import LoadedModel, ModelCache
 from generation.preview import linear_preview, tiny_decoder_preview
@@ -33,6 +33,7 @@ from generation.request import (
     ProgressEvent,
     Timings,
     compatibility_key,
+    validate,
 )
 
 _log = logging.getLogger(__name__)
@@ -146,6 +147,12 @@ class Runner:
 
     def _prepare(self, loaded: LoadedModel, member: _Member) -> None:
         request = member.request
+        try:
+            # Limits may have been lowered by a reload (say, after running out of memory) while this waited.
+            validate(request, loaded.name, loaded.config)
+        except InvalidRequest as exc:
+            member.error = exc
+            return
         member.warnings = truncation_warnings(loaded.tokenizer, request.prompt, request.negative_prompt)
         if request.init_image is None:
             return

@@ -237,3 +237,15 @@ def test_changing_a_models_limits_keeps_its_weights_loaded(runner: Runner, tiny_
     renamed = relaxed.model_copy(update={"source": "builtin:tiny-xl", "family": "sdxl"})
     runner.use_models(tiny_config.model_copy(update={"models": {"tiny": renamed}}))
     assert runner.model("tiny").pipe is not before.pipe  # new weights: loaded anew
+
+
+def test_a_request_that_waited_through_a_stricter_reload_is_refused_with_the_new_limit(
+        runner: Runner, tiny_config: Any, make_request: Callable[..., Any]) -> None:
+    from generation.errors import InvalidRequest
+
+    waiting = make_request(width=128, height=128)
+    stricter = tiny_config.models["tiny"].model_copy(update={"max_width": 64, "max_height": 64})
+    runner.use_models(tiny_config.model_copy(update={"models": {"tiny": stricter}}))
+    [outcome] = runner.run([waiting])
+    assert isinstance(outcome, InvalidRequest)
+    assert "width 128 is out of range; allowed: 64 to 64" in str(outcome)
