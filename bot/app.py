@@ -94,6 +94,8 @@ class ImagineBot(commands.Bot):
         # Resumed jobs need nothing here: the presenter finds their status messages in storage.
         _, dropped = await self.service.resume()
         for stored, _reason in dropped:
+            if stored.status_message_id is None:
+                continue  # nothing on Discord to update
             refreshed = await self.service.storage.require_job(stored.id)  # its status and error say why
             await self.presenter.finished(refreshed, None)
 

@@ -117,9 +117,12 @@ class DiscordPresenter:
         guild = self._client.get_guild(guild_id) if guild_id else None
         return guild.filesize_limit if guild is not None else None
 
-    async def _render(self, job_id: str, render: Callable[[StatusTarget], Awaitable[object]]) -> None:
+    async def _render(self, job_id: str, render: Callable[[StatusTarget], Awaitable[object]], *,
+                      final: bool = False) -> None:
         shown = self._shown.setdefault(job_id, _Shown())
         async with shown.lock:
+            if shown.finished and not final:
+                return  # a late queue or progress update must not replace how the job ended
             target = await self._target_for(job_id, shown)
             if target is None or target.message_id is None:
                 shown.pending = render  # shown by attach(); only the latest state matters
@@ -154,15 +157,18 @@ class DiscordPresenter:
         shown = self._shown.setdefault(stored.id, _Shown())
         shown.finished = True
         if result is not None:
-            await self._render(stored.id, lambda target: self._show_result_or_say_why(target, stored, result))
+            await self._render(stored.id, lambda target: self._show_result_or_say_why(target, stored, result),
+                               final=True)
         else:
-            await self._render(stored.id, lambda target: self._edit(target, failure_text(stored), view=None))
+            await self._render(stored.id, lambda target: self._edit(target, failure_text(stored), view=None),
+                               final=True)
         if shown.target is not None:
             self._shown.pop(stored.id, None)
 
     async def interrupted(self, job_id: str) -> None:
         text = "⏸ Interrupted by a bot restart; it continues when the bot is back."
-        await self._render(job_id, lambda target: self._edit(target, text, view=None))
+        self._shown.setdefault(job_id, _Shown()).finished = True  # for this process, the job has ended
+        await self._render(job_id, lambda target: self._edit(target, text, view=None), final=True)
 
     def forget(self, job_id: str) -> None:
         self._shown.pop(job_id, None)

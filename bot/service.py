@@ -91,6 +91,12 @@ class ImagineService:
         dropped: list[tuple[StoredJob, str]] = []
         config = self.config.current
         for stored in await self.storage.requeue_interrupted():
+            if stored.status_message_id is None:
+                # Stopped between storing and showing it: its owner saw only an error, so don't run it.
+                reason = "it was never shown (the bot stopped before posting its status)"
+                await self.storage.update_status(stored.id, "dropped", error=reason)
+                dropped.append((stored, reason))
+                continue
             try:
                 name, model = resolve_model(config, stored.request.model)
                 request = validate(stored.request, name, model)

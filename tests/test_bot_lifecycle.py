@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from bot.config import Bucket, Limits
@@ -70,13 +71,19 @@ async def test_refusals_name_the_limit_and_when_to_retry(fake: FakeDiscord, tmp_
 async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeDiscord, tmp_path: Path) -> None:
     before = tiny_app_config(fake, models={"tiny": tiny_model(), "retired": tiny_model()})
     gpu = GateExecutor()
-    async with running_bot(fake, tmp_path, before, executor=gpu, drain_timeout_s=0):
+    async with running_bot(fake, tmp_path, before, executor=gpu, drain_timeout_s=0) as bot:
         running = await fake.slash("imagine", {"prompt": "a running fox --seed 1"}, user="alice")
         await running.wait_original(lambda m: "Starting" in m.content)
         queued = await fake.slash("imagine", {"prompt": "a queued owl --seed 2"}, user="carol")
         await queued.wait_original(lambda m: "Queued" in m.content)
         retired = await fake.slash("imagine", {"prompt": "a retired cat", "model": "retired"}, user="alice")
         await retired.wait_original(lambda m: "Queued" in m.content)
+        # The cog records each status message just after posting it; shut down only once it has.
+        for _ in range(500):
+            active = await bot.service.storage.jobs_in_states(["queued", "running"])
+            if len(active) == 3 and all(job.status_message_id for job in active):
+                break
+            await asyncio.sleep(0.01)
     # Leaving the block shut bot A down: the running job was interrupted, the queued ones kept.
     assert "Interrupted by a bot restart" in running.original.content  # type: ignore[union-attr]
     # A queued job's position means nothing while the bot is down; it says so instead.
@@ -89,3 +96,20 @@ async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeD
         dropped = await retired.wait_original(lambda m: "dropped" in m.content)
         assert "model 'retired' is not available; allowed: tiny" in dropped.content and dropped.components == []
     assert len(gpu.batches) == 1  # bot A only ever started the first job
+
+
+async def test_a_job_stored_but_never_shown_is_not_run_after_a_restart(fake: FakeDiscord, tmp_path: Path) -> None:
+    from bot.storage import Storage
+    from generation.request import GenerationRequest, validate
+
+    config = tiny_app_config(fake)
+    name, model = config.generation.model(None)
+    storage = Storage(tmp_path)
+    await storage.open()
+    ghost = await storage.create_job(validate(GenerationRequest("a ghost", seed=1), name, model), user_id=1)
+    await storage.close()  # the bot stopped between storing the job and posting its status message
+    gpu = GateExecutor()
+    async with running_bot(fake, tmp_path, config, executor=gpu) as bot:
+        [dropped] = await bot.service.storage.jobs_in_states(["dropped"])
+        assert dropped.id == ghost.id and "never shown" in (dropped.error or "")
+        assert bot.service.scheduler.snapshot().total_queued == 0 and gpu.batches == []
