@@ -23,6 +23,7 @@ from PIL import Image
 
 from bot.buttons import result_view, status_view
 from bot.render import (
+    EncodedImage,
     encode_to_fit,
     make_grid,
     progress_text,
@@ -187,9 +188,14 @@ class DiscordPresenter:
     async def _show_result(self, target: StatusTarget, stored: StoredJob, result: GenerationResult) -> None:
         request = result.request
         limit = upload_limit(target.attachment_limit)
-        encoded = await asyncio.to_thread(
-            lambda: encode_to_fit(make_grid(result.images), limit, result.parameters_text(0),
-                                  basename=f"imagine_{stored.id[:8]}"))
+        basename = f"imagine_{stored.id[:8]}"
+        # One image: the PNG already saved (with the same parameters) is the upload; don't encode it twice.
+        saved = await self._storage.load_result_image(stored.id, 0) if len(result.images) == 1 else None
+        if saved is not None and len(saved) <= limit:
+            encoded = EncodedImage(saved, f"{basename}.png", "PNG", scaled=False)
+        else:
+            encoded = await asyncio.to_thread(
+                lambda: encode_to_fit(make_grid(result.images), limit, result.parameters_text(0), basename=basename))
         note = _kind_note(stored)
         if encoded.scaled:
             note = (note + " · " if note else "") + \
