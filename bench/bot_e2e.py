@@ -1,6 +1,7 @@
 """What the whole bot adds on top of the executor, and how responsive its event loop stays.
 
     python -m bench.bot_e2e [--rounds 3] [--size 128] [--steps 6]
+    python -m bench.bot_e2e --gpu        # full-size SD 1.5 architecture (random weights), CUDA, 512x512, 25 steps
 
 For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped every round):
 
@@ -74,14 +75,15 @@ class LagMeter:
         return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else float("nan")
 
 
-def config(size: int, steps: int) -> AppConfig:
-    model = ModelConfig(source="builtin:tiny", default_steps=steps, default_width=size, default_height=size,
+def config(size: int, steps: int, source: str = "builtin:tiny", device: str = "cpu") -> AppConfig:
+    model = ModelConfig(source=source, default_steps=steps, default_width=size, default_height=size,
                         max_width=512, max_height=512, max_pixels=512 * 512)
     none = Limits(user_rate=None, guild_rate=None, max_queued_per_user=None, max_queued_per_guild=None,
                   daily_images_per_user=None)
     return AppConfig(
         generation=GenerationConfig(models={"tiny": model},
-                                    executor=ExecutorConfig(device="cpu", preview_every_steps=0, max_batch_images=4)),
+                                    executor=ExecutorConfig(device=device,  # type: ignore[arg-type]
+                                                            preview_every_steps=0, max_batch_images=4)),
         limits=none, scheduler=SchedulerConfig(), bot=BotConfig(progress_interval_s=2.0))
 
 
@@ -115,8 +117,9 @@ async def direct_round(executor: GpuExecutor, app: AppConfig, n: int, round_id: 
     return (time.perf_counter() - start) / n
 
 
-async def main(rounds: int, size: int, steps: int) -> None:
-    app = config(size, steps)
+async def main(rounds: int, size: int, steps: int, gpu: bool = False) -> None:
+    source, device = ("builtin:sd15-random", "cuda") if gpu else ("builtin:tiny", "cpu")
+    app = config(size, steps, source, device)
     executor = GpuExecutor.from_config(app.generation)
     samples = {n: Samples() for n in (1, USERS)}
     with tempfile.TemporaryDirectory() as data:
@@ -139,7 +142,8 @@ async def main(rounds: int, size: int, steps: int) -> None:
                                         samples[n].direct.append(await direct_round(executor, app, n, round_id))
                         p50, p99, worst = lag.p(0.5), lag.p(0.99), max(lag.lags)
             fake.assert_no_failures()
-    print(f"builtin:tiny {size}x{size}, {steps} steps, CPU, {rounds} rounds, batches of {executor.max_batch_images}")
+    where = "CUDA fp16" if gpu else "CPU"
+    print(f"{source} {size}x{size}, {steps} steps, {where}, {rounds} rounds, batches of {executor.max_batch_images}")
     print(f"{'N':>3} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6}")
     for n, got in samples.items():
         direct, via_bot = statistics.median(got.direct), statistics.median(got.bot)
@@ -153,5 +157,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--gpu", action="store_true", help="SD 1.5-size random model on CUDA, 512x512, 25 steps")
     args = parser.parse_args()
-    asyncio.run(main(args.rounds, args.size, args.steps))
+    if args.gpu:
+        args.size, args.steps = 512, 25
+    asyncio.run(main(args.rounds, args.size, args.steps, args.gpu))

@@ -222,10 +222,12 @@ class GenerationResult:
         lines.append(", ".join(f"{key}: {value}" for key, value in pairs))
         return "\n".join(lines)
 
-    def png_bytes(self, index: int) -> bytes:
-        """Image ``index`` as PNG carrying its parameters, so a saved file keeps its recipe."""
+    def png_bytes(self, index: int, *, compress_level: int = 6) -> bytes:
+        """Image ``index`` as PNG carrying its parameters, so a saved file keeps its recipe.
+
+        ``compress_level`` 1 is about three times faster than the default 6 for a third more bytes."""
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", self.parameters_text(index))
         buffer = io.BytesIO()
-        self.images[index].save(buffer, format="PNG", pnginfo=info)
+        self.images[index].save(buffer, format="PNG", pnginfo=info, compress_level=compress_level)
         return buffer.getvalue()
