@@ -171,9 +171,6 @@ class DiscordPresenter:
         self._shown.setdefault(job_id, _Shown()).finished = True  # for this process, the job has ended
         await self._render(job_id, lambda target: self._edit(target, text, view=None), final=True)
 
-    def forget(self, job_id: str) -> None:
-        self._shown.pop(job_id, None)
-
     # --- Discord calls ------------------------------------------------------------------------
     async def _show_result_or_say_why(self, target: StatusTarget, stored: StoredJob,
                                       result: GenerationResult) -> None:
