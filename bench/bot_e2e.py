@@ -30,7 +30,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.app import ImagineBot
-from bot.config import AppConfig, BotConfig, ConfigStore, Limits, SchedulerConfig
+from bot.core.config import AppConfig, BotConfig, ConfigStore, Limits, SchedulerConfig
+from bot.services import build_services
 from bot.storage import Storage
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
 from generation.executor import GpuExecutor
@@ -125,8 +126,8 @@ async def main(rounds: int, size: int, steps: int, gpu: bool = False) -> None:
     with tempfile.TemporaryDirectory() as data:
         async with FakeDiscord(guilds=[guild()], default_timeout=300) as fake:
             with fake.patch_discord():
-                bot = ImagineBot(config=ConfigStore(initial=app), storage=Storage(Path(data)),
-                                 executor=executor, guild_ready_timeout=0.05, watch_config=False)
+                services = build_services(ConfigStore(initial=app), Storage(Path(data)), executor)
+                bot = ImagineBot(services, guild_ready_timeout=0.05, watch_config=False)
                 async with run_client(fake, bot):
                     with LagMeter() as lag:
                         await direct_round(executor, app, 1, -1)  # warm-up: model load, first-call costs

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bot.config import AppConfig, Limits, SchedulerConfig
+from bot.core.config import AppConfig, Limits, SchedulerConfig
 from bot.scheduler import Job, NullListener, Scheduler, SimulatedClock
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.request import GenerationRequest, GenerationResult, Timings, estimate_cost

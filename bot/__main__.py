@@ -1,4 +1,5 @@
-"""``python -m bot [--config PATH]``: build everything in one place and run the bot.
+"""``python -m bot [--config PATH]``: the composition root. Config, storage, the executor and the
+services are built here, in one place, and handed to ``ImagineBot``; nothing else builds them.
 
 Bad set-up (no token, a rejected token, an invalid config) prints one line saying what to do and
 exits with code 2; SIGINT/SIGTERM drain the queue and close cleanly.
@@ -18,8 +19,9 @@ from pathlib import Path
 import discord
 
 from bot.app import ImagineBot
-from bot.config import ConfigStore
-from bot.discord_endpoints import point_discord_at
+from bot.core.config import ConfigStore
+from bot.discord_ui.endpoints import point_discord_at
+from bot.services import build_services
 from bot.storage import Storage
 from generation.errors import ConfigError
 
@@ -72,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     point_discord_at(os.environ.get("DISCORD_API_BASE") or config.discord.api_base,
                      os.environ.get("DISCORD_GATEWAY_URL") or config.discord.gateway_url)
     data_dir = Path(os.environ.get("IMAGINE_DATA_DIR", "data"))
-    from generation.executor import GpuExecutor  # the composition root is the one bot module that builds it
+    # The local GPU executor: the one place in bot/ that reaches past generation's torch-free interface
+    # (an import contract allows exactly this import). A remote executor will be picked here too.
+    from generation.executor import GpuExecutor
 
     executor = GpuExecutor.from_config(config.generation)
     store.subscribe(lambda reloaded: executor.use_models(reloaded.generation))  # models added by a reload
-    storage = Storage(data_dir, config.bot.database_url)
-    bot = ImagineBot(config=store, storage=storage, executor=executor)
+    services = build_services(store, Storage(data_dir, config.bot.database_url), executor)
+    bot = ImagineBot(services)
     try:
         asyncio.run(_serve(bot, token))
     except discord.LoginFailure:

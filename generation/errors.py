@@ -1,16 +1,9 @@
-"""The project's exception tree.
+"""The root of the project's exception tree and its generation branch.
 
 Every error a user or an operator can cause is an ``ImagineError``; its ``str()`` is a message meant
-for people: it says what was wrong and what is allowed. ``bot.errors`` extends the tree with the
-scheduler's refusals (rate limits, quotas, queue caps) so that the bot maps one tree to replies.
-
-    ImagineError
-    ├── ConfigError            config.yaml (or an override) is invalid; names key, line, allowed values
-    ├── InvalidRequest         a generation request has bad fields; ``problems`` lists each one
-    ├── ModelLoadError         a model source could not be loaded (missing folder, bad checkpoint, ...)
-    ├── GenerationFailed       the pipeline failed for this request (out of memory, NaNs, crash)
-    ├── GenerationCancelled    the request was cancelled before it finished
-    └── ExecutorClosed         the executor is shutting down and takes no new work
+for people: it says what was wrong and what is allowed. The whole tree, with the bot's branches
+(refusals, permissions, storage), is drawn once in ``bot/core/errors.py``; ``generation`` itself
+never imports ``bot``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.app import ImagineBot
-from bot.config import AppConfig, BotConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
+from bot.core.config import AppConfig, BotConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
+from bot.services import build_services
 from bot.storage import Storage
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
 from generation.errors import GenerationCancelled
@@ -91,10 +92,16 @@ async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | Non
                       executor: Executor | None = None, drain_timeout_s: float = 30.0) -> AsyncIterator[ImagineBot]:
     """A started bot; leaving the block closes it, which drains the queue like a real shutdown."""
     store = ConfigStore(initial=config or tiny_app_config(fake))
-    bot = ImagineBot(config=store, storage=Storage(data_dir), executor=executor or tiny_executor(store.current),
-                     guild_ready_timeout=0.05, watch_config=False, drain_timeout_s=drain_timeout_s)
+    bot = make_bot(store, Storage(data_dir), executor or tiny_executor(store.current), drain_timeout_s=drain_timeout_s)
     async with run_client(fake, bot):
         yield bot
+
+
+def make_bot(config: ConfigStore, storage: Storage, executor: Executor, **options: Any) -> ImagineBot:
+    """The bot as ``python -m bot`` builds it (services first), with the tests' quick guild wait."""
+    options.setdefault("guild_ready_timeout", 0.05)
+    options.setdefault("watch_config", False)
+    return ImagineBot(build_services(config, storage, executor), **options)
 
 
 class GateExecutor:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.config import AppConfig, GuildConfig, Limits, SchedulerConfig
+from bot.core.config import AppConfig, GuildConfig, Limits, SchedulerConfig
 from bot.scheduler import Job, SimulatedClock
 from generation.errors import GenerationCancelled, GenerationFailed
 from generation.interface import CancelToken, Outcome, ProgressCallback

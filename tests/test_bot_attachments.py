@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.render import read_parameters
+from bot.discord_ui.images import read_parameters
 from tests.bot_harness import decode, is_result, png, public, running_bot
 from tests.fake_discord import FakeDiscord
 

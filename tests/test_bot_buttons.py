@@ -58,7 +58,8 @@ async def test_delete_by_owner_moderator_and_refused_for_others(fake: FakeDiscor
 
         refused = await fake.click(mine, button(mine, "🗑"), user="carol")
         reply = await refused.wait_original()
-        assert reply.ephemeral and "only the person who asked for this image or a moderator" in reply.content
+        assert reply.ephemeral
+        assert "Only the person who asked for this image or a moderator of this server can delete it." in reply.content
         assert not fake.message(mine.id).deleted
 
         owner = await fake.click(mine, button(mine, "🗑"), user="alice")

@@ -8,16 +8,15 @@ from typing import Any
 
 import sqlalchemy.exc
 
-from bot.app import ImagineBot
-from bot.config import BotConfig, ConfigStore
-from bot.render import read_parameters
-from bot.storage import Job as StoredJob
-from bot.storage import Storage
+from bot.core.config import BotConfig, ConfigStore
+from bot.discord_ui.images import read_parameters
+from bot.storage import JobRecord, Storage
 from generation.request import GenerationRequest
 from tests.bot_harness import (
     GateExecutor,
     decode,
     is_result,
+    make_bot,
     public,
     run_client,
     running_bot,
@@ -124,7 +123,7 @@ class FlakyStorage(Storage):
 
     fail_next = True
 
-    async def create_job(self, request: GenerationRequest, **kwargs: Any) -> StoredJob:
+    async def create_job(self, request: GenerationRequest, **kwargs: Any) -> JobRecord:
         if self.fail_next:
             self.fail_next = False
             raise sqlalchemy.exc.OperationalError("INSERT INTO jobs", {}, Exception("disk I/O error"))
@@ -134,8 +133,7 @@ class FlakyStorage(Storage):
 async def test_unexpected_error_gives_a_reference_and_the_bot_keeps_serving(fake: FakeDiscord,
                                                                           tmp_path: Path) -> None:
     store = ConfigStore(initial=tiny_app_config(fake))
-    bot = ImagineBot(config=store, storage=FlakyStorage(tmp_path), executor=tiny_executor(store.current),
-                     guild_ready_timeout=0.05, watch_config=False)
+    bot = make_bot(store, FlakyStorage(tmp_path), tiny_executor(store.current))
     async with run_client(fake, bot):
         failed = await fake.slash("imagine", {"prompt": "a cat"}, user="alice")
         reply = await failed.wait_original()
@@ -184,8 +182,7 @@ class UnsavableStorage(Storage):
 async def test_a_result_that_cannot_be_saved_ends_as_failed_not_stuck(fake: FakeDiscord, tmp_path: Path) -> None:
     store = ConfigStore(initial=tiny_app_config(fake))
     storage = UnsavableStorage(tmp_path)
-    bot = ImagineBot(config=store, storage=storage, executor=tiny_executor(store.current),
-                     guild_ready_timeout=0.05, watch_config=False)
+    bot = make_bot(store, storage, tiny_executor(store.current))
     async with run_client(fake, bot):
         handle = await fake.slash("imagine", {"prompt": "a cat"}, user="alice")
         final = await handle.wait_original(lambda m: "could not be saved" in m.content)
@@ -205,7 +202,7 @@ async def test_a_job_whose_status_cannot_be_recorded_is_taken_back(fake: FakeDis
     store = ConfigStore(initial=tiny_app_config(fake))
     storage = UnlinkableStorage(tmp_path)
     gpu = GateExecutor()
-    bot = ImagineBot(config=store, storage=storage, executor=gpu, guild_ready_timeout=0.05, watch_config=False)
+    bot = make_bot(store, storage, gpu)
     async with run_client(fake, bot):
         unseen = await fake.slash("imagine", {"prompt": "a long job"}, user="alice")
         await unseen.wait_followup(lambda m: "reference" in m.content and m.ephemeral)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bot.config import Bucket, Limits
+from bot.core.config import Bucket, Limits
 from tests.bot_harness import (
     UNLIMITED,
     GateExecutor,
@@ -80,7 +80,7 @@ async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeD
         await retired.wait_original(lambda m: "Queued" in m.content)
         # The cog records each status message just after posting it; shut down only once it has.
         for _ in range(500):
-            active = await bot.service.storage.jobs_in_states(["queued", "running"])
+            active = await bot.services.storage.jobs_in_states(["queued", "running"])
             if len(active) == 3 and all(job.status_message_id for job in active):
                 break
             await asyncio.sleep(0.01)
@@ -110,6 +110,6 @@ async def test_a_job_stored_but_never_shown_is_not_run_after_a_restart(fake: Fak
     await storage.close()  # the bot stopped between storing the job and posting its status message
     gpu = GateExecutor()
     async with running_bot(fake, tmp_path, config, executor=gpu) as bot:
-        [dropped] = await bot.service.storage.jobs_in_states(["dropped"])
+        [dropped] = await bot.services.storage.jobs_in_states(["dropped"])
         assert dropped.id == ghost.id and "never shown" in (dropped.error or "")
-        assert bot.service.scheduler.snapshot().total_queued == 0 and gpu.batches == []
+        assert bot.services.scheduler.snapshot().total_queued == 0 and gpu.batches == []

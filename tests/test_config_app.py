@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import (
+from bot.core.config import (
     AppConfig,
     BotConfig,
     Bucket,

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.flags import KNOWN_FLAGS, Options, ParsedFlags, aspect_to_size, merge_options, parse_prompt_flags
+from bot.features.imagine.flags import (
+    KNOWN_FLAGS,
+    Options,
+    ParsedFlags,
+    aspect_to_size,
+    merge_options,
+    parse_prompt_flags,
+)
 from generation.errors import InvalidRequest
 
 ASPECTS = {"1:1": "512x512", "3:2": "768x512", "2:3": "512x768", "16:9": "912x512", "9:16": "512x912"}
@@ -132,7 +139,7 @@ def test_any_prose_survives_with_a_seed_flag(prose: str, seed: int) -> None:
 
 
 def test_arbitrary_aspect_on_a_small_model_keeps_both_sides_at_least_64() -> None:
-    from bot.flags import aspect_to_size
+    from bot.features.imagine.flags import aspect_to_size
 
     assert aspect_to_size("2:1", 64 * 64, 8) == (128, 64)
     assert aspect_to_size("1:4", 64 * 64, 8) == (64, 256)

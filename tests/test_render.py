@@ -8,18 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.render import (
-    DEFAULT_UPLOAD_LIMIT,
+from bot.discord_ui.images import DEFAULT_UPLOAD_LIMIT, encode_to_fit, make_grid, read_parameters, upload_limit
+from bot.discord_ui.texts import (
     MESSAGE_LIMIT,
-    encode_to_fit,
-    make_grid,
     problems_text,
     progress_text,
     queued_text,
-    read_parameters,
     result_message_text,
     sanitize_user_text,
-    upload_limit,
 )
 
 PARAMS = "a red fox, ünïcode ✓\nNegative prompt: text\nSteps: 25, Seed: 42, Size: 256x256, Model: tiny"
@@ -140,7 +136,7 @@ def test_progress_and_queue_texts() -> None:
     assert progress_text(6, 20, eta_s=12.3) == "Generating ▰▰▰▰▱▱▱▱▱▱▱▱ 30% (step 6/20) · about 12 s left"
     assert progress_text(0, 0).startswith("Generating ▱▱▱")
     assert queued_text(1) == "Queued — next in line"
-    assert queued_text(4, 150) == "Queued — position 4 in the queue · starts in about 2 min"
+    assert queued_text(4, 150) == "Queued — position 4 in the queue · starts in about 2 min 30 s"
 
 
 def test_problem_replies_list_each_problem_safely() -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.custom_ids import (
+from bot.discord_ui.custom_ids import (
     INDEXED_ACTIONS,
     JOB_ACTIONS,
     MAX_CUSTOM_ID_CHARS,

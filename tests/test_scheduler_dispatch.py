@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from bot.config import ConfigStore, GuildConfig, Limits
-from bot.errors import JobNotFound, NotPermitted, QueueFull
-from bot.scheduler import Actor, Job, JobState, Scheduler, SimulatedClock
+from bot.core.config import ConfigStore, GuildConfig, Limits
+from bot.core.errors import JobNotFound, NotPermitted, QueueFull
+from bot.core.identity import Requester
+from bot.scheduler import Job, JobState, Scheduler, SimulatedClock
 from generation.errors import GenerationFailed
 from generation.request import GenerationRequest
 from tests.scheduler_helpers import OPEN_LIMITS, FakeExecutor, Recorder, make_config, make_job
@@ -81,9 +82,9 @@ async def test_cancel_queued_at_once_and_running_member_alone(rig: Rig) -> None:
     rig.submit("b", user=2)
     await rig.clock.advance(0.1)  # a and b run together
     queued = rig.submit("c", user=3, steps=30)
-    rig.scheduler.cancel("c", by=Actor(3))
+    rig.scheduler.cancel("c", by=Requester(3, guild_id=1))
     assert queued.state is JobState.CANCELLED and rig.scheduler.get("c") is None
-    rig.scheduler.cancel("a", by=Actor(1))
+    rig.scheduler.cancel("a", by=Requester(1, guild_id=1))
     await rig.clock.advance(5)
     states = rig.recorder.finished_states()
     assert states == {"c": JobState.CANCELLED, "a": JobState.CANCELLED, "b": JobState.DONE}
@@ -95,11 +96,13 @@ async def test_cancel_permissions() -> None:
     rig.submit("a", user=1)
     rig.submit("b", user=1)
     with pytest.raises(NotPermitted, match="moderator"):
-        rig.scheduler.cancel("a", by=Actor(2))
-    rig.scheduler.cancel("a", by=Actor(2, frozenset({99})))
-    rig.scheduler.cancel("b", by=Actor(3, is_admin=True))
+        rig.scheduler.cancel("a", by=Requester(2, guild_id=1))
+    with pytest.raises(NotPermitted, match="moderator"):  # a moderator role counts only in its own server
+        rig.scheduler.cancel("a", by=Requester(2, guild_id=2, role_ids=frozenset({99}), is_admin=True))
+    rig.scheduler.cancel("a", by=Requester(2, guild_id=1, role_ids=frozenset({99})))
+    rig.scheduler.cancel("b", by=Requester(3, guild_id=1, is_admin=True))
     with pytest.raises(JobNotFound):
-        rig.scheduler.cancel("a", by=Actor(1))
+        rig.scheduler.cancel("a", by=Requester(1, guild_id=1))
     assert rig.recorder.finished_states() == {"a": JobState.CANCELLED, "b": JobState.CANCELLED}
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.config import AppConfig, Limits, SchedulerConfig
+from bot.core.config import AppConfig, Limits, SchedulerConfig
 from bot.scheduler import Job, JobState, NullListener, Scheduler
 from generation.config import ExecutorConfig, GenerationConfig
 from generation.request import GenerationRequest, GenerationResult, ProgressEvent, validate

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from bot.config import Bucket, GuildConfig, Limits, UserLimits
-from bot.errors import ChannelNotAllowed, GuildPaused, QueueFull, QuotaExceeded, RateLimited, ShuttingDown
+from bot.core.config import Bucket, GuildConfig, Limits, UserLimits
+from bot.core.errors import ChannelNotAllowed, GuildPaused, QueueFull, QuotaExceeded, RateLimited, ShuttingDown
 from bot.scheduler import JobState, Scheduler, SimulatedClock, TokenBucket, quota_period
 from tests.scheduler_helpers import OPEN_LIMITS, FakeExecutor, Recorder, make_config, make_job
 

@@ -15,9 +15,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.config import AppConfig, Bucket, Limits
-from bot.errors import Refused
-from bot.scheduler import TERMINAL_STATES, Actor, Job, JobState, Scheduler, SimulatedClock
+from bot.core.config import AppConfig, Bucket, Limits
+from bot.core.errors import Refused
+from bot.core.identity import Requester
+from bot.scheduler import TERMINAL_STATES, Job, JobState, Scheduler, SimulatedClock
 from generation.errors import ImagineError
 from generation.request import compatibility_key
 from tests.scheduler_helpers import FakeExecutor, make_config, make_job
@@ -138,7 +139,7 @@ async def scenario(clock: SimulatedClock, limits: dict[str, Any], sched: dict[st
         elif kind == "cancel" and admitted:
             job = admitted[target % len(admitted)]
             try:
-                scheduler.cancel(job.id, by=Actor(job.user_id))
+                scheduler.cancel(job.id, by=Requester(job.user_id, job.guild_id))
             except ImagineError:
                 assert job.state.terminal or job.state is JobState.RUNNING
         elif kind == "pause":
@@ -199,7 +200,7 @@ def test_every_job_accounted_for_caps_kept_batches_compatible(limits: dict[str, 
 def test_a_light_guild_waits_behind_at_most_one_batch_per_flooding_guild(
         flood: list[tuple[int, int, int, int]], arrival: float, light_steps: int, window: int, lookahead: int,
         weights: dict[int, float]) -> None:
-    from bot.config import GuildConfig
+    from bot.core.config import GuildConfig
 
     async def run() -> tuple[Checker, FakeExecutor, Job]:
         clock = SimulatedClock()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.storage import IllegalTransition, InteractionRef, JobNotFound, Storage
+from bot.core.errors import IllegalTransition, JobNotFound
+from bot.storage import InteractionRef, Storage
 from generation.request import GenerationRequest
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -57,7 +58,7 @@ async def test_job_round_trips_with_request_and_interaction(storage: Storage) ->
     assert loaded.interaction.usable(T0 + timedelta(minutes=13))
     assert not loaded.interaction.usable(T0 + timedelta(minutes=15))
     assert await storage.get_job("f" * 32) is None
-    with pytest.raises(JobNotFound, match="was not found"):
+    with pytest.raises(JobNotFound, match="no longer stored"):
         await storage.require_job("f" * 32)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, inspect, text
 
-from bot.storage import LATEST_VERSION, MIGRATIONS, Migration, Storage, StorageError, migrate
+from bot.core.errors import StorageError
+from bot.storage import LATEST_VERSION, MIGRATIONS, Migration, Storage, migrate
 from bot.storage.db import default_url, make_engine
 from bot.storage.migrations import current_version
 from bot.storage.models import Base

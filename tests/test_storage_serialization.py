@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.storage import StorageError, request_from_dict, request_to_dict
+from bot.core.errors import StorageError
+from bot.storage import request_from_dict, request_to_dict
 from generation.request import GenerationRequest
 
 requests = st.builds(

@@ -1,14 +1,15 @@
-"""Admission, fair ordering and batching in front of the GPU executor; imports neither discord nor torch."""
+"""Admission, fair ordering and batching in front of the GPU executor; imports ``bot.core`` only of the bot,
+and neither discord nor torch."""
 
 from bot.scheduler.clock import Clock, SimulatedClock, SystemClock
 from bot.scheduler.core import ConfigSource
 from bot.scheduler.fairqueue import FairQueue
-from bot.scheduler.jobs import TERMINAL_STATES, Actor, Job, JobListener, JobState, NullListener
+from bot.scheduler.jobs import TERMINAL_STATES, Job, JobEvents, JobListener, JobState, NullListener
 from bot.scheduler.limits import DailyQuota, TokenBucket, quota_period
-from bot.scheduler.scheduler import QueuedJob, QueueSnapshot, Scheduler
+from bot.scheduler.scheduler import QueueEntry, QueueSnapshot, Scheduler
 
 __all__ = [
-    "TERMINAL_STATES", "Actor", "Clock", "ConfigSource", "DailyQuota", "FairQueue", "Job", "JobListener",
-    "JobState", "NullListener", "QueueSnapshot", "QueuedJob", "Scheduler", "SimulatedClock", "SystemClock",
+    "TERMINAL_STATES", "Clock", "ConfigSource", "DailyQuota", "FairQueue", "Job", "JobEvents", "JobListener",
+    "JobState", "NullListener", "QueueEntry", "QueueSnapshot", "Scheduler", "SimulatedClock", "SystemClock",
     "TokenBucket", "quota_period",
 ]

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.config import AppConfig, Limits, resolve_limits
-from bot.errors import JobExpired, format_duration
+from bot.core.config import AppConfig, Limits, resolve_limits
+from bot.core.errors import JobExpired
+from bot.core.text import format_duration
 from bot.scheduler.clock import Clock
 from bot.scheduler.fairqueue import FairQueue
-from bot.scheduler.jobs import Job, JobListener, JobState, Notifier, NullListener
+from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState
 from bot.scheduler.limits import Admission, Charge, Occupancy
 from generation.errors import GenerationCancelled, GenerationFailed, ImagineError
 from generation.interface import Outcome
@@ -58,7 +59,9 @@ class SchedulerCore:
     def __init__(self, config: ConfigSource, clock: Clock, listener: JobListener | None) -> None:
         self.config_source = config
         self.clock = clock
-        self.notifier = Notifier(listener if listener is not None else NullListener())
+        self.events = JobEvents()
+        if listener is not None:
+            self.events.subscribe(listener)
         self.queue: FairQueue[Job] = FairQueue(lambda gid: self.config.guild_weight(gid))
         self.occupancy = Occupancy()
         self.admission = Admission()
@@ -108,7 +111,7 @@ class SchedulerCore:
         self.by_age.append(job)
         position, eta = self.locate(job)
         self.pushed[job.id] = (position, eta)
-        self.notifier.send(job, "queued", position, eta)
+        self.events.send(job, "queued", position, eta)
         self.changed()
 
     def finish(self, job: Job, state: JobState, *, result: GenerationResult | None = None,
@@ -133,7 +136,9 @@ class SchedulerCore:
         job.state, job.result, job.error = state, result, error
         job.finished_at = self.clock.monotonic()
         if state.terminal:
-            self.notifier.send(job, "finished")
+            self.events.send(job, "finished")
+        elif state is JobState.HANDED_BACK:
+            self.events.send(job, "handed_back")
         self.changed()
 
     def sweep_expired(self, now: float) -> float | None:
@@ -216,7 +221,7 @@ class SchedulerCore:
             self.occupancy.run(job, +1)
             job.state, job.started_at = JobState.RUNNING, now
             self.pushed.pop(job.id, None)
-            self.notifier.send(job, "started")
+            self.events.send(job, "started")
         self.changed()
         return batch
 
@@ -287,4 +292,4 @@ class SchedulerCore:
                                                        or abs(eta - old_eta) < max(10.0, 0.2 * old_eta)):
                 return  # same place, ETA within noise: do not spam the owner
         self.pushed[job.id] = (position, eta)
-        self.notifier.send(job, "position_changed", position, eta)
+        self.events.send(job, "position_changed", position, eta)

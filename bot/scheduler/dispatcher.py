@@ -120,7 +120,7 @@ class Dispatcher:
         def on_progress(event: ProgressEvent) -> None:
             for job in jobs:
                 if job.state is JobState.RUNNING and not job.cancel_token.cancelled:
-                    core.notifier.send(job, "progress", event)
+                    core.events.send(job, "progress", event)
 
         cancelled = False
         outcomes: Sequence[Outcome]

@@ -1,21 +1,16 @@
-"""Jobs, their states, and the listener through which the bot hears about every transition."""
+"""Jobs in the queue, their states, and the events through which the bot hears about every transition."""
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import functools
-import inspect
-import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from bot.core.events import EventHub
 from generation.errors import ImagineError
 from generation.interface import CancelToken
 from generation.request import GenerationRequest, GenerationResult, ProgressEvent, estimate_cost
-
-_log = logging.getLogger(__name__)
 
 
 class JobState(enum.Enum):
@@ -35,15 +30,6 @@ class JobState(enum.Enum):
 
 
 TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.REFUSED, JobState.EXPIRED})
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who asks for a control action; ``is_admin`` is the bot's own check (e.g. Manage Server)."""
-
-    user_id: int
-    role_ids: frozenset[int] = frozenset()
-    is_admin: bool = False
 
 
 @dataclass(eq=False)
@@ -87,10 +73,10 @@ class Job:
 
 
 class JobListener(Protocol):
-    """What the bot implements to hear about its jobs. Methods may be plain or ``async``.
+    """What a subscriber of ``JobEvents`` implements to hear about jobs. Methods may be plain or ``async``.
 
     Calls for one job arrive in order. A listener that raises is logged and ignored: it can never
-    stall the dispatcher. Async methods run as tasks, so keep sync ones quick.
+    stall the dispatcher or another subscriber. Async methods run as tasks, so keep sync ones quick.
     """
 
     def queued(self, job: Job, position: int | None, eta_s: float | None) -> Awaitable[None] | None:
@@ -107,6 +93,9 @@ class JobListener(Protocol):
 
     def finished(self, job: Job) -> Awaitable[None] | None:
         """Exactly once per job: ``job.state`` is terminal; ``job.result`` or ``job.error`` says why."""
+
+    def handed_back(self, job: Job) -> Awaitable[None] | None:
+        """Drained at shutdown while queued: not ended, it resumes on the next start (``submit(readmit=True)``)."""
 
 
 class NullListener:
@@ -127,41 +116,9 @@ class NullListener:
     def finished(self, job: Job) -> Awaitable[None] | None:
         return None
 
+    def handed_back(self, job: Job) -> Awaitable[None] | None:
+        return None
 
-class Notifier:
-    """Calls the listener safely: errors are logged, async calls are chained per job to keep order."""
 
-    def __init__(self, listener: JobListener) -> None:
-        self._listener = listener
-        self._tails: dict[str, asyncio.Task[None]] = {}
-
-    def send(self, job: Job, method: str, *args: Any) -> None:
-        try:
-            outcome = getattr(self._listener, method)(job, *args)
-        except Exception:
-            _log.exception("listener.%s failed for job %s", method, job.id)
-            return
-        if not inspect.isawaitable(outcome):
-            return
-        previous = self._tails.get(job.id)
-        task = asyncio.ensure_future(self._run(previous, outcome, method, job.id))
-        self._tails[job.id] = task
-        task.add_done_callback(functools.partial(self._forget, job.id))
-
-    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._tails.get(key) is task:
-            del self._tails[key]
-
-    @staticmethod
-    async def _run(previous: asyncio.Task[None] | None, outcome: Awaitable[Any], method: str, job_id: str) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
-        try:
-            await outcome
-        except Exception:
-            _log.exception("listener.%s failed for job %s", method, job_id)
-
-    async def flush(self) -> None:
-        """Wait until every async listener call made so far has finished."""
-        while self._tails:
-            await asyncio.wait(list(self._tails.values()))
+class JobEvents(EventHub[Job, JobListener]):
+    """The scheduler's job events, fanned out to every subscribed ``JobListener``."""

@@ -12,8 +12,9 @@ from collections import Counter
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from bot.config import Bucket, Limits, SchedulerConfig
-from bot.errors import QueueFull, QuotaExceeded, RateLimited, format_duration
+from bot.core.config import Bucket, Limits, SchedulerConfig
+from bot.core.errors import QueueFull, QuotaExceeded, RateLimited
+from bot.core.text import format_duration
 from bot.scheduler.jobs import Job
 
 UserKey = tuple[int, int]

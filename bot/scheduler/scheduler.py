@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from bot.config import AppConfig, ConfigStore
-from bot.errors import ChannelNotAllowed, GuildPaused, JobNotFound, NotPermitted, Refused, ShuttingDown
+from bot.core.config import AppConfig, ConfigStore
+from bot.core.errors import ChannelNotAllowed, GuildPaused, JobNotFound, Refused, ShuttingDown
+from bot.core.identity import Requester
 from bot.scheduler.clock import Clock, SystemClock
 from bot.scheduler.core import ConfigSource, SchedulerCore
 from bot.scheduler.dispatcher import Dispatcher, wait_event
-from bot.scheduler.jobs import Actor, Job, JobListener, JobState
+from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState
 from bot.scheduler.limits import Charge
 from generation.errors import GenerationCancelled
 from generation.interface import CancelToken, Executor
@@ -20,7 +21,7 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class QueuedJob:
+class QueueEntry:
     job: Job
     position: int | None  # None while the job's guild is paused
     eta_s: float | None
@@ -31,7 +32,7 @@ class QueueSnapshot:
     """What /queue shows: running jobs, queued jobs in fair order, and queue lengths per guild."""
 
     running: list[Job]
-    queued: list[QueuedJob]
+    queued: list[QueueEntry]
     guild_lengths: dict[int, int]
     total_queued: int
     paused_guilds: frozenset[int] = field(default_factory=frozenset)
@@ -46,6 +47,16 @@ class Scheduler:
         self._core = SchedulerCore(source, clock if clock is not None else SystemClock(), listener)
         self._dispatcher = Dispatcher(self._core, executor, record_timings=record_timings)
         self._draining = False
+
+    @property
+    def events(self) -> JobEvents:
+        """Every job transition, for any number of subscribers (``events.subscribe(listener)``)."""
+        return self._core.events
+
+    @property
+    def draining(self) -> bool:
+        """True once ``drain`` has begun: jobs interrupted from now on resume on the next start."""
+        return self._draining
 
     # --- lifecycle ----------------------------------------------------------------------------
     def check_accepting(self) -> None:
@@ -65,7 +76,7 @@ class Scheduler:
         if cancel_running:
             self._dispatcher.cancel_running()
         await self._dispatcher.wait_batches(None)
-        await self._core.notifier.flush()
+        await self._core.events.flush()
 
     async def drain(self, *, finish_queued: bool = False, timeout_s: float | None = None) -> list[Job]:
         """Shut down: refuse new jobs, then run the queue dry (``finish_queued``) or hand queued jobs
@@ -113,7 +124,7 @@ class Scheduler:
             charge = self._readmit_charge(job) if readmit else self._admit(job)
         except Refused as exc:
             job.state, job.error, job.finished_at = JobState.REFUSED, exc, core.clock.monotonic()
-            core.notifier.send(job, "finished")
+            core.events.send(job, "finished")
             raise
         core.enqueue(job, charge)
         return job
@@ -145,17 +156,15 @@ class Scheduler:
                                     core.clock.time())
 
     # --- control ------------------------------------------------------------------------------
-    def cancel(self, job_id: str, *, by: Actor | None = None) -> Job:
+    def cancel(self, job_id: str, *, by: Requester | None = None) -> Job:
         """Cancel a queued job at once, or interrupt a running one (its batch-mates go on).
-        ``by=None`` is the bot itself; otherwise only the owner, a moderator role or an admin may."""
+        ``by=None`` is the bot itself; otherwise only the owner or a moderator of the job's server may."""
         core = self._core
         job = core.jobs.get(job_id)
         if job is None:
-            raise JobNotFound(f"No queued or running job has id {job_id}; it may have finished already.")
-        if by is not None and not (by.user_id == job.user_id or by.is_admin
-                                   or core.config.is_moderator(job.guild_id, by.role_ids)):
-            raise NotPermitted("Only the person who asked for this image or a moderator "
-                               f"(guilds.{job.guild_id}.moderator_roles) can cancel it.")
+            raise JobNotFound.not_in_queue(job_id)
+        if by is not None:
+            by.check_may_manage(job.user_id, job.guild_id, core.config, "cancel")
         job.cancelled_by = by.user_id if by is not None else None
         if job.state is JobState.QUEUED:
             core.finish(job, JobState.CANCELLED, error=GenerationCancelled("The request was cancelled."))
@@ -198,9 +207,9 @@ class Scheduler:
         def wanted(job: Job) -> bool:
             return (guild_id is None or job.guild_id == guild_id) and (user_id is None or job.user_id == user_id)
 
-        queued = [QueuedJob(job, position, eta) for position, job, eta in core.ordered() if wanted(job)]
+        queued = [QueueEntry(job, position, eta) for position, job, eta in core.ordered() if wanted(job)]
         listed = {entry.job.id for entry in queued}
-        queued += [QueuedJob(job, None, None) for job in core.jobs.values()
+        queued += [QueueEntry(job, None, None) for job in core.jobs.values()
                    if job.state is JobState.QUEUED and job.id not in listed and wanted(job)]
         running = [job for batch in core.running for job in batch.jobs if wanted(job)]
         paused = frozenset(gid for gid in core.queue.guild_lengths() if core.queue.is_paused(gid))
@@ -216,4 +225,4 @@ class Scheduler:
         return self._dispatcher.timings
 
     async def flush_notifications(self) -> None:
-        await self._core.notifier.flush()
+        await self._core.events.flush()

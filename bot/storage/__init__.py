@@ -2,12 +2,14 @@
 
 Design (see each module):
 - ``models``: ORM tables (latest schema); ``migrations``: versioned steps + ``schema_version`` table.
-- ``repository.Storage``: the async API the bot uses; returns frozen ``records`` (``Job``, ``ResultImage``).
+- ``repository.Storage``: the async API the bot uses; returns frozen ``records`` (``JobRecord``, ``ResultImage``).
+- Errors (``StorageError``, ``IllegalTransition``, ``JobNotFound``) are in ``bot.core.errors``, the one tree.
+- Tables: the shared job store lives here (``jobs``, ``results``, ``guild_settings``); a feature that
+  needs its own table defines it in its package and adds a step to the one migration chain here.
 - Input images are a ``jobs.init_image`` blob (kept with the row, deleted with it); result images are PNG
   files under ``<data_dir>/images/`` whose relative path is stored in ``results.path``.
 """
 
-from bot.storage.errors import IllegalTransition, JobNotFound, StorageError
 from bot.storage.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
 from bot.storage.records import (
     ACTIVE_STATUSES,
@@ -16,8 +18,8 @@ from bot.storage.records import (
     TERMINAL_STATUSES,
     TRANSITIONS,
     InteractionRef,
-    Job,
     JobKind,
+    JobRecord,
     JobStatus,
     ResultImage,
 )
@@ -26,6 +28,6 @@ from bot.storage.serialization import request_from_dict, request_to_dict
 
 __all__ = [
     "ACTIVE_STATUSES", "JOB_KINDS", "JOB_STATUSES", "LATEST_VERSION", "MIGRATIONS", "TERMINAL_STATUSES", "TRANSITIONS",
-    "IllegalTransition", "InteractionRef", "Job", "JobKind", "JobNotFound", "JobStatus", "Migration", "ResultImage",
-    "Storage", "StorageError", "migrate", "request_from_dict", "request_to_dict",
+    "InteractionRef", "JobKind", "JobRecord", "JobStatus", "Migration", "ResultImage", "Storage", "migrate",
+    "request_from_dict", "request_to_dict",
 ]

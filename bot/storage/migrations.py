@@ -35,7 +35,7 @@ from sqlalchemy import (
     text,
 )
 
-from bot.storage.errors import StorageError
+from bot.core.errors import StorageError
 
 _log = logging.getLogger(__name__)
 

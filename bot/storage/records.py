@@ -39,7 +39,7 @@ class InteractionRef:
 
 
 @dataclass(frozen=True)
-class Job:
+class JobRecord:
     """One stored job. ``request`` includes the init image (loaded from its blob column)."""
 
     id: str

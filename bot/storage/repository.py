@@ -3,7 +3,7 @@
 SQLite (aiosqlite) by default; PostgreSQL works by changing the URL (``postgresql+asyncpg://...``).
 Database calls run in the driver's thread and image files are written and read with
 ``asyncio.to_thread``, so nothing here blocks the event loop. Methods return frozen records
-(``Job``, ``ResultImage``), never live ORM objects, so callers cannot trigger lazy loads.
+(``JobRecord``, ``ResultImage``), never live ORM objects, so callers cannot trigger lazy loads.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.core.errors import IllegalTransition, JobNotFound, StorageError
 from bot.storage import images
 from bot.storage.db import default_url, make_engine
-from bot.storage.errors import IllegalTransition, JobNotFound, StorageError
 from bot.storage.migrations import current_version, migrate
 from bot.storage.models import GuildSettingsRow, JobRow, ResultRow
 from bot.storage.records import (
@@ -30,8 +30,8 @@ from bot.storage.records import (
     TERMINAL_STATUSES,
     TRANSITIONS,
     InteractionRef,
-    Job,
     JobKind,
+    JobRecord,
     JobStatus,
     ResultImage,
 )
@@ -45,11 +45,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _to_job(row: JobRow) -> Job:
+def _to_job(row: JobRow) -> JobRecord:
     interaction = None
     if row.application_id is not None and row.interaction_token and row.token_created_at is not None:
         interaction = InteractionRef(row.application_id, row.interaction_token, row.token_created_at)
-    return Job(
+    return JobRecord(
         id=row.id, kind=cast(JobKind, row.kind), status=cast(JobStatus, row.status),
         request=request_from_dict(row.request, row.init_image), user_id=row.user_id, guild_id=row.guild_id,
         channel_id=row.channel_id, role_ids=tuple(row.role_ids), parent_job_id=row.parent_job_id,
@@ -118,7 +118,7 @@ class Storage:
         parent_job_id: str | None = None,
         interaction: InteractionRef | None = None,
         status: JobStatus = "queued",
-    ) -> Job:
+    ) -> JobRecord:
         """Store a new job (status ``queued``, or ``refused`` to record a refusal) and return it."""
         if kind not in JOB_KINDS:
             raise ValueError(f"job kind {kind!r} is unknown; allowed: {', '.join(JOB_KINDS)}")
@@ -138,15 +138,15 @@ class Storage:
             session.add(row)
         return _to_job(row)
 
-    async def get_job(self, job_id: str) -> Job | None:
+    async def get_job(self, job_id: str) -> JobRecord | None:
         async with self._session() as session:
             row = await session.get(JobRow, job_id)
             return _to_job(row) if row is not None else None
 
-    async def require_job(self, job_id: str) -> Job:
+    async def require_job(self, job_id: str) -> JobRecord:
         job = await self.get_job(job_id)
         if job is None:
-            raise JobNotFound(job_id)
+            raise JobNotFound.not_stored(job_id)
         return job
 
     async def update_status(
@@ -157,7 +157,7 @@ class Storage:
         error: str | None = None,
         seeds: Sequence[int] | None = None,
         timings: dict[str, float] | None = None,
-    ) -> Job:
+    ) -> JobRecord:
         """Move a job along its lifecycle (``TRANSITIONS``), stamping start/finish times.
 
         Raises ``IllegalTransition`` for a move the lifecycle forbids, including one that lost a race
@@ -167,7 +167,7 @@ class Storage:
         async with self._session() as session, session.begin():
             row = await session.get(JobRow, job_id, with_for_update=True)
             if row is None:
-                raise JobNotFound(job_id)
+                raise JobNotFound.not_stored(job_id)
             current = cast(JobStatus, row.status)
             if status not in TRANSITIONS[current]:
                 raise IllegalTransition(job_id, current, status, TRANSITIONS[current])
@@ -192,7 +192,7 @@ class Storage:
 
     async def set_messages(
         self, job_id: str, *, status_message_id: int | None = None, result_message_id: int | None = None
-    ) -> Job:
+    ) -> JobRecord:
         """Record the status and/or result message of a job (``None`` leaves a value unchanged)."""
         values = {key: value for key, value in
                   (("status_message_id", status_message_id), ("result_message_id", result_message_id))
@@ -202,17 +202,17 @@ class Storage:
                 result = cast(CursorResult[Any], await session.execute(
                     update(JobRow).where(JobRow.id == job_id).values(**values)))
                 if result.rowcount != 1:
-                    raise JobNotFound(job_id)
+                    raise JobNotFound.not_stored(job_id)
         return await self.require_job(job_id)
 
-    async def jobs_in_states(self, states: Iterable[JobStatus]) -> list[Job]:
+    async def jobs_in_states(self, states: Iterable[JobStatus]) -> list[JobRecord]:
         """Jobs in any of ``states``, oldest first (for resuming after a restart)."""
         async with self._session() as session:
             rows = await session.scalars(
                 select(JobRow).where(JobRow.status.in_(list(states))).order_by(JobRow.created_at, JobRow.id))
             return [_to_job(row) for row in rows]
 
-    async def done_since(self, since: datetime) -> list[Job]:
+    async def done_since(self, since: datetime) -> list[JobRecord]:
         """Jobs that made images since ``since``, oldest first (to rebuild daily quotas at start-up)."""
         async with self._session() as session:
             rows = await session.scalars(
@@ -220,13 +220,13 @@ class Storage:
                 .order_by(JobRow.finished_at, JobRow.id))
             return [_to_job(row) for row in rows]
 
-    async def requeue_interrupted(self) -> list[Job]:
+    async def requeue_interrupted(self) -> list[JobRecord]:
         """At start-up: put jobs cut off while ``running`` back to ``queued``; return every queued job."""
         for job in await self.jobs_in_states(["running"]):
             await self.update_status(job.id, "queued")
         return await self.jobs_in_states(["queued"])
 
-    async def list_user_jobs(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[Job]:
+    async def list_user_jobs(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[JobRecord]:
         """A user's most recent jobs in a guild (``None``: DMs), newest first, without deleted ones."""
         guild_match = JobRow.guild_id.is_(None) if guild_id is None else JobRow.guild_id == guild_id
         async with self._session() as session:
@@ -235,12 +235,12 @@ class Storage:
                 .order_by(JobRow.created_at.desc(), JobRow.id).limit(limit))
             return [_to_job(row) for row in rows]
 
-    async def mark_deleted(self, job_id: str) -> Job:
+    async def mark_deleted(self, job_id: str) -> JobRecord:
         """Soft delete: keep the row for audit, drop its images, input image and interaction token."""
         async with self._session() as session, session.begin():
             row = await session.get(JobRow, job_id)
             if row is None:
-                raise JobNotFound(job_id)
+                raise JobNotFound.not_stored(job_id)
             paths = await self._delete_result_rows(session, job_id)
             row.deleted_at = row.deleted_at or self._clock()
             row.init_image, row.interaction_token = None, None

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, fields
 from typing import Any
 
-from bot.storage.errors import StorageError
+from bot.core.errors import StorageError
 from generation.request import GenerationRequest
 
 _log = logging.getLogger(__name__)

@@ -18,9 +18,11 @@ _log = logging.getLogger(__name__)
 
 def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
     """Send REST calls to ``api_base`` (e.g. http://127.0.0.1:8080/api/v10) and the gateway to ``gateway_url``."""
-    assert hasattr(discord.http.Route, "BASE"), "discord.py no longer has Route.BASE; update bot/discord_endpoints.py"
+    assert hasattr(discord.http.Route, "BASE"), (
+        "discord.py no longer has Route.BASE; update bot/discord_ui/endpoints.py"
+    )
     assert hasattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY"), (
-        "discord.py no longer has DiscordWebSocket.DEFAULT_GATEWAY; update bot/discord_endpoints.py"
+        "discord.py no longer has DiscordWebSocket.DEFAULT_GATEWAY; update bot/discord_ui/endpoints.py"
     )
     if api_base:
         discord.http.Route.BASE = api_base.rstrip("/")

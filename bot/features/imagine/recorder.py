@@ -1,4 +1,5 @@
-"""The scheduler's listener: record every transition in storage, then let the presenter show it."""
+"""The imagine feature's subscriber to job events: record every transition in storage, then let the
+presenter show it. Stored before shown: a kill between the two loses nothing a user saw."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import asyncio
 import logging
 from typing import Protocol
 
-from bot.scheduler import Job, JobState
-from bot.storage import Job as StoredJob
-from bot.storage import JobStatus, Storage
+from bot.scheduler import Job, JobState, Scheduler
+from bot.storage import JobRecord, JobStatus, Storage
 from generation.request import GenerationResult, ProgressEvent
 
 _log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ _STATUS: dict[JobState, JobStatus] = {
 
 
 class Presenter(Protocol):
-    """What users see of a job (implemented on Discord by ``bot.presenter.DiscordPresenter``)."""
+    """What users see of a job (implemented on Discord by ``bot.discord_ui.presenter.DiscordPresenter``)."""
 
     async def queued(self, job_id: str, position: int | None, eta_s: float | None) -> None: ...
 
@@ -28,18 +28,18 @@ class Presenter(Protocol):
 
     async def progress(self, job_id: str, event: ProgressEvent) -> None: ...
 
-    async def finished(self, stored: StoredJob, result: GenerationResult | None) -> None: ...
+    async def finished(self, stored: JobRecord, result: GenerationResult | None) -> None: ...
 
     async def interrupted(self, job_id: str) -> None: ...
 
 
 class JobRecorder:
-    """Implements ``bot.scheduler.JobListener``; the scheduler keeps each job's calls in order."""
+    """A ``bot.scheduler.JobListener``; job events keep each job's calls in order."""
 
-    def __init__(self, storage: Storage, presenter: Presenter) -> None:
+    def __init__(self, storage: Storage, presenter: Presenter, scheduler: Scheduler) -> None:
         self._storage = storage
         self._presenter = presenter
-        self.shutting_down = False  # set by the bot before it drains: interrupted jobs then resume later
+        self._scheduler = scheduler  # only asked whether it is draining: interrupted jobs then resume later
 
     async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
         await self._presenter.queued(job.id, position, eta_s)
@@ -61,7 +61,7 @@ class JobRecorder:
             # The cog tells the requester ephemerally (the refusal is raised to it); nothing public to show.
             await self._record_refusal(job)
             return
-        if self.shutting_down and job.state is JobState.CANCELLED and job.cancelled_by is None:
+        if self._scheduler.draining and job.state is JobState.CANCELLED and job.cancelled_by is None:
             # Interrupted by the shutdown, not by a person: storage keeps it active so the next start resumes it.
             await self._presenter.interrupted(job.id)
             return
@@ -84,8 +84,12 @@ class JobRecorder:
             return
         await self._presenter.finished(stored, result)
 
+    async def handed_back(self, job: Job) -> None:
+        # Still queued in storage: the next start resumes it; its queue place means nothing until then.
+        await self._presenter.interrupted(job.id)
+
     async def _record_end(self, job: Job, status: JobStatus, result: GenerationResult | None,
-                          error: str | None) -> StoredJob | None:
+                          error: str | None) -> JobRecord | None:
         timings = None
         if result is not None:
             # On the path to the result message: fast compression, one thread per image (zlib frees the GIL).

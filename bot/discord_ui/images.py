@@ -1,10 +1,7 @@
-"""What the bot shows: image grids, attachments sized to the upload limit, and message texts.
+"""Images for uploads: result grids, attachments sized to the upload limit, parameters they carry.
 
 Pure functions without Discord I/O. ``make_grid`` and ``encode_to_fit`` are CPU-heavy and sync:
 callers run them in a thread (``asyncio.to_thread``) so the event loop never blocks.
-
-Prompts are user text: every echo goes through ``sanitize_user_text`` (markdown escaped, mentions
-broken with a zero-width space) even though messages are also sent with allowed mentions off.
 """
 
 from __future__ import annotations
@@ -12,19 +9,15 @@ from __future__ import annotations
 import io
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import discord.utils
 from PIL import Image, PngImagePlugin, features
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's standard per-file limit
 UPLOAD_MARGIN = 16 * 1024  # headroom below the limit, so rounding on Discord's side never gives a 413
-MESSAGE_LIMIT = 2000
-_ZWSP = "\u200b"
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 _UNICODE_PREFIX = b"UNICODE\x00"  # EXIF UserComment character code, as read by common SD tools
@@ -127,108 +120,3 @@ def read_parameters(data: bytes) -> str | None:
     if isinstance(comment, bytes) and comment.startswith(_UNICODE_PREFIX):
         return comment[len(_UNICODE_PREFIX) :].decode("utf-16-be", errors="replace")
     return None
-
-
-def sanitize_user_text(text: str) -> str:
-    """User text made safe to echo: one line, markdown escaped, no mention that could ping."""
-    text = " ".join(text.split())  # newlines would allow headings, quotes and lists
-    text = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
-    # Defence in depth beyond discord.py's patterns: any "<@" and any @everyone/@here spelling.
-    text = re.sub(f"<@(?!{_ZWSP})", f"<@{_ZWSP}", text)
-    return re.sub(r"@(?=everyone|here)", f"@{_ZWSP}", text, flags=re.IGNORECASE)
-
-
-def _fit(text: str, budget: int) -> str:
-    """``sanitize_user_text(text)`` cut (with an ellipsis) to at most ``budget`` characters."""
-    safe = sanitize_user_text(text)
-    if len(safe) <= budget:
-        return safe
-
-    def cut(length: int) -> str:
-        # Cut the raw text, then escape: cutting escaped text could split an escape or a mention guard.
-        return sanitize_user_text(text[:length]).rstrip("\\") + "…"
-
-    low, high = 0, len(text)  # binary search: escaping lengthens text by a varying amount
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if len(cut(middle)) <= budget else (low, middle - 1)
-    fitted = cut(low)
-    return fitted if len(fitted) <= budget else ""
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{round(seconds)} s"
-    return f"{round(seconds / 60)} min"
-
-
-def result_message_text(
-    prompt: str,
-    requester_id: int,
-    seeds: Sequence[int],
-    model: str,
-    size: tuple[int, int],
-    steps: int,
-    elapsed_s: float,
-    *,
-    negative: str = "",
-    guidance: float | None = None,
-    strength: float | None = None,
-    note: str = "",
-) -> str:
-    """The result message: prompt, who asked, seeds, model, size, steps, time; at most 2000 chars.
-
-    ``note`` is bot-written text (e.g. "Variation of image 2", "scaled to fit") and is not escaped.
-    """
-    details = [f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(str(seed) for seed in seeds)}",
-               f"Model {sanitize_user_text(model)}", f"{size[0]}×{size[1]}", f"{steps} steps"]
-    if guidance is not None:
-        details.append(f"CFG {guidance:g}")
-    if strength is not None:
-        details.append(f"strength {strength:g}")
-    details.append(format_duration(elapsed_s))
-    requester = f" — <@{requester_id}>"
-    negative_line = f"\nNegative: {_fit(negative, 300)}" if negative else ""
-    note_line = f"\n{note}" if note else ""
-    details_line = "\n" + " · ".join(details)
-    fixed = len(requester) + len(negative_line) + len(note_line) + len(details_line) + 4  # 4: bold markers
-    text = f"**{_fit(prompt, MESSAGE_LIMIT - fixed)}**{requester}{negative_line}{note_line}{details_line}"
-    return text[:MESSAGE_LIMIT]  # only a very long note can get here
-
-
-def progress_bar(fraction: float, width: int = 12) -> str:
-    filled = max(0, min(width, round(fraction * width)))
-    return "▰" * filled + "▱" * (width - filled)
-
-
-def progress_text(step: int, total: int, position: int | None = None, eta_s: float | None = None) -> str:
-    """Status while running: a bar, the step, and (when known) the batch slot and time left.
-
-    ``position`` is the job's slot when several jobs share one pipeline call (shown when > 0).
-    """
-    fraction = step / total if total > 0 else 0.0
-    text = f"Generating {progress_bar(fraction)} {round(fraction * 100)}% (step {step}/{total})"
-    if position is not None and position > 0:
-        text += f" · batch slot {position}"
-    if eta_s is not None and eta_s >= 0:
-        text += f" · about {format_duration(eta_s)} left"
-    return text
-
-
-def queued_text(position: int, eta_s: float | None = None) -> str:
-    """Status while queued: place in line and, when known, when it should start."""
-    place = "next in line" if position <= 1 else f"position {position} in the queue"
-    text = f"Queued — {place}"
-    if eta_s is not None and eta_s >= 0:
-        text += f" · starts in about {format_duration(eta_s)}"
-    return text
-
-
-def problems_text(problems: Sequence[str], *, heading: str = "That request can't run:") -> str:
-    """An ephemeral error reply listing each problem (they quote user input, so sanitised)."""
-    lines = [heading, *(f"• {_fit(problem, 400)}" for problem in problems[:10])]
-    if len(problems) > 10:
-        lines.append(f"…and {len(problems) - 10} more")
-    return "\n".join(lines)[:MESSAGE_LIMIT]

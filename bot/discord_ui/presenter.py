@@ -1,5 +1,7 @@
 """Show each job on Discord: one status message (queue place, progress, preview), then the result.
 
+Which buttons go under a status or a result is the feature's choice: it passes its ``JobViews``.
+
 The status message is the interaction's response, edited through the interaction webhook while its
 token lives (15 minutes). After that (or as soon as Discord rejects the token), progress edits
 stop, status edits go through the bot token, and the result is posted to the channel as a new
@@ -17,33 +19,44 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import discord
 from PIL import Image
 
-from bot.buttons import result_view, status_view
-from bot.render import (
-    EncodedImage,
-    encode_to_fit,
-    make_grid,
+from bot.discord_ui.images import EncodedImage, encode_to_fit, make_grid, upload_limit
+from bot.discord_ui.interactions import NO_MENTIONS
+from bot.discord_ui.texts import (
+    INTERRUPTED_TEXT,
+    failure_text,
+    kind_note,
     progress_text,
     queued_text,
     result_message_text,
     sanitize_user_text,
-    upload_limit,
 )
-from bot.storage import InteractionRef, Storage
-from bot.storage import Job as StoredJob
+from bot.storage import InteractionRef, JobRecord, Storage
 from generation.request import GenerationResult, ProgressEvent
 
 _log = logging.getLogger(__name__)
 
-NO_MENTIONS = discord.AllowedMentions.none()
 PREVIEW_SIDE = 256
 # Discord's answers for an interaction token that no longer works: 401/50027 Invalid Webhook Token,
 # 404/10015 Unknown Webhook.
 _DEAD_TOKEN_CODES = frozenset({50027, 10015})
 Upload = tuple[bytes, str]  # (data, filename): a fresh discord.File is built per request
+
+
+class JobViews(Protocol):
+    """The buttons a feature puts under its jobs' messages."""
+
+    def status_view(self, job_id: str) -> discord.ui.View:
+        """Under a queued or running job (a cancel button)."""
+        ...
+
+    def result_view(self, job_id: str, count: int) -> discord.ui.View:
+        """Under a finished job's images."""
+        ...
 
 
 @dataclass
@@ -76,20 +89,21 @@ def _files(uploads: list[Upload]) -> list[discord.File]:
 
 
 class DiscordPresenter:
-    """Implements ``bot.lifecycle.Presenter`` for Discord."""
+    """Shows jobs on Discord (what ``bot.features.imagine.recorder.Presenter`` asks for)."""
 
-    def __init__(self, client: discord.Client, storage: Storage, *, progress_interval_s: float = 2.0,
+    def __init__(self, client: discord.Client, storage: Storage, views: JobViews, *, progress_interval_s: float = 2.0,
                  monotonic: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._client = client
         self._storage = storage
+        self._views = views
         self._interval = progress_interval_s
         self._monotonic = monotonic
         self._now = now
         self._shown: dict[str, _Shown] = {}
 
     # --- wiring -------------------------------------------------------------------------------
-    def target_for_stored(self, stored: StoredJob) -> StatusTarget:
+    def target_for_stored(self, stored: JobRecord) -> StatusTarget:
         """The status target of a stored job (after a restart): upload limit from the cached guild."""
         return StatusTarget(stored.user_id, stored.channel_id or 0, stored.interaction, stored.status_message_id,
                             self._guild_limit(stored.guild_id))
@@ -134,10 +148,10 @@ class DiscordPresenter:
     # --- Presenter ----------------------------------------------------------------------------
     async def queued(self, job_id: str, position: int | None, eta_s: float | None) -> None:
         text = queued_text(position, eta_s) if position is not None else "Queued — this server's queue is paused"
-        await self._render(job_id, lambda target: self._edit(target, text, view=status_view(job_id)))
+        await self._render(job_id, lambda target: self._edit(target, text, view=self._views.status_view(job_id)))
 
     async def started(self, job_id: str) -> None:
-        await self._render(job_id, lambda target: self._edit(target, "Starting…", view=status_view(job_id)))
+        await self._render(job_id, lambda target: self._edit(target, "Starting…", view=self._views.status_view(job_id)))
 
     async def progress(self, job_id: str, event: ProgressEvent) -> None:
         shown = self._shown.get(job_id)
@@ -152,27 +166,28 @@ class DiscordPresenter:
         text = progress_text(event.step, event.total)
         async with shown.lock:
             if not shown.finished:
-                await self._edit(shown.target, text, uploads=uploads, view=status_view(job_id), only_if_token=True)
+                await self._edit(shown.target, text, uploads=uploads, view=self._views.status_view(job_id),
+                                 only_if_token=True)
 
-    async def finished(self, stored: StoredJob, result: GenerationResult | None) -> None:
+    async def finished(self, stored: JobRecord, result: GenerationResult | None) -> None:
         shown = self._shown.setdefault(stored.id, _Shown())
         shown.finished = True
         if result is not None:
             await self._render(stored.id, lambda target: self._show_result_or_say_why(target, stored, result),
                                final=True)
         else:
-            await self._render(stored.id, lambda target: self._edit(target, failure_text(stored), view=None),
-                               final=True)
+            text = failure_text(stored.status, stored.error)
+            await self._render(stored.id, lambda target: self._edit(target, text, view=None), final=True)
         if shown.target is not None:
             self._shown.pop(stored.id, None)
 
     async def interrupted(self, job_id: str) -> None:
-        text = "⏸ Interrupted by a bot restart; it continues when the bot is back."
+        text = INTERRUPTED_TEXT
         self._shown.setdefault(job_id, _Shown()).finished = True  # for this process, the job has ended
         await self._render(job_id, lambda target: self._edit(target, text, view=None), final=True)
 
     # --- Discord calls ------------------------------------------------------------------------
-    async def _show_result_or_say_why(self, target: StatusTarget, stored: StoredJob,
+    async def _show_result_or_say_why(self, target: StatusTarget, stored: JobRecord,
                                       result: GenerationResult) -> None:
         try:
             await self._show_result(target, stored, result)
@@ -182,7 +197,7 @@ class DiscordPresenter:
             await self._edit(target, f"❌ The images were made but could not be posted (reference `{reference}`); "
                                      "please try again.", view=None)
 
-    async def _show_result(self, target: StatusTarget, stored: StoredJob, result: GenerationResult) -> None:
+    async def _show_result(self, target: StatusTarget, stored: JobRecord, result: GenerationResult) -> None:
         request = result.request
         limit = upload_limit(target.attachment_limit)
         basename = f"imagine_{stored.id[:8]}"
@@ -193,7 +208,7 @@ class DiscordPresenter:
         else:
             encoded = await asyncio.to_thread(
                 lambda: encode_to_fit(make_grid(result.images), limit, result.parameters_text(0), basename=basename))
-        note = _kind_note(stored)
+        note = kind_note(stored.kind)
         if encoded.scaled:
             note = (note + " · " if note else "") + \
                 "scaled down to fit this server's upload limit; U buttons give full size"
@@ -207,7 +222,7 @@ class DiscordPresenter:
             strength=request.strength if request.mode == "img2img" else None, note=note,
         )
         uploads = [(encoded.data, encoded.filename)]
-        view = result_view(stored.id, len(result.images))
+        view = self._views.result_view(stored.id, len(result.images))
         if await self._edit(target, text, uploads=uploads, view=view, only_if_token=True):
             await self._storage.set_messages(stored.id, result_message_id=target.message_id)
             return
@@ -266,20 +281,3 @@ def _preview_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     preview.convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _kind_note(stored: StoredJob) -> str:
-    return {"upscale": "Upscaled 2×", "variation": "Variations", "reroll": "Rerolled"}.get(stored.kind, "")
-
-
-def failure_text(stored: StoredJob) -> str:
-    """What a job that ended without images says, in words a user understands."""
-    reason = stored.error or ""
-    heading = {
-        "cancelled": "✖ Cancelled.",
-        "expired": "⌛ This request waited too long in the queue and was dropped; please try again.",
-        "failed": "❌ This image could not be made.",
-        "dropped": "❌ This request was dropped when the bot restarted.",
-        "refused": "⛔ This request was not accepted.",
-    }.get(stored.status, f"This request ended ({stored.status}).")
-    return f"{heading} {reason}".strip()[:2000]

@@ -1,17 +1,27 @@
-"""Turn what a user typed (prompt, flags, slash options, an attachment) into a validated request."""
+"""Turn what a user typed (prompt, flags, slash options, an attachment) into a validated request.
+
+Two steps, so that bad options are refused before a slow attachment download: ``draft`` parses and
+checks everything it can while the image is still to come; ``Draft.with_image`` validates the request
+that will run, with the downloaded image in it.
+"""
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, replace
 
-from bot.config import AppConfig
-from bot.flags import Options, ParsedFlags, aspect_to_size, merge_options, parse_prompt_flags
+from PIL import Image
+
+from bot.core.config import AppConfig
+from bot.features.imagine.flags import Options, ParsedFlags, aspect_to_size, merge_options, parse_prompt_flags
 from generation.config import ModelConfig
 from generation.errors import ConfigError, InvalidRequest
-from generation.request import GenerationRequest, validate
+from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, validate
 
 MAX_INIT_IMAGE_BYTES = 8 * 1024 * 1024
+# Stands in for the image while it downloads, so that image-only options (strength) are checked now.
+_IMAGE_TO_COME = b""
 MIN_SIDE = 64  # generation.request.validate's smallest width and height
 
 
@@ -38,12 +48,37 @@ def resolve_model(config: AppConfig, name: str | None) -> tuple[str, ModelConfig
     raise InvalidRequest([f"model {name!r} is not available; allowed: {allowed}"])
 
 
-def compose(config: AppConfig, prompt_text: str, explicit: Options, *, init_image: bytes | None = None) -> Composed:
-    """Parse flags out of the prompt, let explicit options win, apply style and aspect, then validate."""
+@dataclass(frozen=True)
+class Attachment:
+    """What Discord says of an attached file before it is downloaded (the content type is the uploader's claim)."""
+
+    filename: str
+    content_type: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A parsed request whose image (if any) is still to come; every option is already checked."""
+
+    request: GenerationRequest
+    model_name: str
+    model: ModelConfig
+
+    def with_image(self, init_image: bytes | None) -> Composed:
+        """The request that will run, validated with its image (or without one)."""
+        request = replace(self.request, init_image=init_image)
+        return Composed(validate(request, self.model_name, self.model), self.model)
+
+
+def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment: Attachment | None = None) -> Draft:
+    """Parse flags out of the prompt, let explicit options win, apply style and aspect, and check it all.
+
+    Raises one ``InvalidRequest`` listing every problem, before anything is downloaded."""
     parsed: ParsedFlags = merge_options(parse_prompt_flags(prompt_text), explicit)
     options = parsed.options
     model_name, model = resolve_model(config, options.model)
-    problems: list[str] = []
+    problems: list[str] = [] if attachment is None else attachment_problems(attachment)
     prompt = parsed.prompt
     if options.style is not None:
         template = config.bot.styles.get(options.style)
@@ -63,21 +98,44 @@ def compose(config: AppConfig, prompt_text: str, explicit: Options, *, init_imag
             )
         except InvalidRequest as exc:
             problems.extend(exc.problems)
-    if init_image is not None and len(init_image) > MAX_INIT_IMAGE_BYTES:
-        problems.append(f"the input image is {len(init_image) / 1e6:.1f} MB; "
-                        f"allowed: at most {MAX_INIT_IMAGE_BYTES // 2**20} MiB")
     request = GenerationRequest(
         prompt=prompt, negative_prompt=options.negative or "", width=width, height=height, steps=options.steps,
         guidance=options.guidance, seed=options.seed, count=options.count or 1, model=model_name,
-        init_image=init_image, strength=options.strength,
+        strength=options.strength,
     )
     try:
-        validated = validate(request, model_name, model)
+        validate(replace(request, init_image=_IMAGE_TO_COME if attachment is not None else None), model_name, model)
     except InvalidRequest as exc:
         problems.extend(exc.problems)
     if problems:
         raise InvalidRequest(problems)
-    return Composed(validated, model)
+    return Draft(request, model_name, model)
+
+
+def attachment_problems(attachment: Attachment) -> list[str]:
+    """What is wrong with an attachment judged by what Discord says of it, before downloading it."""
+    if not (attachment.content_type or "").startswith("image/"):
+        return [f"the attachment {attachment.filename!r} is not an image; allowed: PNG, JPEG or WebP"]
+    if attachment.size > MAX_INIT_IMAGE_BYTES:
+        return [f"the attachment is {attachment.size / 1e6:.1f} MB; allowed: at most "
+                f"{MAX_INIT_IMAGE_BYTES // 2**20} MiB"]
+    return []
+
+
+def image_problem(data: bytes, filename: str) -> str | None:
+    """Why downloaded ``data`` cannot be an input image, or None. CPU work: run it in a thread."""
+    if len(data) > MAX_INIT_IMAGE_BYTES:
+        return (f"the input image is {len(data) / 1e6:.1f} MB; "
+                f"allowed: at most {MAX_INIT_IMAGE_BYTES // 2**20} MiB")
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            if max(picture.size) > MAX_INIT_IMAGE_SIDE:  # known before decoding: refuse bombs early
+                return (f"the attachment {filename!r} is {picture.width}x{picture.height}; allowed: at most "
+                        f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
+            picture.verify()
+    except Exception:  # PIL raises many types for broken files
+        return f"the attachment {filename!r} could not be read as an image; allowed: PNG, JPEG or WebP"
+    return None
 
 
 def _aspects_for(config: AppConfig, model: ModelConfig) -> dict[str, str]:

@@ -1,23 +1,31 @@
 """Persistent buttons. Each custom id names the stored job, so buttons on old messages keep working
 after a restart: discord.py routes a click to the DynamicItem whose template matches, and the
-handler looks the job up in storage. What each button does lives in ``bot.cogs.actions``."""
+button hands it to this feature's cog (``ImagineCog.on_button``), which asks the imagine service."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
+import discord.ext.commands
 
-from bot.custom_ids import Action, encode_custom_id, template
+from bot.discord_ui.custom_ids import Action, encode_custom_id, template
 
-ButtonHandler = Callable[[discord.Interaction[Any], Action, str, int | None], Awaitable[None]]
+if TYPE_CHECKING:
+    from bot.features.imagine.cog import ImagineCog
+
+COG_NAME = "Imagine"
 
 
-def _handler(interaction: discord.Interaction[Any]) -> ButtonHandler:
-    handler: ButtonHandler = interaction.client.button_handler
-    return handler
+def _imagine_cog(interaction: discord.Interaction[Any]) -> ImagineCog:
+    from bot.features.imagine.cog import ImagineCog  # the cog module imports these views
+
+    client = interaction.client
+    cog = client.get_cog(COG_NAME) if isinstance(client, discord.ext.commands.Bot) else None
+    if not isinstance(cog, ImagineCog):
+        raise RuntimeError("an imagine button was clicked but the imagine feature is not loaded")
+    return cog
 
 
 class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"imagine:(?!)"):
@@ -40,7 +48,7 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"imag
         return cls(match["job_id"], int(index) if index is not None else None)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _handler(interaction)(interaction, self.action, self.job_id, self.index)
+        await _imagine_cog(interaction).on_button(interaction, self.action, self.job_id, self.index)
 
 
 class UpscaleButton(_JobButton, template=template("u")):
@@ -64,6 +72,16 @@ class CancelButton(_JobButton, template=template("cancel")):
 
 
 DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (UpscaleButton, VariationButton, RerollButton, DeleteButton, CancelButton)
+
+
+class ImagineViews:
+    """The ``JobViews`` the presenter puts under /imagine's status and result messages."""
+
+    def status_view(self, job_id: str) -> discord.ui.View:
+        return status_view(job_id)
+
+    def result_view(self, job_id: str, count: int) -> discord.ui.View:
+        return result_view(job_id, count)
 
 
 def status_view(job_id: str) -> discord.ui.View:

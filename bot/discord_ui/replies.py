@@ -13,9 +13,9 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.errors import NotPermitted, Refused
-from bot.render import problems_text, sanitize_user_text
-from bot.storage import JobNotFound as StoredJobNotFound
+from bot.core.errors import NotPermitted, Refused
+from bot.discord_ui.interactions import NO_MENTIONS
+from bot.discord_ui.texts import problems_text, sanitize_user_text
 from generation.errors import ImagineError, InvalidRequest
 
 _log = logging.getLogger(__name__)
@@ -28,8 +28,6 @@ def error_text(exc: BaseException) -> str:
         return f"⏳ Not now: {exc}"
     if isinstance(exc, NotPermitted):
         return f"🚫 {exc}"
-    if isinstance(exc, StoredJobNotFound):
-        return "That image is no longer stored (it may have been deleted)."
     if isinstance(exc, ImagineError):
         return str(exc)[:2000]
     reference = secrets.token_hex(4)
@@ -44,9 +42,9 @@ async def reply_error(interaction: discord.Interaction[Any], exc: BaseException)
     text = error_text(exc)
     try:
         if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         else:
             await interaction.response.send_message(text, ephemeral=True,
-                                                    allowed_mentions=discord.AllowedMentions.none())
+                                                    allowed_mentions=NO_MENTIONS)
     except discord.HTTPException as http_exc:
         _log.warning("could not send an error reply: %s", http_exc)

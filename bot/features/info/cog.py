@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.imagine import requester_of
-from bot.config import Bucket, resolve_limits
-from bot.errors import format_duration
-from bot.presenter import NO_MENTIONS
-from bot.render import sanitize_user_text
-
-if TYPE_CHECKING:
-    from bot.app import ImagineBot
+from bot.core.config import Bucket, ConfigStore, resolve_limits
+from bot.core.text import format_duration
+from bot.discord_ui.interactions import NO_MENTIONS, requester_of
+from bot.discord_ui.texts import sanitize_user_text
+from bot.scheduler import Scheduler
 
 FLAGS_HELP = (
     "`--ar W:H` aspect ratio · `--size WxH` · `--seed N` · `--no words` things to avoid · `--steps N` · "
@@ -31,14 +28,15 @@ def _cap(value: int | None) -> str:
     return "no limit" if value is None else str(value)
 
 
-class InfoCog(commands.Cog):
-    def __init__(self, bot: ImagineBot) -> None:
-        self.bot = bot
+class InfoCog(commands.Cog, name="Info"):
+    def __init__(self, config: ConfigStore, scheduler: Scheduler) -> None:
+        self._config = config
+        self._scheduler = scheduler
 
     @app_commands.command(name="queue", description="Your jobs and how long this server's queue is")
     async def queue(self, interaction: discord.Interaction[Any]) -> None:
         requester = requester_of(interaction)
-        scheduler = self.bot.service.scheduler
+        scheduler = self._scheduler
         snapshot = scheduler.snapshot(guild_id=requester.guild_id)
         lines = []
         mine_running = [job for job in snapshot.running if job.user_id == requester.user_id]
@@ -61,7 +59,7 @@ class InfoCog(commands.Cog):
     @app_commands.command(name="help", description="What /imagine does, its flags and your limits")
     async def help(self, interaction: discord.Interaction[Any]) -> None:
         requester = requester_of(interaction)
-        config = self.bot.config.current
+        config = self._config.current
         limits = resolve_limits(config, requester.guild_id, requester.role_ids)
         models = ", ".join(sorted(config.generation.models))
         text = "\n".join([
@@ -77,6 +75,3 @@ class InfoCog(commands.Cog):
         ])
         await interaction.response.send_message(text[:2000], ephemeral=True, allowed_mentions=NO_MENTIONS)
 
-
-async def setup(bot: ImagineBot) -> None:
-    await bot.add_cog(InfoCog(bot))

@@ -1,0 +1,121 @@
+"""The project's exception tree, drawn once here.
+
+Every error a user or an operator can cause is an ``ImagineError``; its ``str()`` is meant for
+people: it says what was wrong and what is allowed. The root and the generation branch live in
+``generation.errors`` (``generation`` never imports ``bot``); everything the bot adds lives here.
+
+    ImagineError                       (generation.errors) root; the message is user-facing
+    ├── ConfigError                    (generation.errors) config.yaml is invalid; names key, line, allowed values
+    ├── InvalidRequest                 (generation.errors) bad request fields; ``problems`` lists each one
+    ├── ModelLoadError                 (generation.errors) a model source could not be loaded
+    ├── GenerationFailed               (generation.errors) the pipeline failed for this request (OOM, NaNs, crash)
+    ├── GenerationCancelled            (generation.errors) cancelled before it finished
+    ├── ExecutorClosed                 (generation.errors) the executor is shutting down and takes no new work
+    ├── Refused                        a request was not admitted; nothing (tokens, quota) was consumed
+    │   ├── RateLimited                a token bucket (per user or per server) is empty; ``retry_after`` seconds
+    │   ├── QueueFull                  a cap on queued jobs (user, server or global) is reached; ``queue_length``
+    │   ├── QuotaExceeded              the user's daily image quota is used up; ``resets_at`` (epoch seconds)
+    │   ├── ChannelNotAllowed          the server allows /imagine only in some channels; ``allowed``
+    │   ├── GuildPaused                a moderator paused this server's queue
+    │   └── ShuttingDown               the bot is draining its queue before a restart
+    ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job)
+    ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
+    ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
+    └── StorageError                   the database or the stored images could not do what was asked
+        └── IllegalTransition          the job's status cannot change that way (e.g. cancel a finished job)
+
+Refusals are raised at once by ``Scheduler.submit``: the message names the limit, its value, and when
+to retry or how long the queue is. ``bot.discord_ui.replies`` maps the whole tree to ephemeral replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from generation.errors import ImagineError
+
+
+class Refused(ImagineError):
+    """The request was not admitted. ``limit`` is the config key that refused it, ``value`` its setting."""
+
+    def __init__(self, message: str, *, limit: str, value: object = None, retry_after: float | None = None,
+                 queue_length: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.retry_after = retry_after
+        self.queue_length = queue_length
+
+
+class RateLimited(Refused):
+    """A token bucket is empty; ``retry_after`` says when enough tokens are back."""
+
+
+class QueueFull(Refused):
+    """A queued-jobs cap is reached; ``queue_length`` is the count that hit the cap."""
+
+
+class QuotaExceeded(Refused):
+    """The daily image quota is used up until ``resets_at`` (epoch seconds)."""
+
+    def __init__(self, message: str, *, limit: str, value: object, retry_after: float, resets_at: float) -> None:
+        super().__init__(message, limit=limit, value=value, retry_after=retry_after)
+        self.resets_at = resets_at
+
+
+class ChannelNotAllowed(Refused):
+    """This server runs /imagine only in the channels listed in ``allowed``."""
+
+    def __init__(self, message: str, *, allowed: Sequence[int]) -> None:
+        super().__init__(message, limit="guilds.channels", value=list(allowed))
+        self.allowed = list(allowed)
+
+
+class GuildPaused(Refused):
+    """A moderator paused this server's queue; queued jobs wait, new ones are refused."""
+
+
+class ShuttingDown(Refused):
+    """The bot is draining before a restart and admits nothing new."""
+
+
+class NotPermitted(ImagineError):
+    """The caller lacks the permission for this action; the message says who may do it."""
+
+
+class JobNotFound(ImagineError):
+    """No job with ``job_id`` is where it was looked for; the message says where, for the user."""
+
+    def __init__(self, job_id: str, message: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message or f"No job has id {job_id}; it may have been deleted.")
+
+    @classmethod
+    def not_in_queue(cls, job_id: str) -> JobNotFound:
+        return cls(job_id, "That request is no longer queued or running; it may have finished already.")
+
+    @classmethod
+    def not_stored(cls, job_id: str) -> JobNotFound:
+        return cls(job_id, "That image is no longer stored (it may have been deleted).")
+
+
+class JobExpired(ImagineError):
+    """The job waited in the queue longer than ``scheduler.max_wait_s`` and was dropped."""
+
+
+class StorageError(ImagineError):
+    """The database or the stored images could not do what was asked."""
+
+
+class IllegalTransition(StorageError):
+    """A status change that the job lifecycle does not allow; the message says the current status."""
+
+    def __init__(
+        self, job_id: str, current: str, wanted: str, allowed: tuple[str, ...], *, raced: bool = False
+    ) -> None:
+        self.job_id, self.current, self.wanted = job_id, current, wanted
+        if raced:
+            super().__init__(f"job {job_id} stopped being {current} before it could become {wanted}")
+            return
+        allowed_text = ", ".join(allowed) if allowed else "none (it is finished)"
+        super().__init__(f"job {job_id} is {current}; it cannot become {wanted}; allowed next: {allowed_text}")

@@ -1,0 +1,39 @@
+"""/imagine: prompt to images, with live status, result buttons (U, V, reroll, delete, cancel) and
+restart recovery. A discord.py extension: ``setup`` builds the feature from the bot's services.
+
+- ``cog``: the slash command and button clicks (parse, call the service, show)
+- ``service``: the rules (store and admit, follow-ups, cancel, delete, resume after a restart)
+- ``compose``/``flags``: what the user typed, as a validated request
+- ``recorder``: the job-event subscriber that stores each transition, then has the presenter show it
+- ``views``: the persistent buttons
+"""
+
+from __future__ import annotations
+
+from discord.ext import commands
+
+from bot.discord_ui.presenter import DiscordPresenter
+from bot.features.imagine.cog import ImagineCog
+from bot.features.imagine.recorder import JobRecorder
+from bot.features.imagine.service import ImagineService
+from bot.features.imagine.views import DYNAMIC_ITEMS, ImagineViews
+from bot.services import services_of
+
+
+async def setup(bot: commands.Bot) -> None:
+    services = services_of(bot)
+    presenter = DiscordPresenter(bot, services.storage, ImagineViews(),
+                                 progress_interval_s=services.config.current.bot.progress_interval_s)
+    recorder = JobRecorder(services.storage, presenter, services.scheduler)
+    service = ImagineService(services.config, services.storage, services.scheduler)
+    unsubscribe = services.events.subscribe(recorder)
+    await bot.add_cog(ImagineCog(services.config, service, presenter, on_unload=unsubscribe))
+    bot.add_dynamic_items(*DYNAMIC_ITEMS)
+    _, dropped = await service.resume()
+    for record in dropped:  # the presenter finds resumed jobs' status messages in storage by itself
+        if record.status_message_id is not None:
+            await presenter.finished(record, None)  # its status and error say why it was dropped
+
+
+async def teardown(bot: commands.Bot) -> None:
+    bot.remove_dynamic_items(*DYNAMIC_ITEMS)  # the cog itself is removed (and unsubscribed) by discord.py

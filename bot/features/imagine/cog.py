@@ -1,0 +1,179 @@
+"""/imagine and the buttons under its results. Thin: parse, call the imagine service, show."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from PIL import Image
+
+from bot.core.config import ConfigStore
+from bot.discord_ui.custom_ids import Action
+from bot.discord_ui.images import encode_to_fit, read_parameters, upload_limit
+from bot.discord_ui.interactions import NO_MENTIONS, requester_of
+from bot.discord_ui.presenter import DiscordPresenter, StatusTarget
+from bot.discord_ui.replies import reply_error
+from bot.discord_ui.texts import queued_text, sanitize_user_text
+from bot.features.imagine.compose import Attachment, Composed
+from bot.features.imagine.flags import Options
+from bot.features.imagine.service import FullSizeInstead, ImagineService
+from bot.features.imagine.views import COG_NAME, status_view
+from bot.storage import InteractionRef, JobKind
+from generation.errors import InvalidRequest
+from generation.request import MAX_SEED
+
+_log = logging.getLogger(__name__)
+
+
+def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
+    wanted = current.lower()
+    return [app_commands.Choice(name=name, value=name) for name in names if wanted in name.lower()][:25]
+
+
+class ImagineCog(commands.Cog, name=COG_NAME):
+    def __init__(self, config: ConfigStore, service: ImagineService, presenter: DiscordPresenter, *,
+                 on_unload: Callable[[], None]) -> None:
+        self._config = config
+        self._service = service
+        self._presenter = presenter
+        self._on_unload = on_unload  # stops the feature's job-event subscription
+
+    async def cog_unload(self) -> None:
+        self._on_unload()
+
+    @app_commands.command(name="imagine", description="Turn a prompt into images (flags: --ar 16:9 --seed 5 --no text)")
+    @app_commands.describe(
+        prompt="What to draw; Midjourney-style flags such as --ar 3:2 --seed 42 --no text work too",
+        negative="What to keep out of the image", aspect="Aspect ratio", count="How many images (1-4)",
+        steps="Denoising steps", guidance="How closely to follow the prompt (CFG scale)",
+        seed="Seed for repeatable images",
+        model="Which model", style="A style preset that wraps your prompt", image="Start from this image",
+        strength="How much to change the image (0.05-1)",
+    )
+    async def imagine(
+        self, interaction: discord.Interaction[Any], prompt: app_commands.Range[str, 1, 2000],
+        negative: str | None = None, aspect: str | None = None, count: app_commands.Range[int, 1, 4] | None = None,
+        steps: app_commands.Range[int, 1, 200] | None = None,
+        guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None, model: str | None = None, style: str | None = None,
+        image: discord.Attachment | None = None, strength: app_commands.Range[float, 0.05, 1.0] | None = None,
+    ) -> None:
+        explicit = Options(negative=negative, aspect=aspect, count=count, steps=steps, guidance=guidance, seed=seed,
+                           model=model, style=style, strength=strength)
+        attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
+        drafted = self._service.draft(prompt, explicit, attachment)  # bad options fail before the download
+        if image is None:
+            await self.submit_and_show(interaction, await self._service.with_image(drafted, None), kind="imagine")
+            return
+        await interaction.response.defer(thinking=True)  # the download can outlast Discord's 3 s window
+        try:
+            try:
+                data = await image.read()
+            except discord.HTTPException as exc:
+                raise InvalidRequest(
+                    [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
+            composed = await self._service.with_image(drafted, data, image.filename)
+            await self.submit_and_show(interaction, composed, kind="imagine")
+        except Exception:
+            await self._drop_thinking(interaction)  # so the error reply that follows stays private
+            raise
+
+    @staticmethod
+    async def _drop_thinking(interaction: discord.Interaction[Any]) -> None:
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.delete_original_response()
+
+    @imagine.autocomplete("model")
+    async def _model_names(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+        return _choices(sorted(self._config.current.generation.models), current)
+
+    @imagine.autocomplete("style")
+    async def _style_names(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+        return _choices(sorted(self._config.current.bot.styles), current)
+
+    @imagine.autocomplete("aspect")
+    async def _aspects(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+        return _choices(list(self._config.current.bot.aspects), current)
+
+    async def submit_and_show(self, interaction: discord.Interaction[Any], composed: Composed, *, kind: JobKind,
+                              parent_job_id: str | None = None) -> None:
+        """Admit the job (refusals raise before anything public is posted), then post its status message."""
+        requester = requester_of(interaction)
+        ref = InteractionRef(interaction.application_id, interaction.token, interaction.created_at)
+        stored = await self._service.submit(composed, requester, kind=kind, parent_job_id=parent_job_id,
+                                            interaction=ref)
+        try:
+            message_id = await self._post_status(interaction, stored.id)
+            await self._service.record_status_message(stored.id, message_id)
+        except Exception:
+            self._service.withdraw(stored.id)  # nobody can see this job: never run it invisibly
+            raise
+        await self._presenter.attach(stored.id, StatusTarget(
+            requester.user_id, requester.channel_id, ref, message_id, interaction.filesize_limit))
+
+    async def _post_status(self, interaction: discord.Interaction[Any], job_id: str) -> int:
+        position, eta = self._service.queue_place(job_id)
+        text = queued_text(position, eta) if position else "Starting…"
+        if interaction.response.is_done():
+            message = await interaction.edit_original_response(content=text, view=status_view(job_id),
+                                                               allowed_mentions=NO_MENTIONS)
+            return message.id
+        callback = await interaction.response.send_message(text, view=status_view(job_id),
+                                                           allowed_mentions=NO_MENTIONS)
+        # The callback answer names the message: no extra GET @original, which an expiring token can fail.
+        return callback.message_id or (await interaction.original_response()).id
+
+    # --- buttons (views.py routes every click here) -----------------------------------------------
+    async def on_button(self, interaction: discord.Interaction[Any], action: Action, job_id: str,
+                        index: int | None) -> None:
+        try:
+            await self._on_button(interaction, action, job_id, index)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def _on_button(self, interaction: discord.Interaction[Any], action: Action, job_id: str,
+                         index: int | None) -> None:
+        requester = requester_of(interaction)
+        if action == "cancel":
+            await self._service.cancel(job_id, requester)
+            await interaction.response.send_message("Cancelled.", ephemeral=True)
+            return
+        if action == "delete":
+            await self._service.delete(job_id, requester)
+            await interaction.response.defer()
+            await interaction.delete_original_response()
+            return
+        # Loading the image and storing the new job can outlast Discord's 3 s window: acknowledge first.
+        await interaction.response.defer(thinking=True)
+        try:
+            plan = await self._service.follow_up(action, job_id, index)
+            if isinstance(plan, FullSizeInstead):
+                await self._send_full_image(interaction, plan)
+            else:
+                await self.submit_and_show(interaction, plan.composed, kind=plan.kind, parent_job_id=job_id)
+        except Exception:
+            await self._drop_thinking(interaction)  # so the error reply that follows stays private
+            raise
+
+    @staticmethod
+    async def _send_full_image(interaction: discord.Interaction[Any], plan: FullSizeInstead) -> None:
+        text = (f"Image {plan.index + 1} of <@{plan.owner_id}>'s request at full size (seed {plan.seed}). "
+                f"A 2× upscale isn't available here: {sanitize_user_text(plan.reason)}")
+        limit = upload_limit(interaction.filesize_limit)
+        name = f"image_{plan.index + 1}"
+        if len(plan.image) > limit:  # re-encode (keeping the recipe) only when the PNG is too large for this server
+            encoded = await asyncio.to_thread(
+                lambda: encode_to_fit(Image.open(io.BytesIO(plan.image)), limit, read_parameters(plan.image) or "",
+                                      basename=name))
+            file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
+        else:
+            file = discord.File(io.BytesIO(plan.image), filename=f"{name}.png")
+        await interaction.edit_original_response(content=text[:2000], attachments=[file],
+                                                 allowed_mentions=NO_MENTIONS)

@@ -1,0 +1,183 @@
+"""The imagine feature's rules, free of Discord: compose, store and admit a job, follow-ups (upscale,
+variation, reroll), cancel and delete, and resuming after a restart.
+
+The cog translates Discord into these calls and shows what they return; ``recorder.JobRecorder``
+records what the scheduler reports; the presenter shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from bot.core.config import ConfigStore
+from bot.core.errors import JobNotFound
+from bot.core.identity import Requester
+from bot.features.imagine.compose import Attachment, Composed, Draft, derive, draft, image_problem, resolve_model
+from bot.features.imagine.flags import Options
+from bot.scheduler import Job, Scheduler
+from bot.storage import InteractionRef, JobKind, JobRecord, Storage
+from generation.errors import InvalidRequest
+from generation.request import validate
+
+_log = logging.getLogger(__name__)
+
+UPSCALE_STRENGTH = 0.3  # keeps the composition, adds detail at twice the size
+VARIATION_STRENGTH = 0.6  # same subject and layout, visibly different
+FollowUpAction = Literal["u", "v", "reroll"]
+
+
+def img2img_steps(steps: int | None, strength: float) -> int:
+    """Steps for an image-to-image follow-up: at least one denoising step must run (strength x steps >= 1),
+    which few-step models (2-4 steps) would otherwise miss."""
+    return max(steps or 1, math.ceil(1 / strength - 1e-9))
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A new job derived from a finished one."""
+
+    composed: Composed
+    kind: JobKind
+
+
+@dataclass(frozen=True)
+class FullSizeInstead:
+    """A U click whose 2x upscale this bot cannot run (too large for the model): the stored image at
+    full size is the answer, with ``reason`` saying why there is no upscale."""
+
+    owner_id: int
+    index: int
+    image: bytes
+    seed: int
+    reason: str
+
+
+class ImagineService:
+    def __init__(self, config: ConfigStore, storage: Storage, scheduler: Scheduler) -> None:
+        self._config = config
+        self._storage = storage
+        self._scheduler = scheduler
+
+    # --- a new request ----------------------------------------------------------------------------
+    def draft(self, prompt: str, explicit: Options, attachment: Attachment | None) -> Draft:
+        """Every option checked against today's config, before any attachment is downloaded."""
+        return draft(self._config.current, prompt, explicit, attachment=attachment)
+
+    async def with_image(self, drafted: Draft, image: bytes | None, filename: str = "image") -> Composed:
+        """The request that will run, once the attachment (if any) is downloaded and checked."""
+        if image is not None:
+            problem = await asyncio.to_thread(image_problem, image, filename)
+            if problem is not None:
+                raise InvalidRequest([problem])
+        return drafted.with_image(image)
+
+    async def submit(self, composed: Composed, requester: Requester, *, kind: JobKind = "imagine",
+                     parent_job_id: str | None = None, interaction: InteractionRef | None = None) -> JobRecord:
+        """Store the job, then admit it; a refusal is recorded and re-raised for the user to see."""
+        self._scheduler.check_accepting()  # during shutdown storage closes soon: store nothing new
+        stored = await self._storage.create_job(
+            composed.request, user_id=requester.user_id, guild_id=requester.guild_id or None,
+            channel_id=requester.channel_id, role_ids=requester.role_ids, kind=kind, parent_job_id=parent_job_id,
+            interaction=interaction,
+        )
+        job = Job.create(stored.id, composed.request, user_id=requester.user_id, guild_id=requester.guild_id,
+                         channel_id=requester.channel_id, role_ids=requester.role_ids,
+                         cost_weight=composed.cost_weight)
+        # A refusal raises here; the scheduler reports it to JobRecorder, which stores it (one writer
+        # per transition: two writers raced into IllegalTransition and hid the refusal's message).
+        self._scheduler.submit(job)
+        return stored
+
+    def queue_place(self, job_id: str) -> tuple[int | None, float | None]:
+        """(position, ETA in seconds) of a queued job; position None once it runs (or its guild is paused)."""
+        return self._scheduler.position(job_id), self._scheduler.eta(job_id)
+
+    async def record_status_message(self, job_id: str, message_id: int) -> None:
+        await self._storage.set_messages(job_id, status_message_id=message_id)
+
+    def withdraw(self, job_id: str) -> None:
+        """Take back a job nobody can see (its status message failed), refunding its charge."""
+        with contextlib.suppress(JobNotFound):
+            self._scheduler.cancel(job_id)
+
+    # --- buttons ----------------------------------------------------------------------------------
+    async def cancel(self, job_id: str, requester: Requester) -> None:
+        """Cancel a queued job or interrupt a running one: its owner or a moderator of its server."""
+        self._scheduler.cancel(job_id, by=requester)
+
+    async def delete(self, job_id: str, requester: Requester) -> None:
+        """Delete a result (images removed, the record kept): its owner or a moderator of its server."""
+        stored = await self._storage.require_job(job_id)
+        requester.check_may_manage(stored.user_id, stored.guild_id or 0, self._config.current, "delete")
+        await self._storage.mark_deleted(job_id)
+
+    async def follow_up(self, action: FollowUpAction, job_id: str, index: int | None) -> FollowUp | FullSizeInstead:
+        """U (2x upscale of one image), V (variations of one image) or reroll (new seed) of a finished job,
+        re-validated against today's config."""
+        parent = await self._storage.require_job(job_id)
+        if parent.status != "done" or parent.deleted_at is not None:
+            raise InvalidRequest(["that image is no longer available; run /imagine again"])
+        config = self._config.current
+        if action == "reroll":
+            return FollowUp(derive(config, parent.request, seed=None), "reroll")
+        if index is None:
+            raise InvalidRequest([f"button {action!r} needs an image number; allowed: the images shown"])
+        image = await self._storage.load_result_image(job_id, index)
+        if image is None:
+            raise InvalidRequest([f"image {index + 1} of that request is not stored; allowed: the images shown"])
+        if action == "v":
+            return FollowUp(derive(config, parent.request, init_image=image, strength=VARIATION_STRENGTH, seed=None,
+                                   steps=img2img_steps(parent.request.steps, VARIATION_STRENGTH)), "variation")
+        width, height = parent.request.width or 0, parent.request.height or 0
+        try:
+            composed = derive(config, parent.request, init_image=image, width=width * 2, height=height * 2,
+                              strength=UPSCALE_STRENGTH, count=1, seed=parent.seeds[index],
+                              steps=img2img_steps(parent.request.steps, UPSCALE_STRENGTH))
+        except InvalidRequest as exc:
+            return FullSizeInstead(parent.user_id, index, image, parent.seeds[index], exc.problems[0])
+        return FollowUp(composed, "upscale")
+
+    # --- restarts ---------------------------------------------------------------------------------
+    async def resume(self) -> tuple[list[JobRecord], list[JobRecord]]:
+        """Readmit jobs that were queued or running when the bot stopped.
+
+        Returns (resumed, dropped); a dropped job's record says why (its ``error``): it was never shown,
+        or today's config no longer allows it (its model was removed, its size now exceeds the limits).
+        """
+        # Daily quotas live in memory: count what was made in the last two days (any reset hour or
+        # time zone falls inside) so that a restart does not hand everybody a fresh quota.
+        since = datetime.now(UTC) - timedelta(days=2)
+        for done in await self._storage.done_since(since):
+            if done.finished_at is not None:
+                self._scheduler.record_usage(done.guild_id or 0, done.user_id, frozenset(done.role_ids),
+                                             len(done.seeds) or done.request.count, done.finished_at.timestamp())
+        resumed: list[JobRecord] = []
+        dropped: list[JobRecord] = []
+        config = self._config.current
+        for stored in await self._storage.requeue_interrupted():
+            if stored.status_message_id is None:
+                # Stopped between storing and showing it: its owner saw only an error, so don't run it.
+                reason = "it was never shown (the bot stopped before posting its status)"
+                dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
+                continue
+            try:
+                name, model = resolve_model(config, stored.request.model)
+                request = validate(stored.request, name, model)
+            except InvalidRequest as exc:
+                reason = f"It no longer fits this bot's settings: {exc}"
+                dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
+                continue
+            job = Job.create(stored.id, request, user_id=stored.user_id, guild_id=stored.guild_id or 0,
+                             channel_id=stored.channel_id or 0, role_ids=frozenset(stored.role_ids),
+                             cost_weight=model.cost_weight)
+            self._scheduler.submit(job, readmit=True)
+            resumed.append(stored)
+        if resumed or dropped:
+            _log.info("resumed %d job(s) after restart, dropped %d", len(resumed), len(dropped))
+        return resumed, dropped

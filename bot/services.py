@@ -1,0 +1,46 @@
+"""The services every feature gets: built once by the composition root (``bot.__main__``), handed to
+``ImagineBot``, and read by each feature's ``setup`` through ``services_of(bot)``.
+
+Features never reach through one service to another's parts (``scheduler.storage`` and the like):
+what a feature needs is a field here, or something it builds itself from these fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.core.config import ConfigStore
+from bot.scheduler import Clock, JobEvents, Scheduler, SystemClock
+from bot.storage import Storage
+from generation.interface import Executor
+
+
+@dataclass(frozen=True)
+class Services:
+    config: ConfigStore
+    storage: Storage
+    executor: Executor
+    scheduler: Scheduler
+    clock: Clock
+
+    @property
+    def events(self) -> JobEvents:
+        """Every job transition; a feature subscribes its listener in ``setup`` and unsubscribes on unload."""
+        return self.scheduler.events
+
+
+def build_services(config: ConfigStore, storage: Storage, executor: Executor, *,
+                   clock: Clock | None = None) -> Services:
+    """The one way the services are put together (the bot's start-up, the tests and the benchmarks)."""
+    clock = clock if clock is not None else SystemClock()
+    scheduler = Scheduler(executor, config, clock=clock)
+    return Services(config=config, storage=storage, executor=executor, scheduler=scheduler, clock=clock)
+
+
+def services_of(bot: Any) -> Services:
+    """The services of the bot a feature extension is loaded into (``ImagineBot.services``)."""
+    services = getattr(bot, "services", None)
+    if not isinstance(services, Services):
+        raise TypeError(f"{type(bot).__name__} has no Services; load feature extensions into ImagineBot")
+    return services
