@@ -24,6 +24,7 @@ run: $(BIN)/.installed
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check bot generation tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 test: $(BIN)/.installed-dev lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
