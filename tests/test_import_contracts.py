@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
-pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed (make test installs it)")
+pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(),
+                                reason="import-linter is not installed (make test installs it)")
 
 
 def lint(tree: Path) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,7 @@ EPSILON_S = 1e-6
 
 
 class ConfigSource(Protocol):
-    """Where the scheduler reads the running config (``bot.config.ConfigStore`` is one)."""
+    """Where the scheduler reads the running config (``bot.core.config.ConfigStore`` is one)."""
 
     @property
     def current(self) -> AppConfig: ...
