@@ -92,7 +92,7 @@ class JobNotFound(ImagineError):
 
     @classmethod
     def not_in_queue(cls, job_id: str) -> JobNotFound:
-        return cls(job_id, "That request is no longer queued or running; it may have finished already.")
+        return cls(job_id, f"No queued or running job has id {job_id}; it may have finished already.")
 
     @classmethod
     def not_stored(cls, job_id: str) -> JobNotFound:

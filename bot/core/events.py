@@ -1,4 +1,5 @@
-"""Fan-out of job events: one publisher (the scheduler), many subscribers (recorder, stats, contests).
+"""Fan-out of job events: one publisher (the scheduler), many subscribers (the imagine recorder today;
+stats and contests are next).
 
 Each subscriber has its own ordered lane: calls about one job reach a subscriber in the order they
 were sent, a subscriber that raises is logged and skipped, and a slow subscriber delays only its own

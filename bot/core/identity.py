@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -11,7 +12,7 @@ from bot.core.errors import NotPermitted
 class ModeratorRoles(Protocol):
     """What the check needs of the config (``bot.core.config.AppConfig`` is one)."""
 
-    def is_moderator(self, guild_id: int, role_ids: frozenset[int]) -> bool: ...
+    def is_moderator(self, guild_id: int, role_ids: Iterable[int]) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
-"""Discord-facing pieces every feature shares: the presenter of job status messages, error replies,
-persistent custom ids, image encoding for uploads, member-visible texts, and the endpoints override.
+"""Discord-facing pieces the features share: the presenter of job status messages, error replies,
+persistent custom ids, image encoding for uploads, member-visible texts about jobs, and the
+endpoints override.
 
-Nothing here knows a particular feature: features pass in what differs (their buttons, their texts).
+A feature passes in what is its own (its buttons, through ``presenter.JobViews``); nothing here
+imports a feature. The job texts and custom ids grew up with /imagine and are shared by every
+feature that shows jobs.
 """

@@ -1,7 +1,8 @@
 """Persistent button custom ids: ``imagine:<action>:<job_id>[:<index>]``.
 
-The id names the stored job, so a button keeps working after a restart: the handler looks the job
-up in storage instead of relying on in-memory view state. ``index`` is 0-based (button U1 is index 0).
+The id names the stored job, so a button keeps working after a restart: the handler finds the job
+by its id (queue or storage) instead of relying on in-memory view state. ``index`` is 0-based
+(button U1 is index 0).
 The parser is strict: anything that is not exactly one of these shapes is rejected.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from bot.core.events import EventHub
 from generation.errors import ImagineError
@@ -120,5 +120,12 @@ class NullListener:
         return None
 
 
+JobEventName = Literal["queued", "position_changed", "started", "progress", "finished", "handed_back"]
+
+
 class JobEvents(EventHub[Job, JobListener]):
     """The scheduler's job events, fanned out to every subscribed ``JobListener``."""
+
+    def send(self, subject: Job, method: JobEventName, *args: Any) -> None:  # type: ignore[override]
+        # Narrower than EventHub.send: a misspelt event name is a type error, not a silent skip.
+        super().send(subject, method, *args)

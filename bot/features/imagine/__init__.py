@@ -26,8 +26,8 @@ async def setup(bot: commands.Bot) -> None:
                                  progress_interval_s=services.config.current.bot.progress_interval_s)
     recorder = JobRecorder(services.storage, presenter, services.scheduler)
     service = ImagineService(services.config, services.storage, services.scheduler)
-    unsubscribe = services.events.subscribe(recorder)
-    await bot.add_cog(ImagineCog(services.config, service, presenter, on_unload=unsubscribe))
+    # The cog subscribes the recorder to job events in cog_load, before any job is resumed below.
+    await bot.add_cog(ImagineCog(services.config, service, presenter, events=services.events, recorder=recorder))
     bot.add_dynamic_items(*DYNAMIC_ITEMS)
     _, dropped = await service.resume()
     for record in dropped:  # the presenter finds resumed jobs' status messages in storage by itself
@@ -36,4 +36,4 @@ async def setup(bot: commands.Bot) -> None:
 
 
 async def teardown(bot: commands.Bot) -> None:
-    bot.remove_dynamic_items(*DYNAMIC_ITEMS)  # the cog itself is removed (and unsubscribed) by discord.py
+    bot.remove_dynamic_items(*DYNAMIC_ITEMS)  # discord.py removes the cog itself, which unsubscribes

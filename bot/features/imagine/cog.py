@@ -23,8 +23,10 @@ from bot.discord_ui.replies import reply_error
 from bot.discord_ui.texts import queued_text, sanitize_user_text
 from bot.features.imagine.compose import Attachment, Composed
 from bot.features.imagine.flags import Options
+from bot.features.imagine.recorder import JobRecorder
 from bot.features.imagine.service import FullSizeInstead, ImagineService
 from bot.features.imagine.views import COG_NAME, status_view
+from bot.scheduler import JobEvents
 from bot.storage import InteractionRef, JobKind
 from generation.errors import InvalidRequest
 from generation.request import MAX_SEED
@@ -39,14 +41,22 @@ def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
 
 class ImagineCog(commands.Cog, name=COG_NAME):
     def __init__(self, config: ConfigStore, service: ImagineService, presenter: DiscordPresenter, *,
-                 on_unload: Callable[[], None]) -> None:
+                 events: JobEvents, recorder: JobRecorder) -> None:
         self._config = config
         self._service = service
         self._presenter = presenter
-        self._on_unload = on_unload  # stops the feature's job-event subscription
+        self._events = events
+        self._recorder = recorder
+        self._unsubscribe: Callable[[], None] | None = None
+
+    async def cog_load(self) -> None:
+        # Subscribed for exactly as long as the cog is loaded: discord.py runs cog_unload on unload.
+        self._unsubscribe = self._events.subscribe(self._recorder)
 
     async def cog_unload(self) -> None:
-        self._on_unload()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     @app_commands.command(name="imagine", description="Turn a prompt into images (flags: --ar 16:9 --seed 5 --no text)")
     @app_commands.describe(
@@ -69,21 +79,24 @@ class ImagineCog(commands.Cog, name=COG_NAME):
                            model=model, style=style, strength=strength)
         attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
         drafted = self._service.draft(prompt, explicit, attachment)  # bad options fail before the download
-        if image is None:
-            await self.submit_and_show(interaction, await self._service.with_image(drafted, None), kind="imagine")
-            return
-        await interaction.response.defer(thinking=True)  # the download can outlast Discord's 3 s window
+        if image is not None:
+            await interaction.response.defer(thinking=True)  # the download can outlast Discord's 3 s window
         try:
-            try:
-                data = await image.read()
-            except discord.HTTPException as exc:
-                raise InvalidRequest(
-                    [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
-            composed = await self._service.with_image(drafted, data, image.filename)
+            data = None if image is None else await self._download(image)
+            composed = await self._service.with_image(drafted, data, image.filename if image else "image")
             await self.submit_and_show(interaction, composed, kind="imagine")
         except Exception:
-            await self._drop_thinking(interaction)  # so the error reply that follows stays private
+            if interaction.response.is_done():
+                await self._drop_thinking(interaction)  # so the error reply that follows stays private
             raise
+
+    @staticmethod
+    async def _download(image: discord.Attachment) -> bytes:
+        try:
+            return await image.read()
+        except discord.HTTPException as exc:
+            raise InvalidRequest(
+                [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
 
     @staticmethod
     async def _drop_thinking(interaction: discord.Interaction[Any]) -> None:

@@ -75,10 +75,12 @@ def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment:
     """Parse flags out of the prompt, let explicit options win, apply style and aspect, and check it all.
 
     Raises one ``InvalidRequest`` listing every problem, before anything is downloaded."""
+    if attachment is not None and (wrong_file := attachment_problems(attachment)):
+        raise InvalidRequest(wrong_file)  # the file itself is wrong: options don't matter yet
     parsed: ParsedFlags = merge_options(parse_prompt_flags(prompt_text), explicit)
     options = parsed.options
     model_name, model = resolve_model(config, options.model)
-    problems: list[str] = [] if attachment is None else attachment_problems(attachment)
+    problems: list[str] = []
     prompt = parsed.prompt
     if options.style is not None:
         template = config.bot.styles.get(options.style)

@@ -109,7 +109,13 @@ class ImagineService:
     # --- buttons ----------------------------------------------------------------------------------
     async def cancel(self, job_id: str, requester: Requester) -> None:
         """Cancel a queued job or interrupt a running one: its owner or a moderator of its server."""
-        self._scheduler.cancel(job_id, by=requester)
+        try:
+            self._scheduler.cancel(job_id, by=requester)  # checks the requester against the live job
+        except JobNotFound:
+            # Not queued or running: say why in the words that fit (deleted, not yours, or finished).
+            stored = await self._storage.require_job(job_id)
+            requester.check_may_manage(stored.user_id, stored.guild_id or 0, self._config.current, "cancel")
+            raise
 
     async def delete(self, job_id: str, requester: Requester) -> None:
         """Delete a result (images removed, the record kept): its owner or a moderator of its server."""

@@ -5,27 +5,29 @@ button hands it to this feature's cog (``ImagineCog.on_button``), which asks the
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import discord
 import discord.ext.commands
 
 from bot.discord_ui.custom_ids import Action, encode_custom_id, template
-
-if TYPE_CHECKING:
-    from bot.features.imagine.cog import ImagineCog
+from bot.discord_ui.replies import reply_error
 
 COG_NAME = "Imagine"
 
 
-def _imagine_cog(interaction: discord.Interaction[Any]) -> ImagineCog:
-    from bot.features.imagine.cog import ImagineCog  # the cog module imports these views
+@runtime_checkable
+class ButtonTarget(Protocol):
+    """What ``ImagineCog`` offers its buttons (a protocol: the cog module imports this one)."""
 
+    async def on_button(self, interaction: discord.Interaction[Any], action: Action, job_id: str,
+                        index: int | None) -> None: ...
+
+
+def _imagine_cog(interaction: discord.Interaction[Any]) -> ButtonTarget | None:
     client = interaction.client
     cog = client.get_cog(COG_NAME) if isinstance(client, discord.ext.commands.Bot) else None
-    if not isinstance(cog, ImagineCog):
-        raise RuntimeError("an imagine button was clicked but the imagine feature is not loaded")
-    return cog
+    return cog if isinstance(cog, ButtonTarget) else None
 
 
 class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"imagine:(?!)"):
@@ -48,7 +50,11 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"imag
         return cls(match["job_id"], int(index) if index is not None else None)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _imagine_cog(interaction).on_button(interaction, self.action, self.job_id, self.index)
+        cog = _imagine_cog(interaction)
+        if cog is None:  # the feature is unloading (shutdown) or failed to load: answer, never leave it hanging
+            await reply_error(interaction, RuntimeError("an /imagine button was clicked while /imagine is not loaded"))
+            return
+        await cog.on_button(interaction, self.action, self.job_id, self.index)
 
 
 class UpscaleButton(_JobButton, template=template("u")):
