@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import io
+import json
+import warnings
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import discord
 import discord.gateway
 import discord.http
 import pytest
+from aiohttp import web
 from discord import app_commands
 from PIL import Image
 
-from tests.fake_discord import FakeDiscord, StoredMessage, run_client
+from tests.fake_discord import FakeDiscord, FakeRejected, StoredMessage, run_client
+from tests.fake_discord.rest import Ctx, json_response
+from tests.fake_discord.rest_routes import MiscRoutes
+from tests.fake_discord.validation import SpecMissing, spec_required, spec_status_line
 
 PROMPTS = ["a cat", "a castle", "a cathedral", "a dog"]
 
@@ -108,6 +116,15 @@ class TinyBot(discord.Client):
         await self.tree.sync()
 
 
+def need_spec(fake: FakeDiscord) -> None:
+    """Skip a spec test where the spec is missing, but fail it under CI=true (CI must validate)."""
+    if fake.validator is None:
+        reason = fake.validation_skipped_reason or "no spec"
+        if spec_required():
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+
+
 @pytest.fixture
 async def bot(fake_discord: FakeDiscord) -> AsyncIterator[TinyBot]:
     async with run_client(fake_discord, TinyBot()) as client:
@@ -151,8 +168,8 @@ async def test_slash_defer_edit_followup_and_click(fake_discord: FakeDiscord, bo
 async def test_message_json_matches_the_spec(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     # The fake's own answers must look like Discord's, or discord.py parses a fiction.
     fake = fake_discord
-    if fake.validator is None:
-        pytest.skip(fake.validation_skipped_reason or "no spec")
+    need_spec(fake)
+    assert fake.validator is not None
     handle = await fake.slash("imagine", {"prompt": "a dog"})
     msg = await handle.wait_followup()
     assert [e.message for e in fake.validator.validate_component("MessageResponse", msg.to_json())] == []
@@ -260,8 +277,8 @@ async def test_invalid_body_is_a_failure(
     fake_discord: FakeDiscord, body: dict[str, object], where: str, needs_spec: bool
 ) -> None:
     fake = fake_discord
-    if needs_spec and fake.validation_skipped_reason:
-        pytest.skip(fake.validation_skipped_reason)
+    if needs_spec:
+        need_spec(fake)
     channel = fake.channel("general")
     headers = {"Authorization": f"Bot {fake.token}"}
     async with aiohttp.ClientSession() as session:
@@ -288,9 +305,9 @@ async def test_unknown_route_is_404_and_failure(fake_discord: FakeDiscord) -> No
 async def test_patching_is_restored_and_validation_can_be_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     monkeypatch.setenv("DISCORD_OPENAPI_SPEC", "/nonexistent/openapi.json")
-    with pytest.warns(UserWarning, match="NOT validated"):
-        fake = FakeDiscord()
-    assert fake.validation_skipped_reason is not None
+    monkeypatch.delenv("CI", raising=False)
+    fake = FakeDiscord()
+    assert fake.validator is None and "/nonexistent/openapi.json" in (fake.validation_skipped_reason or "")
     async with fake:
         with fake.patch_discord():
             assert fake.api_base == discord.http.Route.BASE
@@ -315,3 +332,154 @@ async def test_channel_messages_and_gateway_resume(fake_discord: FakeDiscord, bo
     )
     await sent.delete()
     assert fake.channel_messages("imagine") == []
+
+
+class SettableClock:
+    """Wall-clock time that moves only when the test sets ``now``."""
+
+    def __init__(self, now: float = 1_750_000_000.0) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+class PingBot(discord.Client):
+    """Answers /ping and keeps the interaction, so the test decides when to follow up."""
+
+    def __init__(self) -> None:
+        super().__init__(intents=discord.Intents.default(), guild_ready_timeout=0.05)
+        self.tree = app_commands.CommandTree(self)
+        self.answered: list[discord.Interaction] = []
+
+        @self.tree.command(description="Pong")
+        async def ping(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("pong")
+            self.answered.append(interaction)
+
+    async def setup_hook(self) -> None:
+        await self.tree.sync()
+
+
+async def test_interaction_token_expires_15_minutes_after_dispatch_on_the_fake_clock() -> None:
+    clock = SettableClock()
+    async with FakeDiscord(clock=clock) as fake:
+        with fake.patch_discord():
+            async with run_client(fake, PingBot()) as client:
+                assert isinstance(client, PingBot)
+                handle = await fake.slash("ping")
+                await handle.wait_original()
+                interaction = await fake.wait_until(lambda: client.answered[-1] if client.answered else None)
+                # Snowflakes carry the fake's clock, so discord.py's created_at agrees with it.
+                assert interaction.created_at == datetime.fromtimestamp(clock.now, UTC)
+
+                clock.now += 14 * 60 + 59  # 14 min 59 s: the token still works
+                await interaction.followup.send("still in time")
+                clock.now += 2  # 15 min 1 s
+                with pytest.raises(discord.HTTPException) as followup:
+                    await interaction.followup.send("too late")
+                with pytest.raises(discord.HTTPException) as edit:
+                    await interaction.edit_original_response(content="too late")
+    assert (followup.value.status, followup.value.code) == (401, 50027)
+    assert (edit.value.status, edit.value.code) == (401, 50027)
+    assert [m.content for m in handle.followups] == ["still in time"]
+    assert handle.original is not None and handle.original.contents == ["pong"]
+    assert fake.failures == []  # an expired token is Discord's answer, not a fake failure
+
+
+async def test_click_on_a_deleted_message_is_rejected(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    fake = fake_discord
+    handle = await fake.slash("imagine", {"prompt": "a cat"})
+    followup = await handle.wait_followup()
+    channel = bot.get_channel(followup.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    await channel.get_partial_message(followup.id).delete()
+    assert fake.message(followup.id).deleted
+    dispatched = len(fake.interactions)
+
+    clicks = [fake.click(followup, "again"), fake.click(followup.id, "again"), handle.click("again")]
+    for click in clicks:
+        with pytest.raises(FakeRejected, match=rf"message {followup.id}, which was deleted"):
+            await click
+    assert len(fake.interactions) == dispatched  # nothing reached the bot
+
+
+def test_missing_spec_under_ci_fails_construction(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    missing = tmp_path / "openapi.json"
+    monkeypatch.setenv("DISCORD_OPENAPI_SPEC", str(missing))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(SpecMissing) as caught:
+        FakeDiscord()
+    assert str(missing) in str(caught.value) and "DISCORD_OPENAPI_SPEC" in str(caught.value)
+    assert FakeDiscord(validate=False).validator is None  # switching validation off on purpose still works
+
+
+def test_missing_spec_outside_ci_is_one_status_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    missing = tmp_path / "openapi.json"
+    monkeypatch.setenv("DISCORD_OPENAPI_SPEC", str(missing))
+    monkeypatch.delenv("CI", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning per fake any more
+        fake = FakeDiscord()
+    assert fake.validator is None
+    line = spec_status_line()
+    assert line is not None and str(missing) in line and "validation is OFF" in line and "DISCORD_OPENAPI_SPEC" in line
+
+    missing.write_text(json.dumps({"openapi": "3.1.0", "paths": {}}))
+    assert spec_status_line() is None
+    assert FakeDiscord().validator is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "failure"),
+    [
+        ("wait=maybe", 400, "wait: 'maybe' is not of type 'boolean'"),
+        ("wait=1&thread_id=abc", 400, "thread_id: 'abc' does not match"),
+        ("wait=true&wiat=1", 200, "unknown query parameter(s) ['wiat']"),  # Discord ignores it; still a mistake
+    ],
+)
+async def test_query_parameters_are_checked_against_the_spec(
+    fake_discord: FakeDiscord, bot: TinyBot, query: str, status: int, failure: str
+) -> None:
+    fake = fake_discord
+    need_spec(fake)
+    handle = await fake.slash("admin ban", {"user": "alice"})
+    await handle.wait_response()
+    url = f"{fake.api_base}/webhooks/{fake.application_id}/{handle.token}?{query}"
+    async with aiohttp.ClientSession() as session, session.post(url, json={"content": "hi"}) as resp:
+        assert resp.status == status
+        body = await resp.json()
+    if status == 400:
+        assert body["code"] == 50035 and query.split("&")[-1].split("=")[0] in body["errors"]
+        assert handle.followups == []
+    else:
+        assert [m.content for m in handle.followups] == ["hi"]
+    failures = fake.pop_failures()
+    assert len(failures) == 1 and failure in failures[0]
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (json_response({"id": "general", "type": "text"}), "is not valid under any of the given schemas"),
+        (web.Response(status=200), "the spec says this status has a JSON body, but the fake sent none"),
+        (web.Response(status=204), "status 204 is not one the spec lists"),
+    ],
+)
+async def test_a_fake_response_that_breaks_the_spec_is_reported(
+    monkeypatch: pytest.MonkeyPatch, answer: web.Response, problem: str
+) -> None:
+    async def broken(self: MiscRoutes, ctx: Ctx) -> web.StreamResponse:
+        return answer
+
+    monkeypatch.setattr(MiscRoutes, "get_channel", broken)
+    async with FakeDiscord() as fake:
+        need_spec(fake)
+        url = f"{fake.api_base}/channels/{fake.channel('general').id}"
+        headers = {"Authorization": f"Bot {fake.token}"}
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+            assert resp.status == answer.status  # the bot still gets the answer; the fake is blamed
+    failures = fake.pop_failures()
+    assert len(failures) == 1
+    assert "fake Discord's own response to GET /channels/{channel_id} does not match the spec" in failures[0]
+    assert "FAKE" in failures[0] and problem in failures[0]

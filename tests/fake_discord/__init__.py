@@ -11,11 +11,18 @@ Usage (or the ``fake_discord`` fixture, which does the first two lines)::
                 again = await fake.click(result, "again")
     fake.assert_no_failures()
 
-Every REST body is validated against Discord's OpenAPI spec and Discord's rules; mistakes
-land in ``fake.failures``.  The ``fake_discord`` fixture fails the test on them; enable it
-with ``pytest_plugins = ["tests.fake_discord.fixtures"]``.
+Every REST body and query string is validated against Discord's OpenAPI spec and Discord's
+rules; mistakes land in ``fake.failures``, and so do the fake's own answers where they stray
+from the spec.  The ``fake_discord`` fixture fails the test on them; enable it with
+``pytest_plugins = ["tests.fake_discord.fixtures"]``.  Without the spec validation is off
+(``validation.spec_status_line()`` says so), except under ``CI=true``, where it is an error.
+
+``FakeDiscord(clock=...)`` takes anything with ``time() -> float``: snowflakes carry its time,
+and interaction tokens expire 15 minutes after dispatch on it.  A test that drives what no
+user could (a click on a deleted message) gets ``FakeRejected``.
 """
 
+from .clock import TOKEN_LIFETIME_S, Clock, SystemClock
 from .interactions import InteractionHandle
 from .models import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser, default_guilds
 from .patching import discord_py_pointed_at, point_discord_py_at
@@ -31,15 +38,18 @@ from .records import (
 )
 from .runner import run_client
 from .server import FakeDiscord
-from .state import FakeTimeout
+from .state import FakeRejected, FakeTimeout
 
 __all__ = [
+    "TOKEN_LIFETIME_S",
     "AllowedMentionsRecord",
+    "Clock",
     "FakeAttachment",
     "FakeChannel",
     "FakeDiscord",
     "FakeGuild",
     "FakeMember",
+    "FakeRejected",
     "FakeRole",
     "FakeTimeout",
     "FakeUser",
@@ -49,6 +59,7 @@ __all__ = [
     "RecordedRequest",
     "StoredAttachment",
     "StoredMessage",
+    "SystemClock",
     "UploadedFile",
     "default_guilds",
     "discord_py_pointed_at",

@@ -50,7 +50,10 @@ class InteractionHandle:
         return ([self.original] if self.original is not None else []) + self.followups
 
     def expire(self) -> None:
-        """From now on callbacks and webhook calls with this token get 401 / 50027."""
+        """From now on callbacks and webhook calls with this token get 401 / 50027.
+
+        Tokens also expire by age: 15 minutes after dispatch on the fake's clock.
+        """
         self.record.expired = True
 
     async def wait_response(
@@ -100,7 +103,10 @@ class InteractionHandle:
         return await self.fake.state.wait_until(check, timeout=timeout, what=f"a followup of interaction {self.id}")
 
     async def click(self, custom_id: str, **kwargs: Any) -> InteractionHandle:
-        """Click a component on the newest of this interaction's messages that has it."""
+        """Click a component on the newest of this interaction's messages that has it.
+
+        Raises ``FakeRejected`` if that message was deleted (Discord never delivers such a click).
+        """
         for message in reversed(self.messages):
             if message.find_component(custom_id) is not None:
                 return await self.fake.click(message, custom_id, **kwargs)

@@ -11,10 +11,12 @@ import copy
 import itertools
 from typing import Any
 
-from .models import JSON, iso_now
+from .models import JSON
 from .records import (
     EDITABLE_FLAGS,
     LOADING,
+    MESSAGE_COMPONENT,
+    MODAL_SUBMIT,
     SETTABLE_FLAGS,
     InteractionRecord,
     StoredAttachment,
@@ -71,13 +73,17 @@ def resolve_attachments(
 
 
 def number_components(components: list[JSON] | None) -> list[JSON]:
-    """Copy of ``components`` with Discord's numeric ``id`` filled in (depth first, from 1)."""
+    """Copy of ``components`` as Discord stores them: numeric ``id`` filled in (depth first, from 1),
+    and a unicode emoji's null ``id`` dropped (Discord answers ``{"name": "🗑"}``, never ``"id": null``)."""
     copied: list[JSON] = copy.deepcopy(list(components or []))
     taken = {c["id"] for c in iter_components(copied) if isinstance(c.get("id"), int)}
     counter = itertools.count(1)
     for comp in iter_components(copied):
         if not isinstance(comp.get("id"), int):
             comp["id"] = next(n for n in counter if n not in taken)
+        for emoji in [comp.get("emoji"), *(o.get("emoji") for o in comp.get("options") or [] if isinstance(o, dict))]:
+            if isinstance(emoji, dict) and emoji.get("id", 0) is None:
+                del emoji["id"]
     return copied
 
 
@@ -107,19 +113,30 @@ def create_message(
         allowed_mentions=body.get("allowed_mentions"),
         allowed_mentions_sent="allowed_mentions" in body,
         message_reference=body.get("message_reference"),
+        timestamp=state.iso_now(),
     )
     message.attachments = resolve_attachments(state, body, uploads, [])
     if interaction is not None:
         message.interaction_id = interaction.id
         message.webhook_id = state.application_id
         message.application_id = state.application_id
-        message.interaction_metadata = {
-            "id": str(interaction.id),
-            "type": interaction.type,
-            "user": state.user(interaction.user_id).to_json(),
-            "authorizing_integration_owners": interaction.payload.get("authorizing_integration_owners", {}),
-        }
+        message.interaction_metadata = interaction_metadata(state, interaction)
     return state.add_message(message)
+
+
+def interaction_metadata(state: FakeState, interaction: InteractionRecord) -> JSON:
+    """A message's ``interaction_metadata``: what each interaction type requires in the spec."""
+    data: JSON = {
+        "id": str(interaction.id),
+        "type": interaction.type,
+        "user": state.user(interaction.user_id).to_json(),
+        "authorizing_integration_owners": interaction.payload.get("authorizing_integration_owners", {}),
+    }
+    if interaction.type == MESSAGE_COMPONENT and interaction.source_message_id is not None:
+        data["interacted_message_id"] = str(interaction.source_message_id)
+    if interaction.type == MODAL_SUBMIT and interaction.modal_of in state.interactions:
+        data["triggering_interaction_metadata"] = interaction_metadata(state, state.interactions[interaction.modal_of])
+    return data
 
 
 def edit_message(state: FakeState, message: StoredMessage, body: JSON | None, uploads: list[UploadedFile]) -> None:
@@ -141,5 +158,5 @@ def edit_message(state: FakeState, message: StoredMessage, body: JSON | None, up
     if message.versions and message.versions[-1].flags & LOADING:
         message.edited_timestamp = None  # the first edit of a deferred response isn't an "edit"
     else:
-        message.edited_timestamp = iso_now()
+        message.edited_timestamp = state.iso_now()
     state.message_edited(message)

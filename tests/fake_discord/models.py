@@ -8,10 +8,11 @@ ones Discord always sends, so parsing stays close to the real thing).
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from .clock import Clock, SystemClock
 
 JSON = dict[str, Any]
 
@@ -48,14 +49,22 @@ GUILD_CATEGORY = 4
 
 
 class SnowflakeFactory:
-    """Monotonic snowflakes with a real timestamp part, so discord.py's created_at is sane."""
+    """Increasing snowflakes whose timestamp part is ``clock.time()``, so discord.py's
+    ``created_at`` (e.g. ``interaction.created_at``) agrees with the fake's clock.
 
-    def __init__(self) -> None:
+    Ids never repeat or go down, even if the clock stands still or is set back.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
         self._counter = itertools.count(1)
+        self._last = 0
 
     def __call__(self) -> int:
-        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
-        return (ms << 22) | (next(self._counter) & 0x3FFFFF)
+        ms = max(0, int(self._clock.time() * 1000) - DISCORD_EPOCH_MS)
+        snowflake = max((ms << 22) | (next(self._counter) & 0x3FFFFF), self._last + 1)
+        self._last = snowflake
+        return snowflake
 
 
 _ids = SnowflakeFactory()

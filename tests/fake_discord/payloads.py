@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .models import JSON, FakeChannel, FakeGuild, FakeRole, FakeUser
 from .records import MESSAGE_COMPONENT, MODAL_SUBMIT, InteractionRecord, StoredMessage, guess_content_type
+from .state import FakeRejected
 
 if TYPE_CHECKING:
     from .server import FakeDiscord
@@ -260,8 +261,16 @@ def find_command(fake: FakeDiscord, name: str, guild: FakeGuild | None) -> JSON:
 
 
 def click_payload(
-    fake: FakeDiscord, msg: StoredMessage, custom_id: str, user: Any, values: list[str] | None
+    fake: FakeDiscord, message: StoredMessage | int, custom_id: str, user: Any, values: list[str] | None
 ) -> tuple[JSON, InteractionRecord]:
+    msg = fake.state.messages.get(message.id if isinstance(message, StoredMessage) else message)
+    if msg is None:
+        raise LookupError(f"no message {message!r} on the fake (only messages the bot sent can be clicked)")
+    if msg.deleted:
+        raise FakeRejected(
+            f"click on {custom_id!r} of message {msg.id}, which was deleted: Discord never delivers a component "
+            "interaction for a deleted message (the test drives a click no user could make)"
+        )
     component = msg.find_component(custom_id)
     if component is None:
         raise LookupError(f"message {msg.id} has no component {custom_id!r}; it has {msg.custom_ids()}")
@@ -288,6 +297,7 @@ def modal_payload(
     g, ch, u = locate(fake, src.guild_id, src.channel_id, user or src.user_id, src.guild_id is None)
     payload, record = base_payload(fake, kind=MODAL_SUBMIT, guild=g, channel=ch, user=u, size_limit=None)
     payload["data"] = {"custom_id": modal["custom_id"], "components": modal_submit_components(modal, values)}
+    record.modal_of = src.id
     if src.source_message_id is not None:  # a modal opened from a button carries that message
         payload["message"] = fake.state.messages[src.source_message_id].to_json()
         record.source_message_id = src.source_message_id

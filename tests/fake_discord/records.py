@@ -241,8 +241,11 @@ class InteractionRecord:
     user_id: int
     created_at: float  # loop.time() when dispatched, for the 3 s first-response deadline
     attachment_size_limit: int
+    # The fake's clock (epoch seconds) when dispatched; the token expires TOKEN_LIFETIME_S later.
+    dispatched_at: float = 0.0
     source_message_id: int | None = None  # for component/modal interactions on a message
-    expired: bool = False
+    modal_of: int | None = None  # for a modal submit: the interaction the modal answered
+    expired: bool = False  # set by InteractionHandle.expire(); age also expires the token
     response_type: int | None = None
     response_data: JSON | None = None
     original_message_id: int | None = None  # what @original refers to

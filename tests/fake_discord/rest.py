@@ -1,8 +1,11 @@
 """REST plumbing: routing, body parsing, auth, size limit and schema validation.
 
 Every request under /api/v10 goes through ``RestApi.handle``, which records it, checks it
-the way Discord would, and only then calls the route's handler.  Anything the bot does
-wrong is appended to ``state.failures`` and answered with a Discord-style error.
+the way Discord would (body and query string against the spec), and only then calls the
+route's handler.  Anything the bot does wrong is appended to ``state.failures`` and answered
+with a Discord-style error; an unknown query parameter is a failure too, but answered normally
+(Discord ignores it).  The fake's own 2xx answers are checked against the spec's response
+schemas, so a fake that drifts from Discord fails loudly instead of teaching discord.py a fiction.
 """
 
 from __future__ import annotations
@@ -108,11 +111,25 @@ class RestApi:
             self.state.fail(f"{request.method} {path}: fake_discord crashed:\n{traceback.format_exc()}")
             response = json_response(error_body(0, "fake_discord internal error"), 400)
         record.status = response.status
-        if isinstance(response, web.Response) and response.body and response.content_type == "application/json":
+        has_body = isinstance(response, web.Response) and bool(response.body)
+        if has_body and isinstance(response, web.Response) and response.content_type == "application/json":
             assert isinstance(response.body, bytes)
             record.response = json.loads(response.body)
+        if 200 <= response.status < 300:
+            self._check_response(record, has_body)
         self.state.changed()
         return response
+
+    def _check_response(self, record: RecordedRequest, has_body: bool) -> None:
+        op = self.validator.operation(record.method, record.path) if self.validator is not None else None
+        if self.validator is None or op is None:
+            return
+        problems = self.validator.validate_response(op, record.status or 0, record.response, has_body)
+        if problems:
+            self.state.fail(
+                f"fake Discord's own response to {record.method} {op.template} does not match the spec "
+                f"(a bug in the FAKE, not in the bot): {'; '.join(problems)}"
+            )
 
     async def _handle(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
         body, uploads = await parse_body(request)
@@ -126,6 +143,7 @@ class RestApi:
             raise DiscordHTTPError(401, 0, "401: Unauthorized", fail="missing or wrong bot token")
         self._check_sizes(record.path, uploads)
         self._validate(request.method, record.path, route.template, body)
+        self._validate_query(request, record)
         return await route.handler(Ctx(request, params, body, uploads, record, dict(request.query)))
 
     def _check_sizes(self, path: str, uploads: list[UploadedFile]) -> None:
@@ -165,6 +183,29 @@ class RestApi:
                 "Invalid Form Body",
                 errors=discord_errors(problems),
                 fail=f"invalid body for {method} {template} (openapi.json + Discord rules): {text}",
+            )
+
+
+    def _validate_query(self, request: web.Request, record: RecordedRequest) -> None:
+        op = self.validator.operation(request.method, record.path) if self.validator is not None else None
+        if self.validator is None or op is None:
+            return
+        query = {name: request.query.getall(name) for name in request.query}
+        problems, unknown = self.validator.validate_query(op, query)
+        if unknown:
+            # Discord ignores unknown parameters, so the request goes on; but it is a mistake (a typo?).
+            self.state.fail(
+                f"{request.method} {record.path}: unknown query parameter(s) {unknown} for {op.template} "
+                f"(openapi.json lists {sorted(op.query) or 'none'})"
+            )
+        if problems:
+            text = "; ".join(f"{'.'.join(p)}: {m}" for p, m in problems)
+            raise DiscordHTTPError(
+                400,
+                50035,
+                "Invalid Form Body",
+                errors=discord_errors(problems),
+                fail=f"invalid query string for {request.method} {op.template} (openapi.json): {text}",
             )
 
 

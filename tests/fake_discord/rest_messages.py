@@ -3,7 +3,8 @@
 Discord rules modelled here because bots get them wrong: one callback per interaction,
 within ``response_deadline`` seconds; followups and @original only after a callback; the
 callback type must suit the interaction type; a deferred ("thinking") response is replaced
-by the first followup; expired tokens get 401 / 50027.
+by the first followup; tokens expire 15 minutes after dispatch on the fake's clock (or when a
+test calls ``InteractionHandle.expire()``) and then get 401 / 50027.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 
 from aiohttp import web
 
+from .clock import TOKEN_LIFETIME_S
 from .message_ops import create_message, edit_message
 from .models import JSON
 from .records import (
@@ -223,8 +225,10 @@ class MessageRoutes:
     # -- interaction webhooks ---------------------------------------------------------------
 
     def _check_token(self, interaction: InteractionRecord) -> None:
-        if interaction.expired:
-            # Provoked on purpose by a test (handle.expire()), so not a failure.
+        # Provoked on purpose by a test (handle.expire(), or moving the fake's clock on), so not
+        # a failure: the bot must cope with the 401 as it would with real Discord.
+        age = self.state.now() - interaction.dispatched_at
+        if interaction.expired or age > TOKEN_LIFETIME_S:
             raise DiscordHTTPError(401, 50027, "Invalid Webhook Token")
 
     def _webhook_interaction(self, ctx: Ctx) -> InteractionRecord:

@@ -44,7 +44,8 @@ class MiscRoutes:
     # -- identity ---------------------------------------------------------------------------
 
     async def me(self, ctx: Ctx) -> web.StreamResponse:
-        return json_response({**self.state.bot_user.to_json(), "verified": True, "mfa_enabled": False, "email": None})
+        user = self.state.bot_user.to_json()
+        return json_response({**user, "verified": True, "mfa_enabled": False, "email": None, "locale": "en-US"})
 
     async def get_user(self, ctx: Ctx) -> web.StreamResponse:
         try:
@@ -73,8 +74,17 @@ class MiscRoutes:
                 "bot_require_code_grant": False,
                 "owner": (owner.user if owner else state.bot_user).to_json(),
                 "verify_key": "0" * 64,
+                "type": None,
                 "flags": 0,
+                "flags_new": "0",
                 "team": None,
+                "redirect_uris": [],
+                "role_connections_verification_url": None,
+                "approximate_guild_count": len(state.guilds),
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
+                "explicit_content_filter": 0,
+                "eligible_oauth2_scopes": ["applications.commands", "bot"],
                 "summary": "",
                 "rpc_origins": [],
                 "interactions_endpoint_url": None,
@@ -115,6 +125,8 @@ class MiscRoutes:
             "application_id": str(self.state.application_id),
             "version": str(self.state.new_id()),
         }
+        if command["integration_types"] is None:
+            command["integration_types"] = [0]  # Discord answers its default (guild install), never null
         if "guild_id" in ctx.params:
             command["guild_id"] = ctx.params["guild_id"]
         return command

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .clock import Clock
 from .gateway import Gateway
 from .interactions import InteractionHandle
 from .models import JSON, FakeChannel, FakeGuild, FakeUser, default_guilds
@@ -66,7 +67,11 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 41250,
         default_timeout: float = 10.0,
         host: str = "127.0.0.1",
+        clock: Clock | None = None,
     ) -> None:
+        """``clock``: ``time() -> float`` (epoch s) for snowflakes and the 15-minute token expiry.
+
+        A missing spec turns validation off, but raises ``SpecMissing`` under ``CI=true``."""
         bot = bot_user or FakeUser("imagine-bot", bot=True)
         self.state = FakeState(
             guilds=default_guilds() if guilds is None else guilds,
@@ -76,6 +81,7 @@ class FakeDiscord:
             attachment_size_limit=attachment_size_limit,
             response_deadline=response_deadline,
             default_timeout=default_timeout,
+            clock=clock,
         )
         self.spec_path: Path = spec_path_from_env(spec_path)
         if validate:
@@ -353,9 +359,11 @@ class FakeDiscord:
         user: FakeUser | int | str | None = None,
         values: list[str] | None = None,
     ) -> InteractionHandle:
-        """Click a button (or pick ``values`` in a select) on a message the bot sent."""
-        msg = message if isinstance(message, StoredMessage) else self.state.messages[message]
-        return await self._send(*click_payload(self, msg, custom_id, user, values))
+        """Click a button (or pick ``values`` in a select) on a message the bot sent.
+
+        Raises ``FakeRejected`` for a deleted message: Discord never delivers such a click.
+        """
+        return await self._send(*click_payload(self, message, custom_id, user, values))
 
     async def submit_modal(
         self, handle: InteractionHandle, values: Mapping[str, Any], *, user: FakeUser | int | str | None = None
@@ -381,6 +389,7 @@ class FakeDiscord:
     async def _send(self, payload: JSON, record: InteractionRecord) -> InteractionHandle:
         await self.wait_ready()
         record.created_at = asyncio.get_running_loop().time()
+        record.dispatched_at = self.state.now()
         self.state.interactions[record.id] = record
         self.state.by_token[record.token] = record
         await self._gateway().dispatch("INTERACTION_CREATE", payload)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .clock import Clock, SystemClock, iso_at
 from .models import (
     ALL_PERMISSIONS,
     DM,
@@ -41,6 +42,10 @@ class FakeTimeout(AssertionError):
     """A wait_* helper ran out of time; the message lists what the fake saw."""
 
 
+class FakeRejected(AssertionError):
+    """The test asked the fake for something real Discord never does (e.g. a click on a deleted message)."""
+
+
 class FakeState:
     def __init__(
         self,
@@ -52,6 +57,7 @@ class FakeState:
         attachment_size_limit: int,
         response_deadline: float | None,
         default_timeout: float,
+        clock: Clock | None = None,
     ) -> None:
         self.guilds = guilds
         self.bot_user = bot_user
@@ -60,7 +66,8 @@ class FakeState:
         self.attachment_size_limit = attachment_size_limit
         self.response_deadline = response_deadline
         self.default_timeout = default_timeout
-        self.new_id = SnowflakeFactory()
+        self.clock: Clock = clock or SystemClock()
+        self.new_id = SnowflakeFactory(self.clock)
         self.base_url = ""  # http://127.0.0.1:PORT, set when the server starts
 
         self.requests: list[RecordedRequest] = []
@@ -76,6 +83,13 @@ class FakeState:
         self.downloads: list[str] = []  # paths of served files the bot fetched
         self.message_listeners: list[MessageListener] = []
         self._changed = asyncio.Event()
+
+    def now(self) -> float:
+        """Wall-clock epoch seconds on the fake's clock."""
+        return self.clock.time()
+
+    def iso_now(self) -> str:
+        return iso_at(self.clock.time())
 
     # -- notification -------------------------------------------------------------------
 

@@ -1,11 +1,16 @@
-"""Validate request bodies against Discord's OpenAPI 3.1 spec (``openapi.json``).
+"""Validate requests (bodies and query strings) and the fake's own answers against Discord's
+OpenAPI 3.1 spec (``openapi.json``).
 
 The spec types snowflakes as digit strings, while discord.py sends some as ints (e.g.
 ``attachments[].id`` is the file index) and some int-typed fields as strings (e.g.
 ``default_member_permissions``).  Discord accepts both, so the validator is extended:
 an int is a valid snowflake string, and a digit string is a valid integer (bounds still
 checked), and ``oneOf`` means "at least one" since the leniency can make a value match two
-branches.  Nothing else is relaxed.
+branches.  Nothing else is relaxed.  Query strings are strings: each value is first read as
+the parameter's type (``1``/``true``/``0``/``false`` for booleans, digits for integers).
+
+Without the spec file validation is off and ``spec_status_line()`` says why, except under
+``CI=true``, where ``load_validator`` raises ``SpecMissing`` so no CI run passes unvalidated.
 """
 
 from __future__ import annotations
@@ -13,9 +18,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,9 @@ from .models import JSON
 
 SPEC_URI = "urn:discord:openapi"
 _BODIES_KEY = "x-fake-request-bodies"
+_QUERY_KEY = "x-fake-query-parameters"
+_RESPONSES_KEY = "x-fake-response-bodies"
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
 _INT_RE = re.compile(r"^-?[0-9]+$")
 # tests/fake_discord/validation.py -> repo root is parents[2]; the spec lives beside the repo.
 DEFAULT_SPEC_PATH = Path(__file__).resolve().parents[2] / ".." / "shared" / "discord" / "openapi.json"
@@ -82,11 +89,33 @@ LenientValidator = validators.extend(
 )
 
 
+class SpecMissing(RuntimeError):
+    """The OpenAPI spec is absent where it must be (CI=true)."""
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    key: str  # key under _QUERY_KEY
+    types: frozenset[str]  # JSON types the (resolved) schema allows, to read the string as
+    item_types: frozenset[str] | None  # for array parameters (the key repeated)
+    required: bool
+
+
 @dataclass(frozen=True)
 class Operation:
     template: str  # e.g. "/channels/{channel_id}/messages"
     method: str
     body_key: str | None  # key under _BODIES_KEY, None when the operation takes no body
+    query: dict[str, QueryParam] = field(default_factory=dict)
+    # Status code ("200", "2XX") -> key under _RESPONSES_KEY, or None when it has no body.
+    responses: dict[str, str | None] = field(default_factory=dict)
+
+    def response_key(self, status: int) -> tuple[bool, str | None]:
+        """(listed, key) for a status: whether the spec lists it, and its body schema's key."""
+        for code in (str(status), f"{str(status)[0]}XX"):
+            if code in self.responses:
+                return True, self.responses[code]
+        return False, None
 
 
 def _path_regex(template: str) -> re.Pattern[str]:
@@ -98,27 +127,32 @@ class SpecValidator:
     """Finds the OpenAPI operation for a request and validates its body."""
 
     def __init__(self, spec: JSON) -> None:
-        bodies: dict[str, JSON] = {}
+        self._spec = spec
+        self._schemas: dict[str, dict[str, JSON]] = {_BODIES_KEY: {}, _QUERY_KEY: {}, _RESPONSES_KEY: {}}
         self._routes: list[tuple[re.Pattern[str], str, dict[str, Operation]]] = []
         for template, item in spec["paths"].items():
             ops: dict[str, Operation] = {}
             for method, op in item.items():
                 if method == "parameters" or not isinstance(op, dict):
                     continue
-                key = None
+                name = f"{method.upper()} {template}"
                 content = (op.get("requestBody") or {}).get("content") or {}
                 schema = (content.get("application/json") or content.get("multipart/form-data") or {}).get("schema")
-                if schema is not None:
-                    key = f"{method.upper()} {template}"
-                    bodies[key] = schema
-                ops[method.upper()] = Operation(template, method.upper(), key)
+                body_key = self._keep(_BODIES_KEY, name, schema)
+                params = [*item.get("parameters", []), *op.get("parameters", [])]
+                query = {p["name"]: self._query_param(name, p) for p in params if p.get("in") == "query"}
+                responses = {
+                    code: self._keep(_RESPONSES_KEY, f"{name} {code}", _json_schema(self._resolve(r)))
+                    for code, r in (op.get("responses") or {}).items()
+                }
+                ops[method.upper()] = Operation(template, method.upper(), body_key, query, responses)
             self._routes.append((_path_regex(template), template, ops))
         # Literal segments (@me, @original) must win over {param} segments.
         self._routes.sort(key=lambda r: r[1].count("{"))
-        contents = {**spec, _BODIES_KEY: bodies}  # in-memory only; the file is never modified
+        contents = {**spec, **self._schemas}  # in-memory only; the file is never modified
         resource = Resource.from_contents(contents, default_specification=DRAFT202012)
         self._registry: Registry[Any] = Registry().with_resource(SPEC_URI, resource)
-        self._validators: dict[str, Validator] = {}
+        self._validators: dict[tuple[str, str], Validator] = {}
 
     def operation(self, method: str, path: str) -> Operation | None:
         for regex, _template, ops in self._routes:
@@ -126,24 +160,105 @@ class SpecValidator:
                 return ops[method]
         return None
 
-    def _validator(self, key: str) -> Validator:
-        if key not in self._validators:
-            ref = {"$ref": f"{SPEC_URI}#/{_BODIES_KEY}/{key.replace('~', '~0').replace('/', '~1')}"}
-            self._validators[key] = LenientValidator(ref, registry=self._registry)
-        return self._validators[key]
+    def _keep(self, section: str, key: str, schema: JSON | None) -> str | None:
+        if schema is None:
+            return None
+        self._schemas[section][key] = schema
+        return key
+
+    def _resolve(self, node: JSON) -> JSON:
+        """Follow local ``$ref``s (``#/components/...``) to the node they name."""
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/"):
+            target: Any = self._spec
+            for part in node["$ref"][2:].split("/"):
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+            node = target
+        return node
+
+    def _types(self, schema: JSON) -> frozenset[str]:
+        declared = self._resolve(schema).get("type", [])
+        return frozenset([declared] if isinstance(declared, str) else declared)
+
+    def _query_param(self, op_name: str, param: JSON) -> QueryParam:
+        schema = param.get("schema") or {}
+        key = self._keep(_QUERY_KEY, f"{op_name} ?{param['name']}", schema)
+        assert key is not None
+        types = self._types(schema)
+        items = self._resolve(schema).get("items") if "array" in types else None
+        item_types = self._types(items) if isinstance(items, dict) else None
+        return QueryParam(key, types, item_types, bool(param.get("required")))
+
+    def _validator(self, key: str, section: str = _BODIES_KEY) -> Validator:
+        if (section, key) not in self._validators:
+            ref = {"$ref": f"{SPEC_URI}#/{section}/{key.replace('~', '~0').replace('/', '~1')}"}
+            self._validators[section, key] = LenientValidator(ref, registry=self._registry)
+        return self._validators[section, key]
 
     def validate_component(self, name: str, instance: Any) -> list[ValidationError]:
         """Validate against ``#/components/schemas/<name>`` (e.g. to check the fake's own answers)."""
-        key = f"components:{name}"
-        if key not in self._validators:
+        if ("components", name) not in self._validators:
             ref = {"$ref": f"{SPEC_URI}#/components/schemas/{name}"}
-            self._validators[key] = LenientValidator(ref, registry=self._registry)
-        return [_most_specific(e) for e in self._validators[key].iter_errors(instance)]
+            self._validators["components", name] = LenientValidator(ref, registry=self._registry)
+        return [_most_specific(e) for e in self._validators["components", name].iter_errors(instance)]
 
     def validate(self, op: Operation, body: Any) -> list[ValidationError]:
         if op.body_key is None:
             return []
         return [_most_specific(e) for e in self._validator(op.body_key).iter_errors(body)]
+
+    def validate_query(self, op: Operation, query: Mapping[str, list[str]]) -> tuple[Problems, list[str]]:
+        """(problems with known parameters, names of unknown ones) for a request's query string."""
+        problems: Problems = []
+        for name, param in op.query.items():
+            if name not in query:
+                if param.required:
+                    problems.append(([name], "This field is required"))
+                continue
+            raw = query[name]
+            if param.item_types is not None:
+                value: Any = [_coerce(v, param.item_types) for v in raw]
+            elif len(raw) > 1:
+                problems.append(([name], f"given {len(raw)} times: {raw!r}"))
+                continue
+            else:
+                value = _coerce(raw[0], param.types)
+            for error in self._validator(param.key, _QUERY_KEY).iter_errors(value):
+                error = _most_specific(error)
+                problems.append(([name, *error_path(error)], error.message))
+        return problems, sorted(set(query) - set(op.query))
+
+    def validate_response(self, op: Operation, status: int, body: Any, has_body: bool) -> list[str]:
+        """Problems with the fake's own 2xx answer to ``op``, as messages."""
+        listed, key = op.response_key(status)
+        if not listed:
+            return [f"status {status} is not one the spec lists ({sorted(op.responses)})"]
+        if key is None:
+            return ["the spec says this status has no body, but the fake sent one"] if has_body else []
+        if not has_body:
+            return ["the spec says this status has a JSON body, but the fake sent none"]
+        errors = [_most_specific(e) for e in self._validator(key, _RESPONSES_KEY).iter_errors(body)]
+        return [f"{'.'.join(error_path(e)) or '<body>'}: {e.message[:300]}" for e in errors]
+
+
+Problems = list[tuple[list[str], str]]
+
+
+def _json_schema(response: JSON) -> JSON | None:
+    return ((response.get("content") or {}).get("application/json") or {}).get("schema")
+
+
+def _coerce(value: str, types: frozenset[str]) -> Any:
+    """A query string value read as the type the parameter's schema says (else left a string)."""
+    if "boolean" in types and value.lower() in _BOOLS:
+        return _BOOLS[value.lower()]
+    if types & {"integer", "number"} and _INT_RE.match(value):
+        return int(value)
+    if "number" in types:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _most_specific(error: ValidationError) -> ValidationError:
@@ -203,10 +318,29 @@ def _load(path: str) -> SpecValidator:
         return SpecValidator(json.load(fh))
 
 
+def spec_required() -> bool:
+    """Under CI (``CI=true``, as CI services set it) a missing spec is an error, not a skip."""
+    return os.environ.get("CI") == "true"
+
+
+def spec_status_line(path: str | os.PathLike[str] | None = None) -> str | None:
+    """One line saying validation is off because the spec is missing (for a pytest header); None if found."""
+    where = spec_path_from_env(path)
+    if where.is_file():
+        return None
+    return (
+        f"fake Discord: OpenAPI spec not found at {where}; request validation is OFF "
+        "(point DISCORD_OPENAPI_SPEC at openapi.json)"
+    )
+
+
 def load_validator(path: Path) -> tuple[SpecValidator | None, str | None]:
-    """The validator, or None and the reason validation is skipped (also warned)."""
+    """The validator, or None and the reason validation is off; raises ``SpecMissing`` under CI=true."""
     if not path.is_file():
-        reason = f"OpenAPI spec not found at {path}; request bodies are NOT validated (set DISCORD_OPENAPI_SPEC)"
-        warnings.warn(reason, stacklevel=3)
-        return None, reason
+        if spec_required():
+            raise SpecMissing(
+                f"fake Discord: OpenAPI spec not found at {path}, and CI=true requires it: set "
+                "DISCORD_OPENAPI_SPEC to Discord's openapi.json (or pass FakeDiscord(validate=False) on purpose)"
+            )
+        return None, spec_status_line(path)
     return _load(str(path.resolve())), None
