@@ -77,3 +77,94 @@ def test_cli_config_problems_exit_2_naming_file_key_and_line(tmp_path: Path) -> 
     invalid = run_cli("fox", cwd=tmp_path, env={"IMAGINE_CONFIG": str(bad)})
     assert invalid.returncode == 2
     assert "executor.max_batch_images (line 3)" in invalid.stderr and len(invalid.stderr.strip().splitlines()) == 1
+
+
+PIXIE_CONFIG = (
+    "models:\n  default: other\n  other:\n    source: builtin:tiny\n"
+    "  pixie:\n    source: builtin:tiny\n    default_width: 96\n    default_height: 64\n"
+)
+
+
+def _input_png(path: Path) -> Path:
+    Image.new("RGB", (128, 96), (200, 40, 30)).save(path, format="PNG")
+    return path
+
+
+def test_cli_init_and_strength_repaint_an_input_image(tmp_path: Path) -> None:
+    """README: "--init IMG --strength F"; "Saved images carry their parameters in the PNG `parameters` text
+    chunk." An input PNG is repainted at the requested size, strength 0.5 of 4 steps runs 2 denoising steps,
+    and the file records "Denoising strength: 0.5"."""
+    init = _input_png(tmp_path / "input.png")
+    done = run_cli(
+        "a red fox in snow", "--init", str(init), "--strength", "0.5", "--steps", "4", "--size", "64x64",
+        "--scheduler", "euler", "--seed", "3", "--out", str(tmp_path / "fox.png"), cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "step 2/2" in done.stderr and "/4" not in done.stderr  # strength x steps denoising steps
+    assert done.stdout.startswith(f"{tmp_path / 'fox.png'}  seed 3  load ")
+    with Image.open(tmp_path / "fox.png") as image:
+        assert image.format == "PNG" and image.size == (64, 64)  # the requested size, not the input's 128x96
+        parameters = image.text["parameters"]
+    assert parameters.splitlines()[0] == "a red fox in snow"
+    assert "Steps: 4" in parameters and "Size: 64x64" in parameters and "Model: tiny" in parameters
+    assert parameters.endswith(", Denoising strength: 0.5")
+
+
+def test_cli_model_scheduler_and_guidance_are_used_and_recorded(tmp_path: Path) -> None:
+    """README: "--model NAME|SOURCE ... --guidance G ... --scheduler NAME ... --config PATH". A model named in
+    the config file is selected over its default (its own default size applies), and the chosen scheduler and
+    guidance are recorded as "Sampler" and "CFG scale"; a text-to-image file has no "Denoising strength"."""
+    config = tmp_path / "config.yaml"
+    config.write_text(PIXIE_CONFIG)
+    done = run_cli(
+        "a lighthouse", "--config", str(config), "--model", "pixie", "--scheduler", "euler_a", "--guidance", "3.5",
+        "--steps", "2", "--seed", "5", "--out", str(tmp_path / "light.png"), cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "light.png") as image:
+        assert image.format == "PNG" and image.size == (96, 64)  # pixie's default size, not other's 64x64
+        parameters = image.text["parameters"]
+    assert parameters == (
+        "a lighthouse\nSteps: 2, Sampler: euler_a, CFG scale: 3.5, Seed: 5, Size: 96x64, Model: pixie"
+    )
+
+
+def test_cli_strength_problems_exit_2_naming_strength(tmp_path: Path) -> None:
+    """README: "bad input prints one line and exits with code 2." --strength needs --init, and must lie in
+    0.05 to 1 (the --help text); nothing is written either way."""
+    alone = run_cli("fox", "--strength", "0.5", cwd=tmp_path)
+    assert alone.returncode == 2
+    assert alone.stderr == (
+        "error: strength is only used with an input image; attach an image or leave strength out\n"
+    )
+    init = _input_png(tmp_path / "input.png")
+    too_much = run_cli("fox", "--init", str(init), "--strength", "1.5", cwd=tmp_path)
+    assert too_much.returncode == 2
+    assert too_much.stderr == "error: strength 1.5 is out of range; allowed: 0.05 to 1\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_unknown_scheduler_or_model_exits_2_naming_the_allowed_ones(tmp_path: Path) -> None:
+    """README: "bad input prints one line and exits with code 2." An unknown --scheduler is refused with the
+    valid choices listed; an unknown --model names the models the config file defines."""
+    scheduler = run_cli("fox", "--scheduler", "warp", cwd=tmp_path)
+    assert scheduler.returncode == 2
+    lines = scheduler.stderr.strip().splitlines()
+    assert len(lines) == 1 and "argument --scheduler: invalid choice: 'warp'" in lines[0]
+    assert all(name in lines[0] for name in ("euler_a", "dpmpp_2m_karras", "ddim", "lcm", "unipc"))
+    config = tmp_path / "config.yaml"
+    config.write_text(PIXIE_CONFIG)
+    model = run_cli("fox", "--config", str(config), "--model", "nope", cwd=tmp_path)
+    assert model.returncode == 2
+    assert model.stderr == "error: unknown model 'nope'; configured models: other, pixie\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_init_that_is_not_an_image_exits_2_naming_the_file(tmp_path: Path) -> None:
+    """CLI: exit code 2 for a bad input image, with one line naming the file and the accepted formats."""
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture\n")
+    done = run_cli("fox", "--init", str(notes), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == f"error: input image {notes} is not an image; allowed: PNG, JPEG or WebP\n"
+    assert not (tmp_path / "out").exists()
