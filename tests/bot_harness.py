@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest_asyncio
 from PIL import Image
@@ -30,6 +30,7 @@ from tests.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, 
 from tests.fake_discord import run_client as run_client
 from tests.fake_discord.models import MEMBER_PERMISSIONS
 
+T = TypeVar("T")
 # Generous: a safety net for a loaded 2-core machine, not a timing assertion.
 WAIT_S = 60.0
 UNLIMITED = Limits(user_rate=None, guild_rate=None, max_queued_per_user=None, max_queued_per_guild=None,
@@ -87,12 +88,58 @@ def tiny_executor(config: AppConfig) -> Executor:
     return GpuExecutor.from_config(config.generation)
 
 
+class WatchedStorage(Storage):
+    """Real storage that wakes waiting tests after each write: tests wait on it, they never poll."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._written = asyncio.Condition()
+
+    async def _notify(self) -> None:
+        async with self._written:
+            self._written.notify_all()
+
+    async def create_job(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().create_job(*args, **kwargs)
+        finally:
+            await self._notify()
+
+    async def update_status(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().update_status(*args, **kwargs)
+        finally:
+            await self._notify()
+
+    async def set_messages(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().set_messages(*args, **kwargs)
+        finally:
+            await self._notify()
+
+    async def wait_until(self, check: Callable[[], Awaitable[T | None]], *, what: str, timeout_s: float = WAIT_S) -> T:
+        """``check()``'s first truthy value, re-checked after every write; a clear failure after ``timeout_s``."""
+        async def satisfied() -> T:
+            async with self._written:
+                while True:
+                    found = await check()
+                    if found:
+                        return found
+                    await self._written.wait()
+
+        try:
+            return await asyncio.wait_for(satisfied(), timeout_s)
+        except TimeoutError:
+            raise AssertionError(f"storage never showed {what} within {timeout_s:g} s") from None
+
+
 @asynccontextmanager
 async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | None = None, *,
                       executor: Executor | None = None, drain_timeout_s: float = 30.0) -> AsyncIterator[ImagineBot]:
     """A started bot; leaving the block closes it, which drains the queue like a real shutdown."""
     store = ConfigStore(initial=config or tiny_app_config(fake))
-    bot = make_bot(store, Storage(data_dir), executor or tiny_executor(store.current), drain_timeout_s=drain_timeout_s)
+    bot = make_bot(store, WatchedStorage(data_dir), executor or tiny_executor(store.current),
+                   drain_timeout_s=drain_timeout_s)
     async with run_client(fake, bot):
         yield bot
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 # The fake Discord's fixtures and the bot harness's, for every test module.
 pytest_plugins = ["tests.fake_discord.fixtures", "tests.bot_harness"]
@@ -18,6 +19,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # One torch thread: the tiny model gains nothing from two, and OpenMP's spinning threads slow down
 # ten-fold when another process shares this machine's cores. Must be set before torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# No per-example deadline anywhere: a loaded 2-core CI machine must not turn a slow example into a
+# failure. Every property test runs under this profile (HYPOTHESIS_PROFILE can pick another).
+settings.register_profile("ci", deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from bot.storage import JobRecord, Storage
 from generation.request import GenerationRequest
 from tests.bot_harness import (
     GateExecutor,
+    WatchedStorage,
     decode,
     is_result,
     make_bot,
@@ -140,7 +140,8 @@ async def test_unexpected_error_gives_a_reference_and_the_bot_keeps_serving(fake
         assert reply.ephemeral and "Something went wrong on our side (reference `" in reply.content
         assert "disk I/O" not in reply.content  # internals stay in the log
         again = await fake.slash("imagine", {"prompt": "a cat"}, user="alice")
-        assert is_result(await again.wait_original(is_result))
+        result = await again.wait_original(is_result)
+        assert "**a cat**" in result.content and decode(result).size == (64, 64)  # the bot kept serving
 
 
 async def test_queue_and_help_reply_privately(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -191,7 +192,7 @@ async def test_a_result_that_cannot_be_saved_ends_as_failed_not_stuck(fake: Fake
         assert await storage.jobs_in_states(["queued", "running"]) == []
 
 
-class UnlinkableStorage(Storage):
+class UnlinkableStorage(WatchedStorage):
     """Real storage that cannot record which message shows a job."""
 
     async def set_messages(self, job_id: str, **kwargs: Any) -> Any:
@@ -208,10 +209,6 @@ async def test_a_job_whose_status_cannot_be_recorded_is_taken_back(fake: FakeDis
         await unseen.wait_followup(lambda m: "reference" in m.content and m.ephemeral)
         gpu.gate.set()  # the executor drops the cancelled member
         # Nobody could see it, so it ends cancelled: it is not resumed after a restart and shows no result.
-        # (Scheduler state wakes no fake-Discord waiter, so poll storage a bounded number of times.)
-        for _ in range(500):
-            if await storage.jobs_in_states(["cancelled"]):
-                break
-            await asyncio.sleep(0.01)
-        assert len(await storage.jobs_in_states(["cancelled"])) == 1
+        cancelled = await storage.wait_until(lambda: storage.jobs_in_states(["cancelled"]), what="the job cancelled")
+        assert len(cancelled) == 1
         assert public(fake) == []  # no status message left behind with a dead cancel button

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from bot.core.config import Bucket, Limits
 from tests.bot_harness import (
     UNLIMITED,
     GateExecutor,
+    WatchedStorage,
     decode,
     is_result,
     public,
@@ -34,8 +34,7 @@ async def test_expired_token_posts_the_result_to_the_channel_for_the_requester(f
             lambda: next((m for m in public(fake) if is_result(m) and "patient fox" in m.content), None),
             what="the result in the channel")
         assert posted.id != status.id and posted.interaction_id is None  # a new message, sent with the bot token
-        assert posted.allowed_mentions == {"parse": [], "users": [alice.id]} or posted.allowed_mentions == {
-            "users": [alice.id], "parse": []}
+        assert posted.allowed_mentions == {"parse": [], "users": [alice.id]}  # pings the requester alone
         assert f"<@{alice.id}>" in posted.content and decode(posted).size == (64, 64)
         # The old status message no longer offers to cancel a job that is done.
         done = await fake.wait_until(lambda: fake.message(status.id) if "Done" in fake.message(status.id).content
@@ -79,11 +78,14 @@ async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeD
         retired = await fake.slash("imagine", {"prompt": "a retired cat", "model": "retired"}, user="alice")
         await retired.wait_original(lambda m: "Queued" in m.content)
         # The cog records each status message just after posting it; shut down only once it has.
-        for _ in range(500):
-            active = await bot.services.storage.jobs_in_states(["queued", "running"])
-            if len(active) == 3 and all(job.status_message_id for job in active):
-                break
-            await asyncio.sleep(0.01)
+        storage = bot.services.storage
+        assert isinstance(storage, WatchedStorage)
+
+        async def all_three_shown() -> bool:
+            active = await storage.jobs_in_states(["queued", "running"])
+            return len(active) == 3 and all(job.status_message_id for job in active)
+
+        await storage.wait_until(all_three_shown, what="three active jobs with their status messages recorded")
     # Leaving the block shut bot A down: the running job was interrupted, the queued ones kept.
     assert "Interrupted by a bot restart" in running.original.content  # type: ignore[union-attr]
     # A queued job's position means nothing while the bot is down; it says so instead.

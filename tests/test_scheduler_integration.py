@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
+import generation.executor as executor_module  # a broken torch install fails here, loudly
 from bot.core.config import AppConfig, Limits, SchedulerConfig
 from bot.scheduler import Job, JobState, NullListener, Scheduler
 from generation.config import ExecutorConfig, GenerationConfig
 from generation.request import GenerationRequest, GenerationResult, ProgressEvent, validate
-
-pytest.importorskip("torch")
-executor_module = pytest.importorskip("generation.executor")
 
 
 class Listener(NullListener):

@@ -132,8 +132,11 @@ async def test_quota_is_given_back_when_a_job_makes_no_images() -> None:
     limits = OPEN_LIMITS.model_copy(update={"daily_images_per_user": 2})
     scheduler, _, _ = build(limits)
     job = scheduler.submit(make_job(count=2))
+    with pytest.raises(QuotaExceeded, match="You have 0 of your 2 daily images left"):  # spent while queued
+        scheduler.submit(make_job(count=1))
     scheduler.cancel(job.id)
-    scheduler.submit(make_job(count=2))  # the cancelled job's images are back
+    again = scheduler.submit(make_job(count=2))  # the cancelled job's images are back
+    assert again.state is JobState.QUEUED
 
 
 def test_role_overrides_raise_a_members_limits() -> None:

@@ -154,20 +154,30 @@ class DiscordPresenter:
         await self._render(job_id, lambda target: self._edit(target, "Starting…", view=self._views.status_view(job_id)))
 
     async def progress(self, job_id: str, event: ProgressEvent) -> None:
-        shown = self._shown.get(job_id)
-        now = self._monotonic()
-        if (shown is None or shown.target is None or not self._token_usable(shown.target)
-                or event.step >= event.total or now - shown.last_progress_edit < self._interval):
+        if event.step >= event.total:
+            return  # the result follows at once
+        shown = self._shown.setdefault(job_id, _Shown())
+        if shown.target is None or shown.target.message_id is None:
+            # Not attached yet (the status post and its record are still on their way): hold the latest
+            # step for attach() rather than drop it; an earlier held step is of no more use.
+            if not shown.finished:
+                shown.pending = lambda target: self._show_progress(job_id, shown, target, event)
+            return
+        if self._monotonic() - shown.last_progress_edit < self._interval:
             return  # throttled: Discord allows a few edits per token every few seconds
-        shown.last_progress_edit = now
+        async with shown.lock:
+            if not shown.finished:
+                await self._show_progress(job_id, shown, shown.target, event)
+
+    async def _show_progress(self, job_id: str, shown: _Shown, target: StatusTarget, event: ProgressEvent) -> None:
+        if not self._token_usable(target):
+            return  # a bot-token edit per step would hit rate limits and notify nobody
+        shown.last_progress_edit = self._monotonic()
         uploads: list[Upload] = []
         if event.preview is not None:
             uploads.append((await asyncio.to_thread(_preview_png, event.preview), "preview.png"))
-        text = progress_text(event.step, event.total)
-        async with shown.lock:
-            if not shown.finished:
-                await self._edit(shown.target, text, uploads=uploads, view=self._views.status_view(job_id),
-                                 only_if_token=True)
+        await self._edit(target, progress_text(event.step, event.total), uploads=uploads,
+                         view=self._views.status_view(job_id), only_if_token=True)
 
     async def finished(self, stored: JobRecord, result: GenerationResult | None) -> None:
         shown = self._shown.setdefault(stored.id, _Shown())

@@ -10,6 +10,8 @@ restart recovery. A discord.py extension: ``setup`` builds the feature from the 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from discord.ext import commands
 
 from bot.discord_ui.presenter import DiscordPresenter
@@ -22,10 +24,12 @@ from bot.services import services_of
 
 async def setup(bot: commands.Bot) -> None:
     services = services_of(bot)
+    clock = services.clock
     presenter = DiscordPresenter(bot, services.storage, ImagineViews(),
-                                 progress_interval_s=services.config.current.bot.progress_interval_s)
+                                 progress_interval_s=services.config.current.bot.progress_interval_s,
+                                 monotonic=clock.monotonic, now=lambda: datetime.fromtimestamp(clock.time(), UTC))
     recorder = JobRecorder(services.storage, presenter, services.scheduler)
-    service = ImagineService(services.config, services.storage, services.scheduler)
+    service = ImagineService(services.config, services.storage, services.scheduler, clock)
     # The cog subscribes the recorder to job events in cog_load, before any job is resumed below.
     await bot.add_cog(ImagineCog(services.config, service, presenter, events=services.events, recorder=recorder))
     bot.add_dynamic_items(*DYNAMIC_ITEMS)

@@ -20,7 +20,7 @@ from bot.core.errors import JobNotFound
 from bot.core.identity import Requester
 from bot.features.imagine.compose import Attachment, Composed, Draft, derive, draft, image_problem, resolve_model
 from bot.features.imagine.flags import Options
-from bot.scheduler import Job, Scheduler
+from bot.scheduler import Clock, Job, Scheduler
 from bot.storage import InteractionRef, JobKind, JobRecord, Storage
 from generation.errors import InvalidRequest
 from generation.request import validate
@@ -59,10 +59,11 @@ class FullSizeInstead:
 
 
 class ImagineService:
-    def __init__(self, config: ConfigStore, storage: Storage, scheduler: Scheduler) -> None:
+    def __init__(self, config: ConfigStore, storage: Storage, scheduler: Scheduler, clock: Clock) -> None:
         self._config = config
         self._storage = storage
         self._scheduler = scheduler
+        self._clock = clock
 
     # --- a new request ----------------------------------------------------------------------------
     def draft(self, prompt: str, explicit: Options, attachment: Attachment | None) -> Draft:
@@ -158,7 +159,7 @@ class ImagineService:
         """
         # Daily quotas live in memory: count what was made in the last two days (any reset hour or
         # time zone falls inside) so that a restart does not hand everybody a fresh quota.
-        since = datetime.now(UTC) - timedelta(days=2)
+        since = datetime.fromtimestamp(self._clock.time(), UTC) - timedelta(days=2)
         for done in await self._storage.done_since(since):
             if done.finished_at is not None:
                 self._scheduler.record_usage(done.guild_id or 0, done.user_id, frozenset(done.role_ids),
