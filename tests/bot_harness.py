@@ -12,14 +12,17 @@ import asyncio
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import pytest_asyncio
 from PIL import Image
 
 from bot.app import ImagineBot
 from bot.core.config import AppConfig, BotConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
+from bot.scheduler import Clock
 from bot.services import build_services
 from bot.storage import Storage
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
@@ -29,6 +32,7 @@ from generation.request import GenerationRequest, GenerationResult, Timings
 from tests.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, FakeRole, FakeUser, StoredMessage
 from tests.fake_discord import run_client as run_client
 from tests.fake_discord.models import MEMBER_PERMISSIONS
+from tests.frozen_clock import FrozenClock
 
 T = TypeVar("T")
 # Generous: a safety net for a loaded 2-core machine, not a timing assertion.
@@ -49,10 +53,16 @@ def world() -> list[FakeGuild]:
     )]
 
 
+@pytest.fixture
+def clock() -> FrozenClock:
+    """The one clock of an end-to-end test: the fake Discord and the bot both read it."""
+    return FrozenClock()
+
+
 @pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
+async def fake(clock: FrozenClock) -> AsyncIterator[FakeDiscord]:
     """A started fake with ``world()``; the test fails on anything the fake flagged (bad bodies, 413s...)."""
-    async with FakeDiscord(guilds=world(), default_timeout=WAIT_S) as started:
+    async with FakeDiscord(guilds=world(), default_timeout=WAIT_S, clock=clock) as started:
         with started.patch_discord():
             yield started
     started.assert_no_failures()
@@ -138,17 +148,26 @@ async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | Non
                       executor: Executor | None = None, drain_timeout_s: float = 30.0) -> AsyncIterator[ImagineBot]:
     """A started bot; leaving the block closes it, which drains the queue like a real shutdown."""
     store = ConfigStore(initial=config or tiny_app_config(fake))
-    bot = make_bot(store, WatchedStorage(data_dir), executor or tiny_executor(store.current),
+    clock = clock_of(fake)
+    storage = WatchedStorage(data_dir, clock=lambda: datetime.fromtimestamp(clock.time(), UTC))
+    bot = make_bot(store, storage, executor or tiny_executor(store.current), clock=clock,
                    drain_timeout_s=drain_timeout_s)
     async with run_client(fake, bot):
         yield bot
 
 
-def make_bot(config: ConfigStore, storage: Storage, executor: Executor, **options: Any) -> ImagineBot:
-    """The bot as ``python -m bot`` builds it (services first), with the tests' quick guild wait."""
+def make_bot(config: ConfigStore, storage: Storage, executor: Executor, *, clock: Clock, **options: Any) -> ImagineBot:
+    """The bot as ``python -m bot`` builds it (services first), on the test's clock, with a quick guild wait."""
     options.setdefault("guild_ready_timeout", 0.05)
     options.setdefault("watch_config", False)
-    return ImagineBot(build_services(config, storage, executor), **options)
+    return ImagineBot(build_services(config, storage, executor, clock=clock), **options)
+
+
+def clock_of(fake: FakeDiscord) -> Clock:
+    """The clock the fake runs on (the ``clock`` fixture); the bot must read the same one."""
+    clock = fake.state.clock
+    assert isinstance(clock, FrozenClock), "end-to-end tests run the fake on the clock fixture"
+    return clock
 
 
 class GateExecutor:

@@ -28,6 +28,13 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+def pytest_report_header() -> str | None:
+    """One line at the start when the fake Discord cannot check requests against Discord's spec."""
+    from tests.fake_discord.validation import spec_status_line
+
+    return spec_status_line()
+
+
 @pytest.fixture
 def tiny_config() -> Any:
     """Only builtin:tiny, small batches, a preview every 2 steps."""

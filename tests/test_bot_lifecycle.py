@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.core.config import Bucket, Limits
+from bot.core.config import Bucket, Limits, SchedulerConfig
 from tests.bot_harness import (
     UNLIMITED,
     GateExecutor,
@@ -17,18 +17,22 @@ from tests.bot_harness import (
     tiny_model,
 )
 from tests.fake_discord import FakeDiscord
+from tests.frozen_clock import FrozenClock
 
 
-async def test_expired_token_posts_the_result_to_the_channel_for_the_requester(fake: FakeDiscord,
+async def test_expired_token_posts_the_result_to_the_channel_for_the_requester(fake: FakeDiscord, clock: FrozenClock,
                                                                               tmp_path: Path) -> None:
+    """README: "after 15 minutes, or when Discord rejects the token, the result is posted to the channel
+    with the bot token, pinging only the requester"."""
     gpu = GateExecutor()
     alice = fake.user("alice")
-    async with running_bot(fake, tmp_path, executor=gpu):
+    patient = SchedulerConfig(batch_window_ms=0, position_update_s=0, max_wait_s=3600)  # waits past 15 min
+    async with running_bot(fake, tmp_path, tiny_app_config(fake, scheduler=patient), executor=gpu):
         busy = await fake.slash("imagine", {"prompt": "a long job"}, user="bob")
         await busy.wait_original(lambda m: "Starting" in m.content)
         late = await fake.slash("imagine", {"prompt": "a patient fox"}, user="alice")
         status = await late.wait_original(lambda m: "Queued" in m.content)
-        late.expire()  # as if 15 minutes passed in the queue
+        await clock.advance(15 * 60 + 1)  # 15 minutes in the queue: the fake and the bot both see them pass
         gpu.gate.set()
         posted = await fake.wait_until(
             lambda: next((m for m in public(fake) if is_result(m) and "patient fox" in m.content), None),
