@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     from generation.executor import GpuExecutor
 
     executor = GpuExecutor.from_config(config.generation)
-    store.subscribe(lambda reloaded: executor.use_models(reloaded.generation))  # models added by a reload
     services = build_services(store, Storage(data_dir, config.bot.database_url), executor)
     bot = ImagineBot(services)
     try:

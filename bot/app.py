@@ -42,6 +42,7 @@ class ImagineBot(commands.Bot):
         self._drain_timeout_s = drain_timeout_s
         self._watch_config = watch_config
         self._watcher: asyncio.Task[None] | None = None
+        self._sighup = False
         self._shutdown: asyncio.Future[None] | None = None
         self.tree.error(self._on_tree_error)
 
@@ -55,7 +56,7 @@ class ImagineBot(commands.Bot):
         config = services.config
         if self._watch_config and config.path is not None:
             self._watcher = asyncio.create_task(config.watch(asyncio.sleep), name="config-watch")
-            config.install_sighup(asyncio.get_running_loop())
+            self._sighup = config.install_sighup(asyncio.get_running_loop())
 
     async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
         await reply_error(interaction, error)
@@ -85,9 +86,11 @@ class ImagineBot(commands.Bot):
         await asyncio.shield(self._shutdown)
 
     async def _shut_down(self) -> None:
+        services = self.services
         if self._watcher is not None:
             self._watcher.cancel()
-        services = self.services
+        if self._sighup:
+            services.config.uninstall_sighup(asyncio.get_running_loop())
         try:
             # Subscribers hear "handed_back" for each queued job (their status says they resume later).
             handed_back = await services.scheduler.drain(timeout_s=self._drain_timeout_s)

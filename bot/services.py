@@ -13,7 +13,7 @@ from typing import Any
 from bot.core.config import ConfigStore
 from bot.scheduler import Clock, JobEvents, Scheduler, SystemClock
 from bot.storage import Storage
-from generation.interface import Executor
+from generation.interface import Executor, ServesModels
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ def build_services(config: ConfigStore, storage: Storage, executor: Executor, *,
                    clock: Clock | None = None) -> Services:
     """The one way the services are put together (the bot's start-up, the tests and the benchmarks)."""
     clock = clock if clock is not None else SystemClock()
+    if isinstance(executor, ServesModels):  # models added or changed by a reload are served at once
+        config.subscribe(lambda reloaded: executor.use_models(reloaded.generation))
     scheduler = Scheduler(executor, config, clock=clock)
     return Services(config=config, storage=storage, executor=executor, scheduler=scheduler, clock=clock)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from generation.config import GenerationConfig
 from generation.errors import ImagineError
 from generation.request import GenerationRequest, GenerationResult, ProgressEvent
 
@@ -54,3 +55,10 @@ class Executor(Protocol):
     ) -> list[Outcome]: ...
 
     async def close(self, *, cancel_running: bool = False) -> None: ...
+
+
+@runtime_checkable
+class ServesModels(Protocol):
+    """An executor that can switch to the models of a reloaded config without a restart."""
+
+    def use_models(self, config: GenerationConfig) -> None: ...

@@ -144,14 +144,18 @@ class WatchedStorage(Storage):
 
 
 @asynccontextmanager
-async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | None = None, *,
-                      executor: Executor | None = None, drain_timeout_s: float = 30.0) -> AsyncIterator[ImagineBot]:
-    """A started bot; leaving the block closes it, which drains the queue like a real shutdown."""
-    store = ConfigStore(initial=config or tiny_app_config(fake))
+async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | ConfigStore | None = None, *,
+                      executor: Executor | None = None, drain_timeout_s: float = 30.0,
+                      watch_config: bool = False) -> AsyncIterator[ImagineBot]:
+    """A started bot; leaving the block closes it, which drains the queue like a real shutdown.
+
+    ``config`` may be a ``ConfigStore`` on a file: with ``watch_config`` the bot watches it and
+    reloads on SIGHUP, as ``python -m bot`` does."""
+    store = config if isinstance(config, ConfigStore) else ConfigStore(initial=config or tiny_app_config(fake))
     clock = clock_of(fake)
     storage = WatchedStorage(data_dir, clock=lambda: datetime.fromtimestamp(clock.time(), UTC))
     bot = make_bot(store, storage, executor or tiny_executor(store.current), clock=clock,
-                   drain_timeout_s=drain_timeout_s)
+                   drain_timeout_s=drain_timeout_s, watch_config=watch_config)
     async with run_client(fake, bot):
         yield bot
 

@@ -13,6 +13,7 @@ member an extra role never takes anything away from them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -224,15 +225,20 @@ class ConfigStore:
             initial = load_config(self.path) if self.path is not None else AppConfig()
         self._current = self._adjust(initial)
         self._listeners: list[Callable[[AppConfig], None]] = []
+        self._rejection_listeners: list[Callable[[str], None]] = []
         self.last_error: str | None = None
 
     @property
     def current(self) -> AppConfig:
         return self._current
 
-    def subscribe(self, callback: Callable[[AppConfig], None]) -> None:
-        """``callback(new_config)`` runs after each successful reload or replace."""
+    def subscribe(self, callback: Callable[[AppConfig], None], *,
+                  on_rejected: Callable[[str], None] | None = None) -> None:
+        """``callback(new_config)`` runs after each successful reload or replace; ``on_rejected(reason)``
+        after a reload that was refused (the running config stays)."""
         self._listeners.append(callback)
+        if on_rejected is not None:
+            self._rejection_listeners.append(on_rejected)
 
     def _adjust(self, config: AppConfig) -> AppConfig:
         if self._model_override is None:
@@ -257,6 +263,11 @@ class ConfigStore:
             config = self._adjust(load_config(self.path))
         except ConfigError as exc:
             self.last_error = str(exc)
+            for callback in self._rejection_listeners:
+                try:
+                    callback(self.last_error)
+                except Exception:
+                    _log.exception("config rejection listener failed")
             raise
         self.last_error = None
         self.replace(config)
@@ -304,3 +315,9 @@ class ConfigStore:
         except (NotImplementedError, RuntimeError, ValueError):
             return False
         return True
+
+    def uninstall_sighup(self, loop: asyncio.AbstractEventLoop) -> None:
+        sighup = getattr(signal, "SIGHUP", None)
+        if sighup is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sighup)
