@@ -57,7 +57,8 @@ class Bucket(_Strict):
         return self.burst if self.burst is not None else self.amount
 
     def describe(self) -> str:
-        unit = "requests" if self.unit == "requests" else "cost units"
+        unit = "request" if self.unit == "requests" else "cost unit"
+        unit += "" if self.amount == 1 else "s"
         return f"{self.amount:g} {unit} per {self.window_s:g} s (burst {self.capacity:g})"
 
 
