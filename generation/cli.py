@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from generation.config import SCHEDULERS, GenerationConfig, load_generation_config
 from generation.errors import ConfigError, ImagineError, InvalidRequest
-from generation.request import GenerationRequest, GenerationResult, ProgressEvent, validate
+from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, GenerationResult, ProgressEvent, validate
 
 _log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
@@ -71,16 +71,7 @@ def _config(args: argparse.Namespace) -> GenerationConfig:
 
 
 def _request(args: argparse.Namespace, config: GenerationConfig) -> GenerationRequest:
-    init = None
-    if args.init is not None:
-        try:
-            init = args.init.read_bytes()
-            with Image.open(io.BytesIO(init)) as image:
-                image.verify()
-        except OSError as exc:
-            unreadable = f"cannot be read ({exc.strerror})"
-            reason = "is not an image" if isinstance(exc, UnidentifiedImageError) else unreadable
-            raise BadInput(f"input image {args.init} {reason}; allowed: PNG, JPEG or WebP") from exc
+    init = None if args.init is None else _read_input_image(args.init)
     width, height = args.size if args.size else (None, None)
     request = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, width=width, height=height, steps=args.steps,
@@ -89,6 +80,29 @@ def _request(args: argparse.Namespace, config: GenerationConfig) -> GenerationRe
     )
     name, model = config.model(args.model)
     return validate(request, name, model)
+
+
+def _read_input_image(path: Path) -> bytes:
+    """The input image's bytes, checked before the model loads: readable, an image, not too large."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"input image {path} cannot be read ({exc.strerror or exc}); "
+                       "allowed: a PNG, JPEG or WebP file") from exc
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if max(image.size) > MAX_INIT_IMAGE_SIDE:  # known from the header: refuse before decoding
+                raise BadInput(f"input image {path} is {image.width}x{image.height}; allowed: at most "
+                               f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
+            image.verify()
+    except BadInput:
+        raise
+    except UnidentifiedImageError as exc:
+        raise BadInput(f"input image {path} is not an image; allowed: PNG, JPEG or WebP") from exc
+    except Exception as exc:  # Pillow raises many types (SyntaxError, struct.error, OSError) for broken files
+        raise BadInput(f"input image {path} is damaged and cannot be decoded; allowed: a whole PNG, JPEG or "
+                       "WebP file") from exc
+    return data
 
 
 def _paths(out: Path, seeds: list[int]) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -167,4 +168,30 @@ def test_cli_init_that_is_not_an_image_exits_2_naming_the_file(tmp_path: Path) -
     done = run_cli("fox", "--init", str(notes), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr == f"error: input image {notes} is not an image; allowed: PNG, JPEG or WebP\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_damaged_huge_or_missing_input_images_exit_2_before_the_model_loads(tmp_path: Path) -> None:
+    """CLI docstring: "2 bad input (arguments, config file, request fields, input image)". A PNG cut
+    short, one with a corrupt data chunk, one over 4096 px a side, and a missing file all exit 2 with
+    one line, and no model is loaded for them (each run is quick and writes nothing)."""
+    whole = io.BytesIO()
+    Image.new("RGB", (64, 64), "teal").save(whole, format="PNG")
+    data = whole.getvalue()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    idat = data.index(b"IDAT") + 8
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(data[:idat] + bytes(byte ^ 0xFF for byte in data[idat: idat + 16]) + data[idat + 16:])
+    huge = tmp_path / "huge.png"
+    Image.new("1", (5000, 8)).save(huge, format="PNG")
+    missing = tmp_path / "missing.png"
+    expected = {
+        cut: "is damaged and cannot be decoded", corrupt: "is damaged and cannot be decoded",
+        huge: "is 5000x8; allowed: at most 4096 pixels on each side", missing: "cannot be read (No such file",
+    }
+    for path, reason in expected.items():
+        done = run_cli("fox", "--init", str(path), cwd=tmp_path)
+        assert done.returncode == 2, (path, done.stderr)
+        assert done.stderr.startswith(f"error: input image {path} {reason}") and done.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()
