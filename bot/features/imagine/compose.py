@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from PIL import Image
 
 from bot.core.config import AppConfig
-from bot.features.imagine.flags import Options, ParsedFlags, aspect_to_size, merge_options, parse_prompt_flags
+from bot.features.imagine.flags import Options, ParsedFlags, aspect_to_size, merge_options, read_prompt_flags
 from generation.config import ModelConfig
 from generation.errors import ConfigError, InvalidRequest
 from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, validate
@@ -77,10 +77,13 @@ def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment:
     Raises one ``InvalidRequest`` listing every problem, before anything is downloaded."""
     if attachment is not None and (wrong_file := attachment_problems(attachment)):
         raise InvalidRequest(wrong_file)  # the file itself is wrong: options don't matter yet
-    parsed: ParsedFlags = merge_options(parse_prompt_flags(prompt_text), explicit)
+    flags, problems = read_prompt_flags(prompt_text)  # bad flags are reported with every other problem
+    parsed: ParsedFlags = merge_options(flags, explicit)
     options = parsed.options
-    model_name, model = resolve_model(config, options.model)
-    problems: list[str] = []
+    try:
+        model_name, model = resolve_model(config, options.model)
+    except InvalidRequest as exc:
+        raise InvalidRequest(problems + exc.problems) from None  # the rest is checked against the model
     prompt = parsed.prompt
     if options.style is not None:
         template = config.bot.styles.get(options.style)

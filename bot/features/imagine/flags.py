@@ -124,6 +124,15 @@ def _convert(name: str, flag: str, text: str) -> object:
 
 def parse_prompt_flags(text: str) -> ParsedFlags:
     """Split ``text`` into the prompt and its flags; raise ``InvalidRequest`` listing every bad flag."""
+    parsed, problems = read_prompt_flags(text)
+    if problems:
+        raise InvalidRequest(problems)
+    return parsed
+
+
+def read_prompt_flags(text: str) -> tuple[ParsedFlags, list[str]]:
+    """The prompt and its good flags, and one sentence per bad flag: so that a caller can check the
+    good ones further and report every problem in one reply."""
     matches = list(_FLAG.finditer(text))
     prompt_parts = [text[: matches[0].start()] if matches else text]
     values: dict[str, object] = {}
@@ -158,12 +167,11 @@ def parse_prompt_flags(text: str) -> ParsedFlags:
             values[name] = value
     if "aspect" in values and "size" in values:
         problems.append("--ar and --size both set the shape; allowed: one of them")
-    if problems:
-        raise InvalidRequest(problems)
+        del values["size"]  # check the aspect further; the reply already says to pick one
     if negatives:
         values["negative"] = ", ".join(negatives)
     prompt = " ".join(" ".join(part.split()) for part in prompt_parts if part.strip())
-    return ParsedFlags(prompt=prompt, options=Options(**cast(dict[str, Any], values)))
+    return ParsedFlags(prompt=prompt, options=Options(**cast(dict[str, Any], values))), problems
 
 
 def merge_options(flags: ParsedFlags, explicit: Options) -> ParsedFlags:
