@@ -26,8 +26,12 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
 
+# Branch coverage of bot/ and generation/ (subprocesses included); the report names uncovered lines.
+COVERAGE_FLOOR ?= 92
+
 test: $(BIN)/.installed-dev lint
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q --cov --cov-report=term-missing:skip-covered \
+		--cov-fail-under=$(COVERAGE_FLOOR)
 
 bench: $(BIN)/.installed-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.executor_overhead
