@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ import sqlalchemy.exc
 from bot.core.config import BotConfig, ConfigStore
 from bot.discord_ui.images import read_parameters
 from bot.storage import JobRecord, Storage
-from generation.request import GenerationRequest
+from generation.request import GenerationRequest, ProgressEvent
 from tests.bot_harness import (
+    WAIT_S,
     GateExecutor,
     WatchedStorage,
     clock_of,
@@ -167,11 +169,74 @@ async def test_progress_shows_queue_place_then_steps_with_a_preview(fake: FakeDi
         assert contents[0].startswith("Queued — next in line")
         steps = [text.split("(step ")[1].rstrip(")") for text in contents if text.startswith("Generating")]
         total = int(steps[0].split("/")[1])  # the steps the scheduler runs (PNDM adds a warm-up step)
-        assert total >= 4 and steps == [f"{step}/{total}" for step in range(1, total)]
+        first = int(steps[0].split("/")[0])  # steps before the status message was recorded collapse into one
+        assert total >= 4 and steps == [f"{step}/{total}" for step in range(first, total)]
         assert not contents[-2].startswith("**")  # the result came last, once
         with_preview = [v for v in result.versions if v.content.startswith("Generating")]
         assert all(version.attachment_names == ["preview.png"] for version in with_preview)
         assert result.versions[-1].attachment_names[0].startswith("imagine_")
+
+
+class SteppingExecutor(GateExecutor):
+    """A GateExecutor whose batch reports the denoising steps the test sends, before the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: asyncio.Queue[int] = asyncio.Queue()
+        self.reported: asyncio.Queue[int] = asyncio.Queue()
+        self.running = asyncio.Event()
+
+    async def run(self, batch: Any, on_progress: Any = None, *, cancel_tokens: Any = None) -> Any:
+        self.running.set()
+        while not self.gate.is_set():
+            step = await self.steps.get()
+            if step == 0:
+                break
+            if on_progress is not None:
+                on_progress(ProgressEvent(step, 10))
+            self.reported.put_nowait(step)
+        self.gate.set()
+        return await super().run(batch, on_progress, cancel_tokens=cancel_tokens)
+
+
+class SlowToRecordStorage(WatchedStorage):
+    """Real storage whose record of the status message waits until the test lets it through."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recording = asyncio.Event()
+        self.let_through = asyncio.Event()
+
+    async def set_messages(self, *args: Any, **kwargs: Any) -> Any:
+        if "status_message_id" in kwargs:
+            self.recording.set()
+            await self.let_through.wait()
+        return await super().set_messages(*args, **kwargs)
+
+
+async def test_progress_before_the_status_is_recorded_is_held_and_the_latest_shown(fake: FakeDiscord,
+                                                                                  tmp_path: Path) -> None:
+    """README: "One status message shows the queue position and ETA, then progress". Steps made while
+    the status message is still being recorded are not lost: the latest is shown once it is."""
+    store = ConfigStore(initial=tiny_app_config(fake))
+    storage = SlowToRecordStorage(tmp_path)
+    gpu = SteppingExecutor()
+    async with run_client(fake, make_bot(store, storage, gpu, clock=clock_of(fake))):
+        handle = await fake.slash("imagine", {"prompt": "a slow dawn"}, user="alice")
+        await asyncio.wait_for(asyncio.gather(storage.recording.wait(), gpu.running.wait()), WAIT_S)
+        for step in (1, 2, 3):
+            await gpu.steps.put(step)
+        await handle.wait_original(lambda m: m.content.startswith(("Queued", "Starting")))
+        assert [await asyncio.wait_for(gpu.reported.get(), WAIT_S) for _ in range(3)] == [1, 2, 3]
+        storage.let_through.set()  # the status message is recorded now
+        held = await handle.wait_original(lambda m: m.content.startswith("Generating"))
+        assert "(step 3/10)" in held.content  # the latest step, shown as soon as the message is known
+        await gpu.steps.put(4)
+        await handle.wait_original(lambda m: "(step 4/10)" in m.content)
+        await gpu.steps.put(0)
+        result = await handle.wait_original(is_result)
+        shown = [text.split("(step ")[1].rstrip(")") for text in result.contents if text.startswith("Generating")]
+        assert shown == ["3/10", "4/10"]  # steps 1 and 2 were superseded before anyone could see them
 
 
 class UnsavableStorage(Storage):
