@@ -221,13 +221,15 @@ async def test_progress_before_the_status_is_recorded_is_held_and_the_latest_sho
     store = ConfigStore(initial=tiny_app_config(fake))
     storage = SlowToRecordStorage(tmp_path)
     gpu = SteppingExecutor()
-    async with run_client(fake, make_bot(store, storage, gpu, clock=clock_of(fake))):
+    bot = make_bot(store, storage, gpu, clock=clock_of(fake))
+    async with run_client(fake, bot):
         handle = await fake.slash("imagine", {"prompt": "a slow dawn"}, user="alice")
         await asyncio.wait_for(asyncio.gather(storage.recording.wait(), gpu.running.wait()), WAIT_S)
         for step in (1, 2, 3):
             await gpu.steps.put(step)
         await handle.wait_original(lambda m: m.content.startswith(("Queued", "Starting")))
         assert [await asyncio.wait_for(gpu.reported.get(), WAIT_S) for _ in range(3)] == [1, 2, 3]
+        await bot.services.scheduler.flush_notifications()  # the presenter has heard all three
         storage.let_through.set()  # the status message is recorded now
         held = await handle.wait_original(lambda m: m.content.startswith("Generating"))
         assert "(step 3/10)" in held.content  # the latest step, shown as soon as the message is known
