@@ -20,6 +20,7 @@ import discord
 
 from bot.app import ImagineBot
 from bot.core.config import ConfigStore
+from bot.core.faults import Checkpoints
 from bot.discord_ui.endpoints import point_discord_at
 from bot.services import build_services
 from bot.storage import Storage
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if not token:
         return _fail(TOKEN_HELP)
+    try:
+        checkpoints = Checkpoints.from_env()
+    except ValueError as exc:
+        return _fail(str(exc))
     path = _config_path(args.config)
     try:
         store = ConfigStore(path, model_override=os.environ.get("IMAGINE_MODEL") or None)
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     from generation.executor import GpuExecutor
 
     executor = GpuExecutor.from_config(config.generation)
-    services = build_services(store, Storage(data_dir, config.bot.database_url), executor)
+    services = build_services(store, Storage(data_dir, config.bot.database_url), executor,
+                              checkpoints=checkpoints)
     bot = ImagineBot(services)
     try:
         asyncio.run(_serve(bot, token))

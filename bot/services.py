@@ -7,10 +7,11 @@ what a feature needs is a field here, or something it builds itself from these f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.config import ConfigStore
+from bot.core.faults import Checkpoints
 from bot.scheduler import Clock, JobEvents, Scheduler, SystemClock
 from bot.storage import Storage
 from generation.interface import Executor, ServesModels
@@ -23,6 +24,7 @@ class Services:
     executor: Executor
     scheduler: Scheduler
     clock: Clock
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)  # fault injection; inert by default
 
     @property
     def events(self) -> JobEvents:
@@ -31,13 +33,14 @@ class Services:
 
 
 def build_services(config: ConfigStore, storage: Storage, executor: Executor, *,
-                   clock: Clock | None = None) -> Services:
+                   clock: Clock | None = None, checkpoints: Checkpoints | None = None) -> Services:
     """The one way the services are put together (the bot's start-up, the tests and the benchmarks)."""
     clock = clock if clock is not None else SystemClock()
     if isinstance(executor, ServesModels):  # models added or changed by a reload are served at once
         config.subscribe(lambda reloaded: executor.use_models(reloaded.generation))
     scheduler = Scheduler(executor, config, clock=clock)
-    return Services(config=config, storage=storage, executor=executor, scheduler=scheduler, clock=clock)
+    return Services(config=config, storage=storage, executor=executor, scheduler=scheduler, clock=clock,
+                    checkpoints=checkpoints or Checkpoints())
 
 
 def services_of(bot: Any) -> Services:

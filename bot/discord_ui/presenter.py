@@ -18,22 +18,23 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, cast
 
 import discord
 from PIL import Image
 
-from bot.discord_ui.images import EncodedImage, encode_to_fit, make_grid, upload_limit
+from bot.core.faults import Checkpoints
 from bot.discord_ui.interactions import NO_MENTIONS
+from bot.discord_ui.result_message import ResultContent, Upload, result_message, stored_result
 from bot.discord_ui.texts import (
+    IMAGES_GONE_TEXT,
     INTERRUPTED_TEXT,
+    POSTING_RETRY_TEXT,
     failure_text,
-    kind_note,
     progress_text,
     queued_text,
-    result_message_text,
-    sanitize_user_text,
+    undeliverable_text,
 )
 from bot.storage import InteractionRef, JobRecord, Storage
 from generation.request import GenerationResult, ProgressEvent
@@ -44,7 +45,17 @@ PREVIEW_SIDE = 256
 # Discord's answers for an interaction token that no longer works: 401/50027 Invalid Webhook Token,
 # 404/10015 Unknown Webhook.
 _DEAD_TOKEN_CODES = frozenset({50027, 10015})
-Upload = tuple[bytes, str]  # (data, filename): a fresh discord.File is built per request
+MAX_DELIVERY_ATTEMPTS = 6  # then the owner is told directly and the job is undeliverable
+
+
+def delivery_backoff_s(attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` failed ones: 10 s, 30 s, 90 s, ... at most 15 min."""
+    return float(min(900, 10 * 3 ** (attempts - 1)))
+
+
+def delivery_nonce(job_id: str) -> str:
+    """Discord's nonce (at most 25 characters) for a job's channel post: a retry returns the first post."""
+    return job_id[:25]
 
 
 class JobViews(Protocol):
@@ -76,6 +87,7 @@ class _Shown:
     pending: Callable[[StatusTarget], Awaitable[object]] | None = None  # the latest render that waited
     last_progress_edit: float = field(default=float("-inf"))
     finished: bool = False
+    withdrawn: bool = False
     # Renders of one job run one at a time, in order: a late "queued" edit must never land on the result.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -93,7 +105,10 @@ class DiscordPresenter:
 
     def __init__(self, client: discord.Client, storage: Storage, views: JobViews, *, progress_interval_s: float = 2.0,
                  monotonic: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 checkpoints: Checkpoints | None = None) -> None:
+        self._checkpoints = checkpoints or Checkpoints()
+        self._failed_attempt_hooks: list[Callable[[], None]] = []
         self._client = client
         self._storage = storage
         self._views = views
@@ -107,6 +122,22 @@ class DiscordPresenter:
         """The status target of a stored job (after a restart): upload limit from the cached guild."""
         return StatusTarget(stored.user_id, stored.channel_id or 0, stored.interaction, stored.status_message_id,
                             self._guild_limit(stored.guild_id))
+
+    async def adopt_original(self, stored: JobRecord) -> int | None:
+        """After a restart: the id of a job's status message that was posted but never recorded (the
+        interaction's @original, while its token lives), now recorded; None when there is none."""
+        if stored.interaction is None or not stored.interaction.usable(self._now()):
+            return None
+        webhook = discord.Webhook.partial(stored.interaction.application_id, stored.interaction.token,
+                                          client=self._client)
+        try:
+            # Discord takes "@original" wherever an interaction webhook's message id goes.
+            message = await webhook.fetch_message(cast(int, "@original"))
+        except discord.HTTPException as exc:
+            _log.info("job %s has no status message to adopt: %s", stored.id, exc)
+            return None
+        await self._storage.set_messages(stored.id, status_message_id=message.id)
+        return message.id
 
     async def attach(self, job_id: str, target: StatusTarget) -> None:
         """The cog answered the interaction: show whatever happened to the job meanwhile."""
@@ -180,15 +211,39 @@ class DiscordPresenter:
                          view=self._views.status_view(job_id), only_if_token=True)
 
     async def finished(self, stored: JobRecord, result: GenerationResult | None) -> None:
+        """Show how the job ended (its result, or why it has none) and record it delivered; a failed
+        attempt leaves the job owed, for the outbox to try again."""
         shown = self._shown.setdefault(stored.id, _Shown())
         shown.finished = True
-        if result is not None:
-            await self._render(stored.id, lambda target: self._show_result_or_say_why(target, stored, result),
-                               final=True)
-        else:
-            text = failure_text(stored.status, stored.error)
-            await self._render(stored.id, lambda target: self._edit(target, text, view=None), final=True)
+        if shown.withdrawn:  # the cog already told the user why this job will not run
+            self._shown.pop(stored.id, None)
+            await self._record(self._storage.record_delivery(stored.id), stored.id)
+            return
+        content = ResultContent.of(result) if result is not None else None
+        await self._render(stored.id, lambda target: self._deliver(target, stored, content), final=True)
         if shown.target is not None:
+            self._shown.pop(stored.id, None)
+
+    def on_failed_attempt(self, hook: Callable[[], None]) -> None:
+        """``hook()`` after each failed delivery attempt (the outbox wakes to schedule the retry)."""
+        self._failed_attempt_hooks.append(hook)
+
+    def withdrawn(self, job_id: str) -> None:
+        """The cog took back a job nobody could see and told its user so: nothing more to show."""
+        self._shown.setdefault(job_id, _Shown()).withdrawn = True
+
+    def is_live(self, job_id: str) -> bool:
+        """Whether this process still shows the job itself (the outbox leaves such jobs alone)."""
+        return job_id in self._shown
+
+    async def redeliver(self, stored: JobRecord) -> None:
+        """The outbox's call: show the end of a stored job that Discord has not accepted yet."""
+        target = self.target_for_stored(stored)
+        shown = self._shown.setdefault(stored.id, _Shown(target=target, finished=True))
+        try:
+            async with shown.lock:
+                await self._deliver(target, stored, None)
+        finally:
             self._shown.pop(stored.id, None)
 
     async def interrupted(self, job_id: str) -> None:
@@ -196,58 +251,93 @@ class DiscordPresenter:
         self._shown.setdefault(job_id, _Shown()).finished = True  # for this process, the job has ended
         await self._render(job_id, lambda target: self._edit(target, text, view=None), final=True)
 
-    # --- Discord calls ------------------------------------------------------------------------
-    async def _show_result_or_say_why(self, target: StatusTarget, stored: JobRecord,
-                                      result: GenerationResult) -> None:
+    # --- the end of a job -----------------------------------------------------------------------
+    async def _deliver(self, target: StatusTarget, stored: JobRecord, content: ResultContent | None) -> None:
+        message_id: int | None = None
         try:
-            await self._show_result(target, stored, result)
-        except Exception as exc:  # a result nobody sees is the one outcome we must not allow
-            reference = secrets.token_hex(4)
-            _log.error("could not post the result of job %s (ref %s)", stored.id, reference, exc_info=exc)
-            await self._edit(target, f"❌ The images were made but could not be posted (reference `{reference}`); "
-                                     "please try again.", view=None)
+            if stored.status == "done":
+                content = content or await stored_result(self._storage, stored)
+                if content is not None:
+                    message_id = await self._post_result(target, stored, content)
+                else:
+                    message_id = await self._post_text(target, stored, IMAGES_GONE_TEXT)
+            else:
+                message_id = await self._post_text(target, stored, failure_text(stored.status, stored.error))
+        except Exception:  # never swallowed: logged, and the job stays owed for the next attempt
+            _log.exception("could not show the end of job %s", stored.id)
+        if message_id is None:
+            await self._attempt_failed(target, stored)
+            for hook in self._failed_attempt_hooks:
+                hook()
+            return
+        self._checkpoints.reached("posted")
+        result_message_id = message_id if stored.status == "done" else None
+        await self._record(self._storage.record_delivery(stored.id, result_message_id=result_message_id), stored.id)
+        self._checkpoints.reached("delivery recorded")
 
-    async def _show_result(self, target: StatusTarget, stored: JobRecord, result: GenerationResult) -> None:
-        request = result.request
-        limit = upload_limit(target.attachment_limit)
-        basename = f"imagine_{stored.id[:8]}"
-        # One image: the PNG already saved (with the same parameters) is the upload; don't encode it twice.
-        saved = await self._storage.load_result_image(stored.id, 0) if len(result.images) == 1 else None
-        if saved is not None and len(saved) <= limit:
-            encoded = EncodedImage(saved, f"{basename}.png", "PNG", scaled=False)
-        else:
-            encoded = await asyncio.to_thread(
-                lambda: encode_to_fit(make_grid(result.images), limit, result.parameters_text(0), basename=basename))
-        note = kind_note(stored.kind)
-        if encoded.scaled:
-            note = (note + " · " if note else "") + \
-                "scaled down to fit this server's upload limit; U buttons give full size"
-        if result.warnings:
-            note = (note + "\n" if note else "") + "\n".join(
-                f"⚠ {sanitize_user_text(warning)}" for warning in result.warnings)  # warnings quote the prompt
-        text = result_message_text(
-            request.prompt, stored.user_id, result.seeds, request.model or "",
-            (request.width or 0, request.height or 0), request.steps or 0, result.timings.total_s,
-            negative=request.negative_prompt, guidance=request.guidance,
-            strength=request.strength if request.mode == "img2img" else None, note=note,
-        )
-        uploads = [(encoded.data, encoded.filename)]
-        view = self._views.result_view(stored.id, len(result.images))
-        if await self._edit(target, text, uploads=uploads, view=view, only_if_token=True):
-            await self._storage.set_messages(stored.id, result_message_id=target.message_id)
+    async def _post_result(self, target: StatusTarget, stored: JobRecord, content: ResultContent) -> int | None:
+        text, uploads = await result_message(self._storage, stored, content, target.attachment_limit)
+        view = self._views.result_view(stored.id, len(content.images))
+        if target.message_id is not None and await self._edit(target, text, uploads=uploads, view=view,
+                                                              only_if_token=True):
+            return target.message_id
+        # No usable interaction token: post anew with the bot token, pinging only the requester. The
+        # job's nonce makes a retried post return the first message instead of a second one.
+        message = await self._client.get_partial_messageable(target.channel_id).send(
+            content=text, files=_files(uploads), view=view, nonce=delivery_nonce(stored.id),
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False,
+                                                     users=[discord.Object(target.user_id)]))
+        if target.message_id is not None and target.message_id != message.id:
+            await self._edit(target, "✅ Done — the result is posted below.", view=None)  # its cancel button goes
+        return message.id
+
+    async def _post_text(self, target: StatusTarget, stored: JobRecord, text: str) -> int | None:
+        if target.message_id is not None:
+            return target.message_id if await self._edit(target, text, view=None) else None
+        if not target.channel_id:
+            return None  # nowhere in a channel to say it: the outbox ends by telling the owner directly
+        message = await self._client.get_partial_messageable(target.channel_id).send(
+            content=f"<@{target.user_id}> {text}"[:2000], nonce=delivery_nonce(stored.id),
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False,
+                                                     users=[discord.Object(target.user_id)]))
+        return message.id
+
+    async def _attempt_failed(self, target: StatusTarget, stored: JobRecord) -> None:
+        attempts = stored.delivery_attempts + 1
+        if attempts >= MAX_DELIVERY_ATTEMPTS or (target.message_id is None and not target.channel_id):
+            reference = secrets.token_hex(4)
+            _log.error("giving up showing the end of job %s after %d attempt(s) (ref %s)", stored.id, attempts,
+                       reference)
+            await self._record(self._storage.delivery_failed(stored.id, retry_at=None), stored.id)
+            await self._tell_owner(stored, undeliverable_text(stored.request.prompt, reference))
             return
-        # No usable interaction token: post anew with the bot token, pinging only the requester, and
-        # take the cancel button off the old status message.
-        channel = self._client.get_partial_messageable(target.channel_id)
+        retry_at = self._now() + timedelta(seconds=delivery_backoff_s(attempts))
+        await self._record(self._storage.delivery_failed(stored.id, retry_at=retry_at), stored.id)
+        if stored.status == "done" and target.message_id is not None:
+            await self._edit(target, POSTING_RETRY_TEXT, view=None)
+
+    async def _tell_owner(self, stored: JobRecord, text: str) -> None:
+        """The last resort: a direct message to the owner, else a line in the job's channel."""
         try:
-            message = await channel.send(content=text, files=_files(uploads), view=view,
-                                         allowed_mentions=discord.AllowedMentions(
-                                             everyone=False, roles=False, users=[discord.Object(target.user_id)]))
-        except discord.HTTPException:
-            _log.exception("could not post the result of job %s to channel %s", stored.id, target.channel_id)
+            user = self._client.get_user(stored.user_id) or await self._client.fetch_user(stored.user_id)
+            await user.send(text, allowed_mentions=NO_MENTIONS)
             return
-        await self._storage.set_messages(stored.id, result_message_id=message.id)
-        await self._edit(target, "✅ Done — the result is posted below.", view=None)
+        except discord.HTTPException as exc:
+            _log.warning("could not message user %s about job %s: %s", stored.user_id, stored.id, exc)
+        if stored.channel_id:
+            try:
+                await self._client.get_partial_messageable(stored.channel_id).send(
+                    f"<@{stored.user_id}> {text}"[:2000], allowed_mentions=discord.AllowedMentions(
+                        everyone=False, roles=False, users=[discord.Object(stored.user_id)]))
+            except discord.HTTPException as exc:
+                _log.error("could not tell user %s about job %s anywhere: %s", stored.user_id, stored.id, exc)
+
+    @staticmethod
+    async def _record(write: Awaitable[object], job_id: str) -> None:
+        try:
+            await write
+        except Exception:  # the job stays owed: a repeat of its delivery is harmless (edit, or nonce)
+            _log.exception("could not record the delivery of job %s", job_id)
 
     def _token_usable(self, target: StatusTarget) -> bool:
         return target.interaction is not None and target.interaction.usable(self._now())

@@ -132,3 +132,13 @@ def failure_text(status: str, error: str | None) -> str:
         "refused": "⛔ This request was not accepted.",
     }.get(status, f"This request ended ({status}).")
     return f"{heading} {error or ''}".strip()[:MESSAGE_LIMIT]
+
+
+IMAGES_GONE_TEXT = "❌ The images of this request are no longer stored; please run /imagine again."
+POSTING_RETRY_TEXT = "✅ The images are made, but posting them failed; trying again shortly."
+
+
+def undeliverable_text(prompt: str, reference: str) -> str:
+    """Told to the owner directly when their result or its explanation could not be posted at all."""
+    return (f"Your /imagine request **{sanitize_user_text(prompt)[:300]}** finished, but the bot could not post "
+            f"it in its channel after several tries (reference `{reference}`). Please run it again.")

@@ -116,9 +116,20 @@ def _v2_soft_delete_guild_settings_indexes(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _v3_delivery_outbox(conn: Connection) -> None:
+    _add_column(conn, "jobs", Column("delivery", String(16)))
+    quote = conn.dialect.identifier_preparer.quote
+    conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {quote('delivery_attempts')} INTEGER NOT NULL DEFAULT 0"))
+    _add_column(conn, "jobs", Column("next_delivery_at", DateTime(timezone=True)))
+    # Jobs that ended before the outbox existed were shown then (or never will be): nothing is owed.
+    conn.execute(text("UPDATE jobs SET delivery = 'delivered' WHERE status NOT IN ('queued', 'running')"))
+    conn.execute(text("CREATE INDEX ix_jobs_delivery ON jobs (delivery)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and results", _v1_jobs_and_results),
     Migration(2, "soft delete of jobs, guild settings, job indexes", _v2_soft_delete_guild_settings_indexes),
+    Migration(3, "delivery outbox for job results and explanations", _v3_delivery_outbox),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

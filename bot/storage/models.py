@@ -44,6 +44,7 @@ class JobRow(Base):
     __table_args__ = (
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_owner", "guild_id", "user_id", "created_at"),
+        Index("ix_jobs_delivery", "delivery"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -68,6 +69,10 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None]
     timings: Mapped[dict[str, Any]]
     deleted_at: Mapped[datetime | None]  # schema v2: soft delete (images removed, row kept for audit)
+    # schema v3, the outbox: owed once the job ended, delivered once Discord accepted its last message
+    delivery: Mapped[str | None] = mapped_column(String(16))
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_delivery_at: Mapped[datetime | None]
 
 
 class ResultRow(Base):

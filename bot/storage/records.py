@@ -10,6 +10,8 @@ from typing import Literal
 from generation.request import GenerationRequest
 
 JobKind = Literal["imagine", "upscale", "variation", "reroll"]
+# The outbox: a job's end (its result, or why it has none) is owed to the user until Discord accepted it.
+Delivery = Literal["owed", "delivered", "undeliverable"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "refused", "expired", "dropped"]
 JOB_KINDS: tuple[JobKind, ...] = ("imagine", "upscale", "variation", "reroll")
 ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "running")  # what a restart resumes or drops
@@ -61,6 +63,9 @@ class JobRecord:
     finished_at: datetime | None
     deleted_at: datetime | None
     timings: dict[str, float] = field(default_factory=dict)
+    delivery: Delivery | None = None  # None while the job is active
+    delivery_attempts: int = 0
+    next_delivery_at: datetime | None = None
 
     @property
     def active(self) -> bool:

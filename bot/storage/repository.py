@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.core.errors import IllegalTransition, JobNotFound, StorageError
@@ -29,6 +29,7 @@ from bot.storage.records import (
     JOB_KINDS,
     TERMINAL_STATUSES,
     TRANSITIONS,
+    Delivery,
     InteractionRef,
     JobKind,
     JobRecord,
@@ -56,6 +57,8 @@ def _to_job(row: JobRow) -> JobRecord:
         seeds=tuple(row.seeds), error=row.error, interaction=interaction, status_message_id=row.status_message_id,
         result_message_id=row.result_message_id, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, deleted_at=row.deleted_at, timings=dict(row.timings),
+        delivery=cast(Delivery | None, row.delivery), delivery_attempts=row.delivery_attempts or 0,
+        next_delivery_at=row.next_delivery_at,
     )
 
 
@@ -178,6 +181,10 @@ class Storage:
                 values["started_at"] = None  # re-queued after a restart: it will start again
             if status in TERMINAL_STATUSES:
                 values["finished_at"] = now
+                # The end is owed to the user until Discord accepts it (a refusal is answered at once,
+                # in the same interaction, so nothing stays owed for it).
+                values["delivery"] = "delivered" if status == "refused" else "owed"
+                values["delivery_attempts"], values["next_delivery_at"] = 0, None
             if error is not None:
                 values["error"] = error
             if seeds is not None:
@@ -203,6 +210,50 @@ class Storage:
                     update(JobRow).where(JobRow.id == job_id).values(**values)))
                 if result.rowcount != 1:
                     raise JobNotFound.not_stored(job_id)
+        return await self.require_job(job_id)
+
+    # The outbox
+
+    async def record_delivery(self, job_id: str, *, result_message_id: int | None = None) -> JobRecord:
+        """Discord accepted the job's last message: nothing is owed any more."""
+        values: dict[str, Any] = {"delivery": "delivered", "next_delivery_at": None}
+        if result_message_id is not None:
+            values["result_message_id"] = result_message_id
+        return await self._update_job(job_id, values)
+
+    async def delivery_failed(self, job_id: str, *, retry_at: datetime | None) -> JobRecord:
+        """One more failed attempt; ``retry_at`` None gives up (the job becomes undeliverable)."""
+        async with self._session() as session, session.begin():
+            row = await session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobNotFound.not_stored(job_id)
+            row.delivery_attempts = (row.delivery_attempts or 0) + 1
+            row.next_delivery_at = retry_at
+            if retry_at is None:
+                row.delivery = "undeliverable"
+        return await self.require_job(job_id)
+
+    async def owed_deliveries(self, now: datetime, limit: int = 50) -> list[JobRecord]:
+        """Ended jobs whose last message Discord has not accepted yet and that are due a try, oldest first."""
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(JobRow).where(JobRow.delivery == "owed",
+                                     (JobRow.next_delivery_at.is_(None)) | (JobRow.next_delivery_at <= now))
+                .order_by(JobRow.finished_at, JobRow.id).limit(limit))
+            return [_to_job(row) for row in rows]
+
+    async def next_delivery_due(self) -> datetime | None:
+        """When the earliest owed delivery is due (None: nothing owed, or one is due now)."""
+        async with self._session() as session:
+            return await session.scalar(
+                select(func.min(JobRow.next_delivery_at)).where(JobRow.delivery == "owed"))
+
+    async def _update_job(self, job_id: str, values: dict[str, Any]) -> JobRecord:
+        async with self._session() as session, session.begin():
+            result = cast(CursorResult[Any], await session.execute(
+                update(JobRow).where(JobRow.id == job_id).values(**values)))
+            if result.rowcount != 1:
+                raise JobNotFound.not_stored(job_id)
         return await self.require_job(job_id)
 
     async def jobs_in_states(self, states: Iterable[JobStatus]) -> list[JobRecord]:

@@ -52,9 +52,14 @@ def no_content() -> web.Response:
     return web.Response(status=204)
 
 
+# Discord remembers an enforced nonce for a few minutes: a second create with it returns the first message.
+NONCE_WINDOW_S = 5 * 60.0
+
+
 class MessageRoutes:
     def __init__(self, state: FakeState) -> None:
         self.state = state
+        self._nonces: dict[tuple[int, str], tuple[int, float]] = {}  # (channel, nonce) -> (message id, when)
 
     def install(self, api: RestApi) -> None:
         ch = "/channels/{channel_id}/messages"
@@ -85,10 +90,20 @@ class MessageRoutes:
         channel_id = ctx.int_param("channel_id")
         if self.state.channel(channel_id) is None:
             raise DiscordHTTPError(*UNKNOWN_CHANNEL, fail=f"no channel {channel_id} in the fake")
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        nonce = str(body["nonce"]) if body.get("nonce") is not None and body.get("enforce_nonce") else None
+        if nonce is not None:
+            seen = self._nonces.get((channel_id, nonce))
+            if seen is not None and self.state.clock.time() - seen[1] < NONCE_WINDOW_S:
+                earlier = self.state.messages.get(seen[0])
+                if earlier is not None and not earlier.deleted:
+                    return json_response(earlier.to_json())  # Discord's answer to a retried send: no duplicate
         guild = self.state.guild_of_channel(channel_id)
         message = create_message(
             self.state, channel_id=channel_id, guild_id=guild.id if guild else None, body=ctx.body, uploads=ctx.uploads
         )
+        if nonce is not None:
+            self._nonces[(channel_id, nonce)] = (message.id, self.state.clock.time())
         self.state.record_allowed_mentions("POST", ctx.record.path, message.id, ctx.body)
         return json_response(message.to_json())
 

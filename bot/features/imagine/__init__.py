@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from discord.ext import commands
 
+from bot.discord_ui.outbox import Outbox
 from bot.discord_ui.presenter import DiscordPresenter
 from bot.features.imagine.cog import ImagineCog
 from bot.features.imagine.recorder import JobRecorder
@@ -27,16 +28,18 @@ async def setup(bot: commands.Bot) -> None:
     clock = services.clock
     presenter = DiscordPresenter(bot, services.storage, ImagineViews(),
                                  progress_interval_s=services.config.current.bot.progress_interval_s,
-                                 monotonic=clock.monotonic, now=lambda: datetime.fromtimestamp(clock.time(), UTC))
-    recorder = JobRecorder(services.storage, presenter, services.scheduler)
-    service = ImagineService(services.config, services.storage, services.scheduler, clock)
+                                 monotonic=clock.monotonic, now=lambda: datetime.fromtimestamp(clock.time(), UTC),
+                                 checkpoints=services.checkpoints)
+    recorder = JobRecorder(services.storage, presenter, services.scheduler, services.checkpoints)
+    service = ImagineService(services.config, services.storage, services.scheduler, clock, services.checkpoints)
+    outbox = Outbox(services.storage, presenter, clock)
+    presenter.on_failed_attempt(outbox.wake)
     # The cog subscribes the recorder to job events in cog_load, before any job is resumed below.
-    await bot.add_cog(ImagineCog(services.config, service, presenter, events=services.events, recorder=recorder))
+    await bot.add_cog(ImagineCog(services.config, service, presenter, events=services.events, recorder=recorder,
+                                 outbox=outbox))
     bot.add_dynamic_items(*DYNAMIC_ITEMS)
-    _, dropped = await service.resume()
-    for record in dropped:  # the presenter finds resumed jobs' status messages in storage by itself
-        if record.status_message_id is not None:
-            await presenter.finished(record, None)  # its status and error say why it was dropped
+    await service.resume(presenter.adopt_original)  # resumed jobs' status messages are found in storage
+    outbox.start()  # owed ends (dropped jobs' explanations too) are shown from storage, at once
 
 
 async def teardown(bot: commands.Bot) -> None:

@@ -18,6 +18,7 @@ from bot.core.config import ConfigStore
 from bot.discord_ui.custom_ids import Action
 from bot.discord_ui.images import encode_to_fit, read_parameters, upload_limit
 from bot.discord_ui.interactions import NO_MENTIONS, requester_of
+from bot.discord_ui.outbox import Outbox
 from bot.discord_ui.presenter import DiscordPresenter, StatusTarget
 from bot.discord_ui.replies import reply_error
 from bot.discord_ui.texts import queued_text, sanitize_user_text
@@ -41,12 +42,13 @@ def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
 
 class ImagineCog(commands.Cog, name=COG_NAME):
     def __init__(self, config: ConfigStore, service: ImagineService, presenter: DiscordPresenter, *,
-                 events: JobEvents, recorder: JobRecorder) -> None:
+                 events: JobEvents, recorder: JobRecorder, outbox: Outbox) -> None:
         self._config = config
         self._service = service
         self._presenter = presenter
         self._events = events
         self._recorder = recorder
+        self._outbox = outbox
         self._unsubscribe: Callable[[], None] | None = None
 
     async def cog_load(self) -> None:
@@ -54,6 +56,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         self._unsubscribe = self._events.subscribe(self._recorder)
 
     async def cog_unload(self) -> None:
+        await self._outbox.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -126,6 +129,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
             message_id = await self._post_status(interaction, stored.id)
             await self._service.record_status_message(stored.id, message_id)
         except Exception:
+            self._presenter.withdrawn(stored.id)  # the error reply that follows is its visible end
             self._service.withdraw(stored.id)  # nobody can see this job: never run it invisibly
             raise
         await self._presenter.attach(stored.id, StatusTarget(

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Protocol
 
+from bot.core.faults import Checkpoints
 from bot.scheduler import Job, JobState, Scheduler
 from bot.storage import JobRecord, JobStatus, Storage
 from generation.request import GenerationResult, ProgressEvent
 
 _log = logging.getLogger(__name__)
 
+SAVE_FAILED = "the result could not be saved; please try again"
 _STATUS: dict[JobState, JobStatus] = {
     JobState.DONE: "done", JobState.FAILED: "failed", JobState.CANCELLED: "cancelled",
     JobState.REFUSED: "refused", JobState.EXPIRED: "expired",
@@ -36,10 +39,12 @@ class Presenter(Protocol):
 class JobRecorder:
     """A ``bot.scheduler.JobListener``; job events keep each job's calls in order."""
 
-    def __init__(self, storage: Storage, presenter: Presenter, scheduler: Scheduler) -> None:
+    def __init__(self, storage: Storage, presenter: Presenter, scheduler: Scheduler,
+                 checkpoints: Checkpoints | None = None) -> None:
         self._storage = storage
         self._presenter = presenter
         self._scheduler = scheduler  # only asked whether it is draining: interrupted jobs then resume later
+        self._checkpoints = checkpoints or Checkpoints()
 
     async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
         await self._presenter.queued(job.id, position, eta_s)
@@ -51,6 +56,7 @@ class JobRecorder:
         stored = await self._storage.get_job(job.id)
         if stored is not None and stored.status == "queued":
             await self._storage.update_status(job.id, "running")
+            self._checkpoints.reached("running")
         await self._presenter.started(job.id)
 
     async def progress(self, job: Job, event: ProgressEvent) -> None:
@@ -71,18 +77,26 @@ class JobRecorder:
         try:
             stored = await self._record_end(job, status, result, error)
         except Exception:
-            # Storage failed (disk full, locked database): the job still ends, as failed, so that it is
-            # neither stuck on screen nor run again after a restart.
+            # Storage failed (disk full, locked database): the job still ends on screen, as failed.
             _log.exception("could not record the end of job %s", job.id)
             result = None
-            stored = await self._storage.get_job(job.id)
-            if stored is not None and stored.active:
-                stored = await self._storage.update_status(
-                    job.id, "failed", error="the result could not be saved; please try again")
+            stored = await self._record_failure(job)
         if stored is None:
             _log.warning("job %s finished but is not in storage", job.id)
             return
         await self._presenter.finished(stored, result)
+
+    async def _record_failure(self, job: Job) -> JobRecord | None:
+        """Store the job as failed if storage still can; else show the failure all the same (the row
+        stays active, so the next start runs the job again and its result replaces this message)."""
+        try:
+            stored = await self._storage.get_job(job.id)
+            if stored is not None and stored.active:
+                stored = await self._storage.update_status(job.id, "failed", error=SAVE_FAILED)
+            return stored
+        except Exception:
+            _log.exception("could not record job %s as failed either; showing the failure anyway", job.id)
+            return unsaved_failure(job, SAVE_FAILED)
 
     async def handed_back(self, job: Job) -> None:
         # Still queued in storage: the next start resumes it; its queue place means nothing until then.
@@ -96,6 +110,7 @@ class JobRecorder:
             pngs = list(await asyncio.gather(*(asyncio.to_thread(result.png_bytes, index, compress_level=1)
                                                for index in range(len(result.images)))))
             await self._storage.save_result_images(job.id, pngs, result.seeds)
+            self._checkpoints.reached("images saved")
             timings = {"load_s": result.timings.load_s, "denoise_s": result.timings.denoise_s,
                        "decode_s": result.timings.decode_s}
         stored = await self._storage.get_job(job.id)
@@ -103,10 +118,24 @@ class JobRecorder:
             return stored
         if stored.status == "queued" and status == "done":
             await self._storage.update_status(job.id, "running")  # its "started" write was lost
-        return await self._storage.update_status(
+        ended = await self._storage.update_status(
             job.id, status, error=error, seeds=result.seeds if result is not None else None, timings=timings)
+        if status == "done":
+            self._checkpoints.reached("done committed")
+        return ended
 
     async def _record_refusal(self, job: Job) -> None:
         stored = await self._storage.get_job(job.id)
         if stored is not None and stored.active:
             await self._storage.update_status(job.id, "refused", error=str(job.error) if job.error else None)
+
+
+def unsaved_failure(job: Job, error: str) -> JobRecord:
+    """A record of a failed job built from what the scheduler knows, for when storage cannot answer."""
+    now = datetime.now(UTC)
+    return JobRecord(
+        id=job.id, kind="imagine", status="failed", request=job.request, user_id=job.user_id,
+        guild_id=job.guild_id or None, channel_id=job.channel_id or None, role_ids=tuple(job.role_ids),
+        parent_job_id=None, seeds=(), error=error, interaction=None, status_message_id=None,
+        result_message_id=None, created_at=now, started_at=None, finished_at=now, deleted_at=None,
+        delivery="owed")

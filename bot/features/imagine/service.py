@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from bot.core.config import ConfigStore
-from bot.core.errors import JobNotFound
+from bot.core.errors import IllegalTransition, JobNotFound
+from bot.core.faults import Checkpoints
 from bot.core.identity import Requester
 from bot.features.imagine.compose import Attachment, Composed, Draft, derive, draft, image_problem, resolve_model
 from bot.features.imagine.flags import Options
@@ -59,11 +61,13 @@ class FullSizeInstead:
 
 
 class ImagineService:
-    def __init__(self, config: ConfigStore, storage: Storage, scheduler: Scheduler, clock: Clock) -> None:
+    def __init__(self, config: ConfigStore, storage: Storage, scheduler: Scheduler, clock: Clock,
+                 checkpoints: Checkpoints | None = None) -> None:
         self._config = config
         self._storage = storage
         self._scheduler = scheduler
         self._clock = clock
+        self._checkpoints = checkpoints or Checkpoints()
 
     # --- a new request ----------------------------------------------------------------------------
     def draft(self, prompt: str, explicit: Options, attachment: Attachment | None) -> Draft:
@@ -87,12 +91,14 @@ class ImagineService:
             channel_id=requester.channel_id, role_ids=requester.role_ids, kind=kind, parent_job_id=parent_job_id,
             interaction=interaction,
         )
+        self._checkpoints.reached("stored")
         job = Job.create(stored.id, composed.request, user_id=requester.user_id, guild_id=requester.guild_id,
                          channel_id=requester.channel_id, role_ids=requester.role_ids,
                          cost_weight=composed.cost_weight)
         # A refusal raises here; the scheduler reports it to JobRecorder, which stores it (one writer
         # per transition: two writers raced into IllegalTransition and hid the refusal's message).
         self._scheduler.submit(job)
+        self._checkpoints.reached("admitted")
         return stored
 
     def queue_place(self, job_id: str) -> tuple[int | None, float | None]:
@@ -100,7 +106,9 @@ class ImagineService:
         return self._scheduler.position(job_id), self._scheduler.eta(job_id)
 
     async def record_status_message(self, job_id: str, message_id: int) -> None:
+        self._checkpoints.reached("status posted")
         await self._storage.set_messages(job_id, status_message_id=message_id)
+        self._checkpoints.reached("status recorded")
 
     def withdraw(self, job_id: str) -> None:
         """Take back a job nobody can see (its status message failed), refunding its charge."""
@@ -117,6 +125,10 @@ class ImagineService:
             stored = await self._storage.require_job(job_id)
             requester.check_may_manage(stored.user_id, stored.guild_id or 0, self._config.current, "cancel")
             raise
+        self._checkpoints.reached("cancel requested")
+        # Stored before the cog says "Cancelled.": a kill now must not bring the job back after a restart.
+        with contextlib.suppress(IllegalTransition):  # the recorder got there first
+            await self._storage.update_status(job_id, "cancelled", error="The request was cancelled.")
 
     async def delete(self, job_id: str, requester: Requester) -> None:
         """Delete a result (images removed, the record kept): its owner or a moderator of its server."""
@@ -151,11 +163,14 @@ class ImagineService:
         return FollowUp(composed, "upscale")
 
     # --- restarts ---------------------------------------------------------------------------------
-    async def resume(self) -> tuple[list[JobRecord], list[JobRecord]]:
+    async def resume(self, adopt_status: Callable[[JobRecord], Awaitable[int | None]]) -> tuple[
+            list[JobRecord], list[JobRecord]]:
         """Readmit jobs that were queued or running when the bot stopped.
 
         Returns (resumed, dropped); a dropped job's record says why (its ``error``): it was never shown,
         or today's config no longer allows it (its model was removed, its size now exceeds the limits).
+        ``adopt_status`` finds a status message that was posted but not recorded (the bot stopped in
+        between): such a job resumes on that message.
         """
         # Daily quotas live in memory: count what was made in the last two days (any reset hour or
         # time zone falls inside) so that a restart does not hand everybody a fresh quota.
@@ -168,8 +183,8 @@ class ImagineService:
         dropped: list[JobRecord] = []
         config = self._config.current
         for stored in await self._storage.requeue_interrupted():
-            if stored.status_message_id is None:
-                # Stopped between storing and showing it: its owner saw only an error, so don't run it.
+            if stored.status_message_id is None and await adopt_status(stored) is None:
+                # Stopped before showing it: its owner saw only an error or nothing, so don't run it.
                 reason = "it was never shown (the bot stopped before posting its status)"
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
                 continue

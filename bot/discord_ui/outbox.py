@@ -1,0 +1,76 @@
+"""The outbox: every ended job is owed its last message until Discord has accepted it.
+
+At start-up, and then whenever an owed delivery falls due (a failed attempt waits 10 s, 30 s, 90 s,
+..., see ``presenter.delivery_backoff_s``), the outbox asks the presenter to show the end of each
+owed job again, rebuilt from storage. Repeats are harmless: an edit sets the same message again, and a
+new message carries the job's nonce. Jobs this process is still showing live are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from bot.discord_ui.presenter import DiscordPresenter
+from bot.scheduler import Clock
+from bot.storage import Storage
+
+_log = logging.getLogger(__name__)
+IDLE_CHECK_S = 300.0  # without a known due time, look again this often (a write elsewhere may owe one)
+
+
+class Outbox:
+    def __init__(self, storage: Storage, presenter: DiscordPresenter, clock: Clock) -> None:
+        self._storage = storage
+        self._presenter = presenter
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="imagine-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        """Look for due deliveries now (a job just failed an attempt, say)."""
+        self._wake.set()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.time(), UTC)
+
+    async def deliver_due(self) -> int:
+        """Try every owed delivery that is due and not shown live; return how many were tried."""
+        tried = 0
+        for stored in await self._storage.owed_deliveries(self._now()):
+            if self._presenter.is_live(stored.id):
+                continue
+            tried += 1
+            await self._presenter.redeliver(stored)
+        return tried
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.deliver_due()
+                due = await self._storage.next_delivery_due()
+            except Exception:  # storage trouble: try again later rather than stop delivering for good
+                _log.exception("the outbox could not look for owed deliveries")
+                due = None
+            wait_s = IDLE_CHECK_S if due is None else max(0.05, (due - self._now()).total_seconds())
+            sleeper = asyncio.ensure_future(self._clock.sleep(min(wait_s, IDLE_CHECK_S)))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()

@@ -1,0 +1,87 @@
+"""The result message of a finished job, built the same way from a fresh result or from storage.
+
+After a restart (or a failed post) the outbox rebuilds the message from the stored PNGs, seeds and
+request, so a re-post looks like the first one. Decoding and encoding run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+from bot.discord_ui.images import EncodedImage, encode_to_fit, make_grid, read_parameters, upload_limit
+from bot.discord_ui.texts import kind_note, result_message_text, sanitize_user_text
+from bot.storage import JobRecord, Storage
+from generation.request import GenerationRequest, GenerationResult
+
+Upload = tuple[bytes, str]  # (data, filename): a fresh discord.File is built per request
+
+
+@dataclass(frozen=True)
+class ResultContent:
+    request: GenerationRequest
+    images: list[Image.Image]
+    seeds: tuple[int, ...]
+    total_s: float
+    parameters: str
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, result: GenerationResult) -> ResultContent:
+        return cls(result.request, list(result.images), tuple(result.seeds), result.timings.total_s,
+                   result.parameters_text(0), tuple(result.warnings))
+
+
+async def stored_result(storage: Storage, stored: JobRecord) -> ResultContent | None:
+    """The content of a done job from its stored PNGs; None when they are gone (deleted, purged)."""
+    pngs = []
+    for index in range(len(stored.seeds)):
+        png = await storage.load_result_image(stored.id, index)
+        if png is None:
+            return None
+        pngs.append(png)
+    if not pngs:
+        return None
+
+    def decode() -> tuple[list[Image.Image], str]:
+        images = []
+        for png in pngs:
+            with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
+                images.append(image.convert("RGB"))
+        return images, read_parameters(pngs[0]) or ""
+
+    images, parameters = await asyncio.to_thread(decode)
+    total_s = sum(float(value) for value in stored.timings.values())
+    return ResultContent(stored.request, images, stored.seeds, total_s, parameters)
+
+
+async def result_message(storage: Storage, stored: JobRecord, content: ResultContent,
+                         attachment_limit: int | None) -> tuple[str, list[Upload]]:
+    """The text and the one attachment (a grid fitted to the upload limit) of a job's result message."""
+    request = content.request
+    limit = upload_limit(attachment_limit)
+    basename = f"imagine_{stored.id[:8]}"
+    # One image: the PNG already saved (with the same parameters) is the upload; don't encode it twice.
+    saved = await storage.load_result_image(stored.id, 0) if len(content.images) == 1 else None
+    if saved is not None and len(saved) <= limit:
+        encoded = EncodedImage(saved, f"{basename}.png", "PNG", scaled=False)
+    else:
+        encoded = await asyncio.to_thread(
+            lambda: encode_to_fit(make_grid(content.images), limit, content.parameters, basename=basename))
+    note = kind_note(stored.kind)
+    if encoded.scaled:
+        note = (note + " · " if note else "") + \
+            "scaled down to fit this server's upload limit; U buttons give full size"
+    if content.warnings:
+        note = (note + "\n" if note else "") + "\n".join(
+            f"⚠ {sanitize_user_text(warning)}" for warning in content.warnings)  # warnings quote the prompt
+    text = result_message_text(
+        request.prompt, stored.user_id, content.seeds, request.model or "",
+        (request.width or 0, request.height or 0), request.steps or 0, content.total_s,
+        negative=request.negative_prompt, guidance=request.guidance,
+        strength=request.strength if request.mode == "img2img" else None, note=note,
+    )
+    return text, [(encoded.data, encoded.filename)]
