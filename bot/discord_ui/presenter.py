@@ -34,6 +34,7 @@ from bot.discord_ui.texts import (
     failure_text,
     progress_text,
     queued_text,
+    sanitize_user_text,
     undeliverable_text,
 )
 from bot.storage import InteractionRef, JobRecord, Storage
@@ -296,8 +297,10 @@ class DiscordPresenter:
             return target.message_id if await self._edit(target, text, view=None) else None
         if not target.channel_id:
             return None  # nowhere in a channel to say it: the outbox ends by telling the owner directly
+        # A new message: name the request, since the user may have several.
+        about = f"<@{target.user_id}> **{sanitize_user_text(stored.request.prompt)[:300]}**: "
         message = await self._client.get_partial_messageable(target.channel_id).send(
-            content=f"<@{target.user_id}> {text}"[:2000], nonce=delivery_nonce(stored.id),
+            content=(about + text)[:2000], nonce=delivery_nonce(stored.id),
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False,
                                                      users=[discord.Object(target.user_id)]))
         return message.id
