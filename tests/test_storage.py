@@ -1,4 +1,5 @@
-"""Storage on real SQLite files: jobs survive restarts, lifecycles are enforced, images live on disk."""
+"""Storage on real SQLite files and a real PostgreSQL: jobs survive restarts, lifecycles are enforced, images
+live on disk. Each test runs on both backends (``database_url``, from ``tests/storage_backends.py``)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path, clock: Clock) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path, clock=clock) as opened:
+async def storage(tmp_path: Path, database_url: str, clock: Clock) -> AsyncIterator[Storage]:
+    async with Storage(tmp_path, database_url, clock=clock) as opened:
         yield opened
 
 
@@ -81,8 +82,8 @@ async def test_lifecycle_stamps_times_and_illegal_moves_raise(storage: Storage, 
         await storage.update_status("a" * 32, "running")
 
 
-async def test_restart_keeps_jobs_and_finds_interrupted_ones(tmp_path: Path, clock: Clock) -> None:
-    async with Storage(tmp_path, clock=clock) as first:
+async def test_restart_keeps_jobs_and_finds_interrupted_ones(tmp_path: Path, database_url: str, clock: Clock) -> None:
+    async with Storage(tmp_path, database_url, clock=clock) as first:
         queued = await first.create_job(GenerationRequest("q"), user_id=1, guild_id=9)
         clock.now += timedelta(seconds=1)
         running = await first.create_job(GenerationRequest("r"), user_id=2, guild_id=9)
@@ -90,7 +91,7 @@ async def test_restart_keeps_jobs_and_finds_interrupted_ones(tmp_path: Path, clo
         finished = await first.create_job(GenerationRequest("d"), user_id=3)
         await first.update_status(finished.id, "cancelled")
         await first.set_messages(running.id, status_message_id=100)
-    async with Storage(tmp_path, clock=clock) as second:  # a new process after a crash
+    async with Storage(tmp_path, database_url, clock=clock) as second:  # a new process after a crash
         active = await second.jobs_in_states(["queued", "running"])
         assert [(job.id, job.status) for job in active] == [(queued.id, "queued"), (running.id, "running")]
         resumed = await second.requeue_interrupted()
@@ -109,13 +110,13 @@ async def test_messages_are_recorded(storage: Storage) -> None:
         await storage.set_messages("b" * 32, result_message_id=1)
 
 
-async def test_result_images_are_files_that_survive_restart(tmp_path: Path, clock: Clock) -> None:
-    async with Storage(tmp_path, clock=clock) as storage:
+async def test_result_images_are_files_that_survive_restart(tmp_path: Path, database_url: str, clock: Clock) -> None:
+    async with Storage(tmp_path, database_url, clock=clock) as storage:
         job = await storage.create_job(GenerationRequest("a", seed=5, count=2), user_id=1)
         saved = await storage.save_result_images(job.id, [png((255, 0, 0)), png((0, 0, 255), (32, 64))], [5, 6])
         assert [(r.index, r.seed, r.width, r.height) for r in saved] == [(0, 5, 64, 32), (1, 6, 32, 64)]
         assert saved[0].path == tmp_path / "images" / f"{job.id}_0.png" and saved[0].path.exists()
-    async with Storage(tmp_path, clock=clock) as reopened:
+    async with Storage(tmp_path, database_url, clock=clock) as reopened:
         data = await reopened.load_result_image(job.id, 1)
         assert data is not None
         assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (0, 0, 255)
