@@ -169,6 +169,14 @@ async def test_refused_jobs_are_recorded_finished(storage: Storage) -> None:
         await storage.update_status(job.id, "queued")
 
 
+async def test_a_url_without_a_driver_gets_the_async_one(tmp_path: Path, database_url: str) -> None:
+    plain = database_url.replace("+asyncpg", "").replace("+aiosqlite", "")  # postgresql://… or sqlite:///…
+    assert "+" not in plain.split("://")[0]
+    async with Storage(tmp_path, plain) as storage:
+        job = await storage.create_job(GenerationRequest("a"), user_id=1)
+        assert (await storage.require_job(job.id)).request.prompt == "a"
+
+
 async def test_unopened_storage_says_so(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not open"):
         await Storage(tmp_path).get_job("a" * 32)
