@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -180,3 +180,50 @@ async def test_a_url_without_a_driver_gets_the_async_one(tmp_path: Path, databas
 async def test_unopened_storage_says_so(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not open"):
         await Storage(tmp_path).get_job("a" * 32)
+
+
+SNOWFLAKE = 2**63 - 1  # the largest Discord id; PostgreSQL's integer would overflow at 2**31
+
+
+async def test_every_value_comes_back_the_same_on_every_backend(tmp_path: Path, database_url: str) -> None:
+    """Snowflakes, free text, NUL characters and a clock that is not in UTC, on SQLite and PostgreSQL."""
+    kolkata = timezone(timedelta(hours=5, minutes=30))
+    at = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=kolkata)  # the test database itself runs in Pacific/Chatham
+    request = GenerationRequest("a fox 🦊 \x00 \u2028 \"quoted\" \\", negative_prompt="\x00", seed=2**32 - 1, count=2)
+    async with Storage(tmp_path, database_url, clock=lambda: at) as storage:
+        job = await storage.create_job(request, user_id=SNOWFLAKE, guild_id=SNOWFLAKE - 1, channel_id=SNOWFLAKE - 2,
+                                       role_ids=[SNOWFLAKE, 1], interaction=InteractionRef(SNOWFLAKE, "tok", at))
+        await storage.set_messages(job.id, status_message_id=SNOWFLAKE, result_message_id=SNOWFLAKE - 3)
+        await storage.update_status(job.id, "running")
+        await storage.update_status(job.id, "done", timings={"denoise_s": 1e-9, "total_s": 1e300})
+        await storage.save_result_images(job.id, [png((1, 2, 3)), png((4, 5, 6))], [2**32 - 1, 0])
+        await storage.set_guild_settings(SNOWFLAKE, {"note": "\x00 ok", "ids": [SNOWFLAKE]})
+    async with Storage(tmp_path, database_url) as storage:
+        [stored] = await storage.list_user_jobs(SNOWFLAKE - 1, SNOWFLAKE)
+        assert stored.request == request and stored.seeds == (2**32 - 1, 0)
+        assert (stored.user_id, stored.guild_id, stored.channel_id, stored.role_ids) == (
+            SNOWFLAKE, SNOWFLAKE - 1, SNOWFLAKE - 2, (SNOWFLAKE, 1))
+        assert (stored.status_message_id, stored.result_message_id) == (SNOWFLAKE, SNOWFLAKE - 3)
+        assert stored.interaction == InteractionRef(SNOWFLAKE, "tok", at)
+        assert stored.created_at == stored.finished_at == at and stored.created_at.tzinfo is UTC
+        assert stored.timings == {"denoise_s": 1e-9, "total_s": 1e300}
+        assert [r.seed for r in await storage.list_results(job.id)] == [2**32 - 1, 0]
+        assert [j.id for j in await storage.done_since(at.astimezone(UTC))] == [job.id]
+        assert await storage.done_since(at + timedelta(microseconds=1)) == []
+        assert await storage.get_guild_settings(SNOWFLAKE) == {"note": "\x00 ok", "ids": [SNOWFLAKE]}
+
+
+async def test_free_text_with_nul_is_kept_readable_on_every_backend(storage: Storage) -> None:
+    """PostgreSQL's text cannot hold NUL: an error quoting such input is stored with U+FFFD in its place."""
+    job = await storage.create_job(GenerationRequest("a"), user_id=1)
+    failed = await storage.update_status(job.id, "failed", error="model 'x\x00y' is not available")
+    assert failed.error == "model 'x\ufffdy' is not available"
+
+
+async def test_json_refuses_nan_on_every_backend(storage: Storage) -> None:
+    """PostgreSQL's JSON has no NaN; SQLite would store it. Both refuse it, so no row works on one only."""
+    job = await storage.create_job(GenerationRequest("a"), user_id=1)
+    await storage.update_status(job.id, "running")
+    with pytest.raises(Exception, match="Out of range float values are not JSON compliant"):
+        await storage.update_status(job.id, "done", timings={"denoise_s": float("nan")})
+    assert (await storage.require_job(job.id)).status == "running"

@@ -3,6 +3,7 @@ behave like a server database (PostgreSQL through asyncpg needs none)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ def default_url(data_dir: Path) -> str:
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
 
 
+def _json(value: Any) -> str:
+    """JSON columns as both databases accept them: PostgreSQL refuses NaN and infinities, so they fail on SQLite too."""
+    return json.dumps(value, allow_nan=False)
+
+
 def async_url(url: str) -> URL:
     """``url`` with the async driver for its database when it names none; others are left as they are."""
     parsed = make_url(url)
@@ -41,8 +47,8 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """
     parsed = async_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(parsed, echo=echo, pool_pre_ping=True)
-    engine = create_async_engine(parsed, echo=echo)
+        return create_async_engine(parsed, echo=echo, json_serializer=_json, pool_pre_ping=True)
+    engine = create_async_engine(parsed, echo=echo, json_serializer=_json)
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
