@@ -1,4 +1,4 @@
-"""Run the real bot (real discord.py client, real tiny model, real SQLite) against the fake Discord.
+"""Run the real bot (real discord.py client, real tiny model, real SQLite or PostgreSQL) against the fake Discord.
 
 Test modules enable the ``fake`` fixture with ``pytest_plugins = ["tests.bot_harness"]``. The world
 has a guild owned by someone outside the tests (so nobody is an admin by ownership): alice and carol
@@ -146,14 +146,15 @@ class WatchedStorage(Storage):
 @asynccontextmanager
 async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | ConfigStore | None = None, *,
                       executor: Executor | None = None, drain_timeout_s: float = 30.0,
-                      watch_config: bool = False) -> AsyncIterator[ImagineBot]:
+                      watch_config: bool = False, database_url: str | None = None) -> AsyncIterator[ImagineBot]:
     """A started bot; leaving the block closes it, which drains the queue like a real shutdown.
 
     ``config`` may be a ``ConfigStore`` on a file: with ``watch_config`` the bot watches it and
-    reloads on SIGHUP, as ``python -m bot`` does."""
+    reloads on SIGHUP, as ``python -m bot`` does. ``database_url`` (default: SQLite in ``data_dir``)
+    runs it on another database, such as the ``database_url`` fixture's."""
     store = config if isinstance(config, ConfigStore) else ConfigStore(initial=config or tiny_app_config(fake))
     clock = clock_of(fake)
-    storage = WatchedStorage(data_dir, clock=lambda: datetime.fromtimestamp(clock.time(), UTC))
+    storage = WatchedStorage(data_dir, database_url, clock=lambda: datetime.fromtimestamp(clock.time(), UTC))
     bot = make_bot(store, storage, executor or tiny_executor(store.current), clock=clock,
                    drain_timeout_s=drain_timeout_s, watch_config=watch_config)
     async with run_client(fake, bot):

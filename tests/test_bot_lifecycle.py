@@ -71,10 +71,12 @@ async def test_refusals_name_the_limit_and_when_to_retry(fake: FakeDiscord, tmp_
     assert not any(word in m.content for m in public(fake) for word in ("three", "four"))
 
 
-async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeDiscord, tmp_path: Path) -> None:
+async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeDiscord, tmp_path: Path,
+                                                                     database_url: str) -> None:
+    """On SQLite and on PostgreSQL (``database_url``): what a restart resumes comes from storage."""
     before = tiny_app_config(fake, models={"tiny": tiny_model(), "retired": tiny_model()})
     gpu = GateExecutor()
-    async with running_bot(fake, tmp_path, before, executor=gpu, drain_timeout_s=0) as bot:
+    async with running_bot(fake, tmp_path, before, executor=gpu, drain_timeout_s=0, database_url=database_url) as bot:
         running = await fake.slash("imagine", {"prompt": "a running fox --seed 1"}, user="alice")
         await running.wait_original(lambda m: "Starting" in m.content)
         queued = await fake.slash("imagine", {"prompt": "a queued owl --seed 2"}, user="carol")
@@ -95,7 +97,8 @@ async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeD
     # A queued job's position means nothing while the bot is down; it says so instead.
     assert "Interrupted by a bot restart" in queued.original.content  # type: ignore[union-attr]
 
-    async with running_bot(fake, tmp_path, tiny_app_config(fake)):  # bot B: real tiny model, "retired" removed
+    # Bot B: real tiny model, "retired" removed.
+    async with running_bot(fake, tmp_path, tiny_app_config(fake), database_url=database_url):
         for handle, seed in ((running, 1), (queued, 2)):
             result = await handle.wait_original(is_result)  # the same status message, edited to the result
             assert f"Seed {seed} ·" in result.content and decode(result).size == (64, 64)
@@ -104,18 +107,19 @@ async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeD
     assert len(gpu.batches) == 1  # bot A only ever started the first job
 
 
-async def test_a_job_stored_but_never_shown_is_not_run_after_a_restart(fake: FakeDiscord, tmp_path: Path) -> None:
+async def test_a_job_stored_but_never_shown_is_not_run_after_a_restart(fake: FakeDiscord, tmp_path: Path,
+                                                                       database_url: str) -> None:
     from bot.storage import Storage
     from generation.request import GenerationRequest, validate
 
     config = tiny_app_config(fake)
     name, model = config.generation.model(None)
-    storage = Storage(tmp_path)
+    storage = Storage(tmp_path, database_url)
     await storage.open()
     ghost = await storage.create_job(validate(GenerationRequest("a ghost", seed=1), name, model), user_id=1)
     await storage.close()  # the bot stopped between storing the job and posting its status message
     gpu = GateExecutor()
-    async with running_bot(fake, tmp_path, config, executor=gpu) as bot:
+    async with running_bot(fake, tmp_path, config, executor=gpu, database_url=database_url) as bot:
         [dropped] = await bot.services.storage.jobs_in_states(["dropped"])
         assert dropped.id == ghost.id and "never shown" in (dropped.error or "")
         assert bot.services.scheduler.snapshot().total_queued == 0 and gpu.batches == []

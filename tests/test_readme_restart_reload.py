@@ -40,14 +40,15 @@ def reloaded(store: ConfigStore) -> asyncio.Event:
     return event
 
 
-async def test_buttons_keep_working_after_a_restart(fake: FakeDiscord, tmp_path: Path) -> None:
+async def test_buttons_keep_working_after_a_restart(fake: FakeDiscord, tmp_path: Path, database_url: str) -> None:
     """README: "Buttons keep working after restarts." A result made by one run of the bot is upscaled,
-    varied, rerolled and deleted by the next run, on the same data directory."""
+    varied, rerolled and deleted by the next run, on the same data directory and database (SQLite, PostgreSQL)."""
     config = tiny_app_config(fake)
-    async with running_bot(fake, tmp_path, config):
+    async with running_bot(fake, tmp_path, config, database_url=database_url):
         handle = await fake.slash("imagine", {"prompt": "a lantern --seed 3"}, user="alice")
         result = await handle.wait_original(is_result)
-    async with running_bot(fake, tmp_path, config):  # a new bot: new client, storage, scheduler, executor
+    # A new bot: new client, storage, scheduler, executor.
+    async with running_bot(fake, tmp_path, config, database_url=database_url):
         for label, note, size in (("U1", "Upscaled 2×", (128, 128)), ("V1", "Variations", (64, 64)),
                                   ("🔄", "Rerolled", (64, 64))):
             click = await fake.click(result, button(result, label), user="alice")

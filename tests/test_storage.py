@@ -1,10 +1,11 @@
-"""Storage on real SQLite files: jobs survive restarts, lifecycles are enforced, images live on disk."""
+"""Storage on real SQLite files and a real PostgreSQL: jobs survive restarts, lifecycles are enforced, images
+live on disk. Each test runs on both backends (``database_url``, from ``tests/storage_backends.py``)."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path, clock: Clock) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path, clock=clock) as opened:
+async def storage(tmp_path: Path, database_url: str, clock: Clock) -> AsyncIterator[Storage]:
+    async with Storage(tmp_path, database_url, clock=clock) as opened:
         yield opened
 
 
@@ -81,8 +82,8 @@ async def test_lifecycle_stamps_times_and_illegal_moves_raise(storage: Storage, 
         await storage.update_status("a" * 32, "running")
 
 
-async def test_restart_keeps_jobs_and_finds_interrupted_ones(tmp_path: Path, clock: Clock) -> None:
-    async with Storage(tmp_path, clock=clock) as first:
+async def test_restart_keeps_jobs_and_finds_interrupted_ones(tmp_path: Path, database_url: str, clock: Clock) -> None:
+    async with Storage(tmp_path, database_url, clock=clock) as first:
         queued = await first.create_job(GenerationRequest("q"), user_id=1, guild_id=9)
         clock.now += timedelta(seconds=1)
         running = await first.create_job(GenerationRequest("r"), user_id=2, guild_id=9)
@@ -90,7 +91,7 @@ async def test_restart_keeps_jobs_and_finds_interrupted_ones(tmp_path: Path, clo
         finished = await first.create_job(GenerationRequest("d"), user_id=3)
         await first.update_status(finished.id, "cancelled")
         await first.set_messages(running.id, status_message_id=100)
-    async with Storage(tmp_path, clock=clock) as second:  # a new process after a crash
+    async with Storage(tmp_path, database_url, clock=clock) as second:  # a new process after a crash
         active = await second.jobs_in_states(["queued", "running"])
         assert [(job.id, job.status) for job in active] == [(queued.id, "queued"), (running.id, "running")]
         resumed = await second.requeue_interrupted()
@@ -109,13 +110,13 @@ async def test_messages_are_recorded(storage: Storage) -> None:
         await storage.set_messages("b" * 32, result_message_id=1)
 
 
-async def test_result_images_are_files_that_survive_restart(tmp_path: Path, clock: Clock) -> None:
-    async with Storage(tmp_path, clock=clock) as storage:
+async def test_result_images_are_files_that_survive_restart(tmp_path: Path, database_url: str, clock: Clock) -> None:
+    async with Storage(tmp_path, database_url, clock=clock) as storage:
         job = await storage.create_job(GenerationRequest("a", seed=5, count=2), user_id=1)
         saved = await storage.save_result_images(job.id, [png((255, 0, 0)), png((0, 0, 255), (32, 64))], [5, 6])
         assert [(r.index, r.seed, r.width, r.height) for r in saved] == [(0, 5, 64, 32), (1, 6, 32, 64)]
         assert saved[0].path == tmp_path / "images" / f"{job.id}_0.png" and saved[0].path.exists()
-    async with Storage(tmp_path, clock=clock) as reopened:
+    async with Storage(tmp_path, database_url, clock=clock) as reopened:
         data = await reopened.load_result_image(job.id, 1)
         assert data is not None
         assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (0, 0, 255)
@@ -168,6 +169,61 @@ async def test_refused_jobs_are_recorded_finished(storage: Storage) -> None:
         await storage.update_status(job.id, "queued")
 
 
+async def test_a_url_without_a_driver_gets_the_async_one(tmp_path: Path, database_url: str) -> None:
+    plain = database_url.replace("+asyncpg", "").replace("+aiosqlite", "")  # postgresql://… or sqlite:///…
+    assert "+" not in plain.split("://")[0]
+    async with Storage(tmp_path, plain) as storage:
+        job = await storage.create_job(GenerationRequest("a"), user_id=1)
+        assert (await storage.require_job(job.id)).request.prompt == "a"
+
+
 async def test_unopened_storage_says_so(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not open"):
         await Storage(tmp_path).get_job("a" * 32)
+
+
+SNOWFLAKE = 2**63 - 1  # the largest Discord id; PostgreSQL's integer would overflow at 2**31
+
+
+async def test_every_value_comes_back_the_same_on_every_backend(tmp_path: Path, database_url: str) -> None:
+    """Snowflakes, free text, NUL characters and a clock that is not in UTC, on SQLite and PostgreSQL."""
+    kolkata = timezone(timedelta(hours=5, minutes=30))
+    at = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=kolkata)  # the test database itself runs in Pacific/Chatham
+    request = GenerationRequest("a fox 🦊 \x00 \u2028 \"quoted\" \\", negative_prompt="\x00", seed=2**32 - 1, count=2)
+    async with Storage(tmp_path, database_url, clock=lambda: at) as storage:
+        job = await storage.create_job(request, user_id=SNOWFLAKE, guild_id=SNOWFLAKE - 1, channel_id=SNOWFLAKE - 2,
+                                       role_ids=[SNOWFLAKE, 1], interaction=InteractionRef(SNOWFLAKE, "tok", at))
+        await storage.set_messages(job.id, status_message_id=SNOWFLAKE, result_message_id=SNOWFLAKE - 3)
+        await storage.update_status(job.id, "running")
+        await storage.update_status(job.id, "done", timings={"denoise_s": 1e-9, "total_s": 1e300})
+        await storage.save_result_images(job.id, [png((1, 2, 3)), png((4, 5, 6))], [2**32 - 1, 0])
+        await storage.set_guild_settings(SNOWFLAKE, {"note": "\x00 ok", "ids": [SNOWFLAKE]})
+    async with Storage(tmp_path, database_url) as storage:
+        [stored] = await storage.list_user_jobs(SNOWFLAKE - 1, SNOWFLAKE)
+        assert stored.request == request and stored.seeds == (2**32 - 1, 0)
+        assert (stored.user_id, stored.guild_id, stored.channel_id, stored.role_ids) == (
+            SNOWFLAKE, SNOWFLAKE - 1, SNOWFLAKE - 2, (SNOWFLAKE, 1))
+        assert (stored.status_message_id, stored.result_message_id) == (SNOWFLAKE, SNOWFLAKE - 3)
+        assert stored.interaction == InteractionRef(SNOWFLAKE, "tok", at)
+        assert stored.created_at == stored.finished_at == at and stored.created_at.tzinfo is UTC
+        assert stored.timings == {"denoise_s": 1e-9, "total_s": 1e300}
+        assert [r.seed for r in await storage.list_results(job.id)] == [2**32 - 1, 0]
+        assert [j.id for j in await storage.done_since(at.astimezone(UTC))] == [job.id]
+        assert await storage.done_since(at + timedelta(microseconds=1)) == []
+        assert await storage.get_guild_settings(SNOWFLAKE) == {"note": "\x00 ok", "ids": [SNOWFLAKE]}
+
+
+async def test_free_text_with_nul_is_kept_readable_on_every_backend(storage: Storage) -> None:
+    """PostgreSQL's text cannot hold NUL: an error quoting such input is stored with U+FFFD in its place."""
+    job = await storage.create_job(GenerationRequest("a"), user_id=1)
+    failed = await storage.update_status(job.id, "failed", error="model 'x\x00y' is not available")
+    assert failed.error == "model 'x\ufffdy' is not available"
+
+
+async def test_json_refuses_nan_on_every_backend(storage: Storage) -> None:
+    """PostgreSQL's JSON has no NaN; SQLite would store it. Both refuse it, so no row works on one only."""
+    job = await storage.create_job(GenerationRequest("a"), user_id=1)
+    await storage.update_status(job.id, "running")
+    with pytest.raises(Exception, match="Out of range float values are not JSON compliant"):
+        await storage.update_status(job.id, "done", timings={"denoise_s": float("nan")})
+    assert (await storage.require_job(job.id)).status == "running"

@@ -6,6 +6,11 @@ always upgrades through the same DDL. ``migrate`` runs the pending steps and rec
 ``schema_version`` inside the caller's transaction (SQLite and PostgreSQL both have transactional
 DDL), so a failed upgrade leaves the database as it was, and running it again is a no-op.
 
+Two processes starting at once on one database migrate it once: ``migrate`` first takes the
+migration lock for the rest of the caller's transaction (PostgreSQL: ``pg_advisory_xact_lock``;
+SQLite: the write lock that ``db.make_engine`` takes with ``BEGIN IMMEDIATE``), so the second waits,
+then finds the schema current and applies nothing.
+
 To change the schema: append ``Migration(N + 1, ...)`` here and update ``models.py`` to match.
 """
 
@@ -36,8 +41,12 @@ from sqlalchemy import (
 )
 
 from bot.core.errors import StorageError
+from bot.storage.db import SQLITE_WRITE_LOCKED
 
 _log = logging.getLogger(__name__)
+
+# The PostgreSQL advisory lock key that serializes migrations: "imagine" in ASCII, as a bigint.
+MIGRATION_LOCK_ID = int.from_bytes(b"imagine", "big")
 
 
 @dataclass(frozen=True)
@@ -142,15 +151,32 @@ def current_version(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(version_table.c.version), 0))).scalar_one())
 
 
+def lock_for_migration(conn: Connection) -> None:
+    """Hold the migration lock until ``conn``'s transaction ends; another process's ``migrate`` waits for it."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
+    elif dialect == "sqlite":
+        # SQLite has one writer at a time, and make_engine begins every transaction with BEGIN IMMEDIATE
+        # (the write lock, waited for up to its busy timeout); check that this one has.
+        if not conn.info.get(SQLITE_WRITE_LOCKED):
+            raise StorageError("migrate() on SQLite needs a connection from bot.storage.db.make_engine "
+                               "(its transactions take the write lock at BEGIN)")
+    else:
+        _log.warning("no migration lock for %s: do not start two processes on a new schema at once", dialect)
+
+
 def migrate(
     conn: Connection, target: int | None = None, migrations: tuple[Migration, ...] = MIGRATIONS
 ) -> list[int]:
     """Apply the migrations above the current version up to ``target`` (default: latest).
 
-    Returns the versions applied (empty when already up to date).
+    Takes the migration lock first (``lock_for_migration``), so it must run in a transaction.
+    Returns the versions applied (empty when already up to date, as when another process just did it).
     """
     latest = migrations[-1].version
     target = latest if target is None else target
+    lock_for_migration(conn)
     version_table = _schema_version_table(MetaData())
     version_table.create(conn, checkfirst=True)
     current = current_version(conn)

@@ -2,7 +2,8 @@
 
 Keep this file and the latest migration in step; ``tests/test_storage_migrations.py`` compares them.
 Snowflakes are BigInteger; JSON columns hold request fields, seeds, role ids and timings; times are
-timezone-aware UTC (``UTCDateTime``), so SQLite and PostgreSQL behave the same.
+timezone-aware UTC (``UTCDateTime``), so SQLite and PostgreSQL behave the same. Free text
+(``StoredText``) turns NUL characters, which PostgreSQL's text cannot hold, into U+FFFD on both.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class StoredText(TypeDecorator[str]):
+    """Text with NUL characters replaced by U+FFFD: PostgreSQL refuses NUL in text, SQLite would keep it."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value.replace("\x00", "\ufffd") if value is not None else None
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[int]: JSON, datetime: UTCDateTime}
 
@@ -58,9 +69,9 @@ class JobRow(Base):
     init_image: Mapped[bytes | None] = mapped_column(LargeBinary)  # input image, raw bytes (loaded with the row)
     seeds: Mapped[list[int]]
     status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(StoredText)  # may quote what a user typed
     application_id: Mapped[int | None] = mapped_column(BigInteger)
-    interaction_token: Mapped[str | None] = mapped_column(Text)
+    interaction_token: Mapped[str | None] = mapped_column(StoredText)
     token_created_at: Mapped[datetime | None]
     status_message_id: Mapped[int | None] = mapped_column(BigInteger)
     result_message_id: Mapped[int | None] = mapped_column(BigInteger)

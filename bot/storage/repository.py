@@ -77,12 +77,17 @@ class Storage:
 
     async def open(self) -> None:
         await asyncio.to_thread(lambda: (self.data_dir / images.IMAGES_DIR).mkdir(parents=True, exist_ok=True))
-        self._engine = make_engine(self.url, echo=self._echo)
-        async with self._engine.begin() as conn:
-            applied = await conn.run_sync(migrate)
+        engine = make_engine(self.url, echo=self._echo)
+        try:
+            async with engine.begin() as conn:
+                applied = await conn.run_sync(migrate)
+        except BaseException:
+            await engine.dispose()  # a refused or failed migration must not leave server connections open
+            raise
         if applied:
-            _log.info("database %s migrated through versions %s", self._engine.url.render_as_string(), applied)
-        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+            _log.info("database %s migrated through versions %s", engine.url.render_as_string(), applied)
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def close(self) -> None:
         if self._engine is not None:
