@@ -12,7 +12,6 @@ from typing import Any
 import discord
 from discord import app_commands
 from discord.ext import commands
-from PIL import Image
 
 from bot.core.config import ConfigStore
 from bot.discord_ui.custom_ids import Action
@@ -29,6 +28,7 @@ from bot.features.imagine.views import COG_NAME, status_view
 from bot.scheduler import JobEvents
 from bot.storage import InteractionRef, JobKind
 from generation.errors import InvalidRequest
+from generation.imagefiles import open_image
 from generation.request import MAX_SEED
 
 _log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         name = f"image_{plan.index + 1}"
         if len(plan.image) > limit:  # re-encode (keeping the recipe) only when the PNG is too large for this server
             encoded = await asyncio.to_thread(
-                lambda: encode_to_fit(Image.open(io.BytesIO(plan.image)), limit, read_parameters(plan.image) or "",
+                lambda: encode_to_fit(open_image(plan.image), limit, read_parameters(plan.image) or "",
                                       basename=name))
             file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
         else:
