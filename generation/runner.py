@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from generation.config import GenerationConfig
 from generation.decode import decode_latents, truncation_warnings
 from generation.devices import free_memory
-from generation.errors import GenerationCancelled, GenerationFailed, ImagineError, InvalidRequest
+from generation.errors import FixableFailure, GenerationCancelled, GenerationFailed, ImagineError, InvalidRequest
 from generation.imagefiles import ALLOWED_FORMATS, open_image, unreadable_reason
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.models import LoadedModel, ModelCache
@@ -159,18 +159,18 @@ class Runner:
         try:
             with open_image(request.init_image) as image:  # PNG, JPEG or WebP: no other decoder runs
                 if max(image.size) > MAX_INIT_IMAGE_SIDE:  # size is known before decoding: refuse bombs early
-                    member.error = GenerationFailed(
+                    member.error = FixableFailure(
                         f"the input image is {image.width}x{image.height}; allowed: at most "
                         f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
                     return
                 image.draft("RGB", (request.width or 0, request.height or 0))  # JPEG: decode at reduced size
                 rgb = image.convert("RGB")
         except UnidentifiedImageError:
-            member.error = GenerationFailed(
+            member.error = FixableFailure(
                 f"the input image {unreadable_reason(request.init_image)}; allowed: {ALLOWED_FORMATS}")
             return
         except Exception as exc:  # PIL raises many types for hostile files; only this member fails
-            member.error = GenerationFailed(
+            member.error = FixableFailure(
                 f"the input image could not be read ({type(exc).__name__}); allowed: {ALLOWED_FORMATS}")
             return
         assert request.width is not None and request.height is not None
@@ -251,7 +251,7 @@ class _Call:
             self._run_chunk(items[half:])
             return
         member = self._members[items[0][0]]
-        member.error = GenerationFailed(
+        member.error = FixableFailure(
             f"out of GPU memory generating {self._width}x{self._height} even one image at a time "
             f"(request for {member.request.count} image(s)); try a smaller size"
         )
@@ -295,7 +295,7 @@ class _Call:
         for position, row in enumerate(keep):
             member, image_index = members[row], items[row][1]
             if not decoded.finite[position]:
-                member.error = GenerationFailed(
+                member.error = FixableFailure(
                     f"the image with seed {seeds[row]} came out as NaN/inf (numeric overflow); "
                     "try another seed, or float32/bfloat16 for this model")
                 continue

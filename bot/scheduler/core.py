@@ -12,19 +12,30 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.core.config import AppConfig, Limits, resolve_limits
-from bot.core.errors import JobExpired
+from bot.core.errors import InternalFailure, JobExpired, shown_to_requester
 from bot.core.text import format_duration
 from bot.scheduler.clock import Clock
 from bot.scheduler.fairqueue import FairQueue
 from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState
 from bot.scheduler.limits import Admission, Charge, Occupancy
-from generation.errors import GenerationCancelled, GenerationFailed, ImagineError
+from generation.errors import GenerationCancelled, ImagineError
 from generation.interface import Outcome
 from generation.request import CompatibilityKey, GenerationResult, compatibility_key
 
 _log = logging.getLogger(__name__)
 # Deadlines this close count as reached: float rounding must never leave the loop waiting 0 s forever.
 EPSILON_S = 1e-6
+
+
+def _for_requester(job: Job, outcome: object) -> ImagineError:
+    """The failure as its requester sees it: as it is when it says what they can change, else a fixed text
+    with a reference, logged here with the detail (exception text, a model's path) for the operator."""
+    if isinstance(outcome, ImagineError) and shown_to_requester(outcome):
+        return outcome
+    failure = InternalFailure()
+    detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else repr(outcome)
+    _log.error("job %s failed (reference %s): %s", job.id, failure.reference, detail)
+    return failure
 
 
 class ConfigSource(Protocol):
@@ -240,8 +251,7 @@ class SchedulerCore:
             elif isinstance(outcome, GenerationCancelled):
                 self.finish(job, JobState.CANCELLED, error=outcome)
             else:
-                self.finish(job, JobState.FAILED, error=outcome if isinstance(outcome, ImagineError)
-                            else GenerationFailed(f"the executor returned {type(outcome).__name__}"))
+                self.finish(job, JobState.FAILED, error=_for_requester(job, outcome))
 
     # --- positions and ETAs -------------------------------------------------------------------
     def backlog_s(self) -> float:
