@@ -146,6 +146,7 @@ class BotConfig(BaseModel):
     aspects: dict[str, str] = Field(default_factory=_default_aspects)
     styles: dict[str, str] = Field(default_factory=lambda: {"photo": "a photograph of {prompt}, natural light"})
     database_url: str | None = None
+    allow_dms: bool = Field(default=False, description="whether /imagine works in direct messages")
     progress_interval_s: Annotated[float, within(0, 600, "s")] = Field(
         default=2.0, description="least seconds between progress edits")
 

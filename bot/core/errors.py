@@ -24,6 +24,7 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── GuildPaused                a moderator paused this server's queue
     │   └── ShuttingDown               the bot is draining its queue before a restart
     ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job)
+    │   └── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
     ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
     ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
     └── StorageError                   the database or the stored images could not do what was asked
@@ -90,6 +91,14 @@ class ShuttingDown(Refused):
 
 class NotPermitted(ImagineError):
     """The caller lacks the permission for this action; the message says who may do it."""
+
+
+class DirectMessagesOff(NotPermitted):
+    """/imagine was used in a direct message, and this bot serves servers only (``bot.allow_dms: false``)."""
+
+    def __init__(self) -> None:
+        super().__init__("/imagine works in servers only on this bot; use it in a channel of a server that has the "
+                         "bot (its operator can allow direct messages with bot.allow_dms).")
 
 
 class JobNotFound(ImagineError):

@@ -139,8 +139,8 @@ class SchedulerCore:
             self.occupancy.queue(job, -1)
         elif job.state is JobState.RUNNING:
             self.occupancy.run(job, -1)
-        if not self.occupancy.running_guild[job.guild_id] and not self.queue.guild_length(job.guild_id):
-            self.queue.forget(job.guild_id)  # a light guild's next job goes to the front again
+        if not self.occupancy.running_guild[job.lane] and not self.queue.guild_length(job.lane):
+            self.queue.forget(job.lane)  # a light guild's next job goes to the front again
         charge = self.charges.pop(job.id, None)
         if charge is not None and state is not JobState.DONE:
             self.admission.refund(charge)  # no images, no quota used
@@ -179,8 +179,8 @@ class SchedulerCore:
             for job in batch.jobs:
                 limits = self.limits(job.guild_id, job.role_ids)
                 cap = limits.max_running_per_guild
-                if cap is not None and self.occupancy.running_guild[job.guild_id] >= cap:
-                    guilds.add(job.guild_id)
+                if cap is not None and self.occupancy.running_guild[job.lane] >= cap:
+                    guilds.add(job.lane)
                 cap = limits.max_running_per_user
                 if cap is not None and self.occupancy.running_user[job.user_key] >= cap:
                     users.add(job.user_key)
@@ -200,7 +200,7 @@ class SchedulerCore:
         head = picks[0]
         key, batch, images = self.keys[head.id], [head], head.images
         in_batch_user = {head.user_key: 1}
-        in_batch_guild = {head.guild_id: 1}
+        in_batch_guild = {head.lane: 1}
         passed_over: set[tuple[int, int]] = set()  # keep FIFO within a user: never jump a user's own job
         for job in picks[1:]:
             if images >= max_images or len(batch) >= room:
@@ -209,7 +209,7 @@ class SchedulerCore:
                 continue
             limits = self.limits(job.guild_id, job.role_ids)
             user_n = self.occupancy.running_user[job.user_key] + in_batch_user.get(job.user_key, 0)
-            guild_n = self.occupancy.running_guild[job.guild_id] + in_batch_guild.get(job.guild_id, 0)
+            guild_n = self.occupancy.running_guild[job.lane] + in_batch_guild.get(job.lane, 0)
             if (self.keys[job.id] != key or images + job.images > max_images
                     or (limits.max_running_per_user is not None and user_n >= limits.max_running_per_user)
                     or (limits.max_running_per_guild is not None and guild_n >= limits.max_running_per_guild)):
@@ -218,7 +218,7 @@ class SchedulerCore:
             batch.append(job)
             images += job.images
             in_batch_user[job.user_key] = in_batch_user.get(job.user_key, 0) + 1
-            in_batch_guild[job.guild_id] = in_batch_guild.get(job.guild_id, 0) + 1
+            in_batch_guild[job.lane] = in_batch_guild.get(job.lane, 0) + 1
         return batch
 
     def commit(self, jobs: list[Job]) -> Batch:

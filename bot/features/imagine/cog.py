@@ -75,6 +75,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None, model: str | None = None, style: str | None = None,
         image: discord.Attachment | None = None, strength: app_commands.Range[float, 0.05, 1.0] | None = None,
     ) -> None:
+        self._service.check_where(requester_of(interaction))  # before the options and any download
         explicit = Options(negative=negative, aspect=aspect, count=count, steps=steps, guidance=guidance, seed=seed,
                            model=model, style=style, strength=strength)
         attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
