@@ -133,6 +133,11 @@ class DiscordConfig(BaseModel):
     api_base: str | None = None
     gateway_url: str | None = None
     dev_guilds: list[int] = Field(default_factory=list)
+    exit_on_connect_failure: bool = Field(default=False, description="exit 3 instead of retrying at start-up")
+    connect_retry_s: Annotated[float, within(0.1, 300, "s")] = Field(
+        default=5.0, description="first wait before trying Discord again at start-up; doubles each time")
+    connect_retry_max_s: Annotated[float, within(1, 3600, "s")] = Field(
+        default=300.0, description="longest wait between tries")
 
 
 def _default_aspects() -> dict[str, str]:
