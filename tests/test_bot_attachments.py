@@ -68,9 +68,9 @@ PSD = b"8BPS\x00\x01" + bytes(6) + b"\x00\x03\x00\x00\x00\x40\x00\x00\x00\x40\x0
 
 async def test_only_png_jpeg_and_webp_attachments_are_decoded(fake: FakeDiscord, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """README: "`image` (an attachment: image-to-image)" takes PNG, JPEG or WebP. A TIFF, an EPS (which
-    Pillow renders through Ghostscript) or a PSD is refused naming what is allowed, and no decoder but
-    those three ever looks at the bytes, whatever the file is called."""
+    """README: "`image` (an attachment: image-to-image; PNG, JPEG or WebP ...)" and "a TIFF, PSD or EPS
+    (which Pillow would hand to Ghostscript) is refused without any other decoder looking at it", whatever
+    the file is called."""
     opened: list[str] = []
     for plugin in (TiffImagePlugin.TiffImageFile, EpsImagePlugin.EpsImageFile, PsdImagePlugin.PsdImageFile):
         monkeypatch.setattr(plugin, "_open", lambda self, name=plugin.format: opened.append(name))

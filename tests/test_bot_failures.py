@@ -31,6 +31,8 @@ def _logged(caplog: pytest.LogCaptureFixture, reference: str) -> list[str]:
 
 async def test_a_model_that_cannot_load_shows_a_reference_not_its_path(fake: FakeDiscord, tmp_path: Path,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """README: "the log has the details under the same reference, and members never see file paths or
+    error internals." A model whose checkpoint is missing fails with its path in ModelLoadError's text."""
     models = {"tiny": tiny_model(), "lost": tiny_model(source=f"{SECRET}/sd15.safetensors")}
     async with running_bot(fake, tmp_path, tiny_app_config(fake, models=models)):
         handle = await fake.slash("imagine", {"prompt": "a fox", "model": "lost"}, user="alice")
@@ -54,6 +56,7 @@ class LeakyExecutor(GateExecutor):
 
 async def test_an_executor_failure_shows_a_reference_and_logs_the_detail(fake: FakeDiscord, tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """README: "A job that fails for a reason on the bot's side says so with a reference"."""
     async with running_bot(fake, tmp_path, executor=LeakyExecutor()):
         first = await fake.slash("imagine", {"prompt": "a fox"}, user="alice")
         second = await fake.slash("imagine", {"prompt": "an owl"}, user="carol")

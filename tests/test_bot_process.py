@@ -109,7 +109,7 @@ def unreachable_env(tmp_path: Path, config: str = "") -> dict[str, str]:
 
 
 def test_unreachable_discord_with_the_exit_flag_exits_3_with_one_line(tmp_path: Path) -> None:
-    """``--exit-on-connect-failure``: for a supervisor, one line naming the host and the error, then exit 3."""
+    """README: "with `--exit-on-connect-failure` ... it exits with code 3 after that line instead"."""
     env = unreachable_env(tmp_path)
     host = env["DISCORD_API_BASE"].split("/")[2]
     done = subprocess.run([sys.executable, "-m", "bot", "--exit-on-connect-failure"], cwd=ROOT, env=env,
@@ -127,8 +127,8 @@ def test_the_exit_can_be_chosen_in_the_config_file_too(tmp_path: Path) -> None:
 
 
 async def test_unreachable_discord_is_tried_again_with_a_line_per_try(tmp_path: Path) -> None:
-    """Without the flag the bot does not crash: it says why it cannot connect, and tries again (with a
-    growing wait: 0.1 s, then 0.2 s here; 5 s doubling up to 5 min by default)."""
+    """README: "the bot prints one line naming the host and the error and tries again" (waiting 0.1 s, then
+    0.2 s here; 5 s doubling up to 5 min by default)."""
     env = unreachable_env(tmp_path, "discord: {connect_retry_s: 0.1}\n")
     host = env["DISCORD_API_BASE"].split("/")[2]
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=ROOT, env=env,

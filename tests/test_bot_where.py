@@ -17,7 +17,8 @@ DMS_OFF = ("🚫 /imagine works in servers only on this bot; use it in a channel
 
 
 async def test_imagine_in_a_direct_message_is_refused_by_default(fake: FakeDiscord, tmp_path: Path) -> None:
-    """config.yaml: "bot.allow_dms: false": /imagine in a DM gets a private answer saying why, and nothing runs."""
+    """README: "In direct messages it answers that it works in servers only, unless `bot.allow_dms: true`"
+    (privately, and nothing is stored or run)."""
     async with running_bot(fake, tmp_path) as bot:
         handle = await fake.slash("imagine", {"prompt": "a fox"}, user="alice", dm=True)
         reply = await handle.wait_original()
@@ -29,8 +30,8 @@ async def test_imagine_in_a_direct_message_is_refused_by_default(fake: FakeDisco
 
 async def test_with_dms_allowed_each_dm_user_has_their_own_bucket_and_queue(fake: FakeDiscord,
                                                                           tmp_path: Path) -> None:
-    """With ``bot.allow_dms: true`` each DM user counts as a server of their own: the server bucket and the
-    server queue cap apply to them alone, not to everyone who writes to the bot privately (guild id 0)."""
+    """README: "then each DM user counts as a server of their own (their own server bucket, queue cap and
+    fair share)", not one server of everyone who writes to the bot privately (guild id 0)."""
     limits = UNLIMITED.model_copy(update={"guild_rate": Bucket(amount=1, window_s=600), "max_queued_per_guild": 1})
     config = tiny_app_config(fake, limits=limits, bot=BotConfig(progress_interval_s=0.0, allow_dms=True))
     gpu = GateExecutor()
@@ -75,8 +76,8 @@ def _thread(fake: FakeDiscord, name: str, parent: str) -> FakeChannel:
 
 
 async def test_a_thread_follows_its_channels_place_in_the_allow_list(fake: FakeDiscord, tmp_path: Path) -> None:
-    """README: "`guilds: {"<id>": …}` ... its channel allow-list": a thread under an allowed channel is
-    allowed (and the result goes to the thread); a thread under another channel is refused."""
+    """README: "`/imagine` works in server channels, and in threads wherever their channel is allowed." The
+    result goes to the thread; a thread under a channel off the allow-list is refused."""
     allowed_thread = _thread(fake, "fox ideas", parent="imagine")
     other_thread = _thread(fake, "chatter", parent="general")
     imagine = fake.channel("imagine")
