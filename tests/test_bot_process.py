@@ -167,3 +167,23 @@ async def test_the_wait_between_tries_doubles_up_to_its_cap() -> None:
                                    retry_max_s=defaults.connect_retry_max_s, sleep=sleep)
     assert waits == [5, 10, 20, 40, 80, 160, 300, 300, 300]
     assert said[-1] == f"cannot reach Discord at 127.0.0.1:{port} (Connection refused); retrying in 5 min"
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (socket.gaierror(-2, "Name or service not known"), "name lookup failed: Name or service not known"),
+    (TimeoutError(), "no answer within 10 s"),
+    (OSError(101, "Network is unreachable"), "Network is unreachable"),
+])
+async def test_the_line_names_why_discord_cannot_be_reached(monkeypatch: pytest.MonkeyPatch, error: OSError,
+                                                            said: str) -> None:
+    """A failed name lookup (no DNS), a silent firewall and no route each read as what they are."""
+    from bot.discord_ui import endpoints
+
+    async def fail(host: str, port: int) -> None:
+        raise error
+
+    monkeypatch.setattr(endpoints.asyncio, "open_connection", fail)
+    lines: list[str] = []
+    assert not await endpoints.wait_until_reachable("discord.com", 443, say=lines.append, retry_s=5,
+                                                    retry_max_s=300, give_up=True)
+    assert lines == [f"cannot reach Discord at discord.com:443 ({said}); exiting (exit_on_connect_failure)"]
