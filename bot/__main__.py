@@ -2,7 +2,11 @@
 services are built here, in one place, and handed to ``ImagineBot``; nothing else builds them.
 
 Bad set-up (no token, a rejected token, an invalid config) prints one line saying what to do and
-exits with code 2; SIGINT/SIGTERM drain the queue and close cleanly.
+exits with code 2; SIGINT/SIGTERM drain the queue and close cleanly. When Discord cannot be reached
+(connection refused, a failed name lookup) it prints one line naming the host and the error per try and
+tries again with exponential backoff (``discord.connect_retry_s`` doubling up to ``connect_retry_max_s``),
+or, with ``--exit-on-connect-failure`` (``discord.exit_on_connect_failure``), exits with code 3 at once
+so that a supervisor decides when to restart it.
 """
 
 from __future__ import annotations
@@ -16,26 +20,32 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import discord
 
 from bot.app import ImagineBot
 from bot.core.config import ConfigStore
 from bot.core.faults import Checkpoints
-from bot.discord_ui.endpoints import point_discord_at
+from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_reachable
 from bot.services import build_services
 from bot.storage import Storage
 from generation.errors import ConfigError
 
 _log = logging.getLogger("bot")
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 TOKEN_HELP = (
     "DISCORD_TOKEN is not set. Create an application at https://discord.com/developers/applications, "
     "add a bot, copy its token, then run: DISCORD_TOKEN=<token> make run"
 )
 
 
+def _say(message: str) -> None:
+    print(f"imagine: {message}", file=sys.stderr, flush=True)
+
+
 def _fail(message: str) -> int:
-    print(f"imagine: {message}", file=sys.stderr)
+    _say(message)
     return EXIT_USAGE
 
 
@@ -60,6 +70,9 @@ async def _serve(bot: ImagineBot, token: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Run the /imagine Discord bot.")
     parser.add_argument("--config", help="config file (default: $IMAGINE_CONFIG, else ./config.yaml)")
+    parser.add_argument("--exit-on-connect-failure", action="store_true",
+                        help="exit with code 3 when Discord cannot be reached at start-up, instead of retrying "
+                             "(also discord.exit_on_connect_failure)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("IMAGINE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -76,8 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     config = store.current
-    point_discord_at(os.environ.get("DISCORD_API_BASE") or config.discord.api_base,
-                     os.environ.get("DISCORD_GATEWAY_URL") or config.discord.gateway_url)
+    api_base = os.environ.get("DISCORD_API_BASE") or config.discord.api_base
+    point_discord_at(api_base, os.environ.get("DISCORD_GATEWAY_URL") or config.discord.gateway_url)
+    give_up = args.exit_on_connect_failure or config.discord.exit_on_connect_failure
+    host, port = api_address(api_base)
+    try:  # before anything heavy is built: the model, the database
+        reachable = asyncio.run(wait_until_reachable(
+            host, port, say=_say, retry_s=config.discord.connect_retry_s,
+            retry_max_s=config.discord.connect_retry_max_s, give_up=give_up))
+    except KeyboardInterrupt:
+        return 0
+    if not reachable:
+        return EXIT_UNREACHABLE
     data_dir = Path(os.environ.get("IMAGINE_DATA_DIR", "data"))
     # The local GPU executor: the one place in bot/ that reaches past generation's torch-free interface
     # (an import contract allows exactly this import). A remote executor will be picked here too.
@@ -93,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("Discord rejected DISCORD_TOKEN; copy the bot token again from the developer portal")
     except discord.PrivilegedIntentsRequired:
         return _fail("Discord refused the requested intents; this bot needs no privileged intents")
+    except (OSError, aiohttp.ClientError) as exc:  # reachable a moment ago, gone while logging in
+        _say(f"lost the connection to Discord at {host}:{port} while logging in ({exc}); exiting")
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         pass
     return 0

@@ -7,17 +7,17 @@ could not be loaded or the generation failed; 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from generation.config import SCHEDULERS, GenerationConfig, load_generation_config
 from generation.errors import ConfigError, ImagineError, InvalidRequest
+from generation.imagefiles import ALLOWED_FORMATS, open_image, other_format
 from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, GenerationResult, ProgressEvent, validate
 
 _log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _read_input_image(path: Path) -> bytes:
         raise BadInput(f"input image {path} cannot be read ({exc.strerror or exc}); "
                        "allowed: a PNG, JPEG or WebP file") from exc
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(data) as image:  # PNG, JPEG or WebP: no other decoder (EPS: Ghostscript) runs
             if max(image.size) > MAX_INIT_IMAGE_SIDE:  # known from the header: refuse before decoding
                 raise BadInput(f"input image {path} is {image.width}x{image.height}; allowed: at most "
                                f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
@@ -98,7 +98,8 @@ def _read_input_image(path: Path) -> bytes:
     except BadInput:
         raise
     except UnidentifiedImageError as exc:
-        raise BadInput(f"input image {path} is not an image; allowed: PNG, JPEG or WebP") from exc
+        kind = other_format(data)
+        raise BadInput(f"input image {path} is {kind or 'not an image'}; allowed: {ALLOWED_FORMATS}") from exc
     except Exception as exc:  # Pillow raises many types (SyntaxError, struct.error, OSError) for broken files
         raise BadInput(f"input image {path} is damaged and cannot be decoded; allowed: a whole PNG, JPEG or "
                        "WebP file") from exc

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from generation.configfile import parse_yaml, read_config_text, validate_section
+from generation.configfile import parse_yaml, read_config_text, validate_section, within
 from generation.errors import ConfigError
 
 Family = Literal["sd1", "sd2", "sdxl"]
@@ -17,7 +17,13 @@ SchedulerName = Literal["default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_kar
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Steps = Annotated[int, within(1, 200)]
+Guidance = Annotated[float, within(0, 30)]
+Side = Annotated[int, within(64, 4096, "px")]
+MAX_PIXELS = 4096 * 4096
 
 
 class ModelConfig(_Strict):
@@ -29,21 +35,22 @@ class ModelConfig(_Strict):
     variant: str | None = Field(default=None, description="e.g. fp16 to download half-precision weights")
     dtype: DType = "auto"
     scheduler: SchedulerName = "default"
-    default_steps: int = Field(default=25, ge=1, le=200)
-    max_steps: int = Field(default=50, ge=1, le=200)
-    default_guidance: float = Field(default=7.0, ge=0.0, le=30.0)
-    max_guidance: float = Field(default=20.0, ge=0.0, le=30.0)
-    default_width: int = Field(default=512, ge=64, le=4096)
-    default_height: int = Field(default=512, ge=64, le=4096)
-    max_width: int = Field(default=1024, ge=64, le=4096)
-    max_height: int = Field(default=1024, ge=64, le=4096)
-    max_pixels: int = Field(default=768 * 768, ge=64 * 64)
-    size_multiple: int = Field(default=8, ge=8, le=128, multiple_of=8)  # latents are 1/8 size
+    default_steps: Steps = 25
+    max_steps: Steps = 50
+    default_guidance: Guidance = 7.0
+    max_guidance: Guidance = 20.0
+    default_width: Side = 512
+    default_height: Side = 512
+    max_width: Side = 1024
+    max_height: Side = 1024
+    max_pixels: Annotated[int, within(64 * 64, MAX_PIXELS, "pixels")] = 768 * 768
+    size_multiple: Annotated[int, within(8, 128, "px")] = Field(default=8, multiple_of=8)  # latents are 1/8 size
     vae: str | None = Field(default=None, description="optional replacement VAE source")
     preview_decoder: str | None = Field(default=None, description="optional tiny autoencoder (TAESD) source")
     safety_checker: bool = False
     img2img: bool = True
-    cost_weight: float = Field(default=1.0, gt=0.0, description="relative cost of one step at 512x512")
+    cost_weight: Annotated[float, within(0.001, 1000)] = Field(
+        default=1.0, description="relative cost of one step at 512x512")
 
     @model_validator(mode="after")
     def _defaults_within_maxima(self) -> ModelConfig:
@@ -67,15 +74,17 @@ class ExecutorConfig(_Strict):
 
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     dtype: DType = "auto"
-    max_batch_images: int = Field(default=4, ge=1, le=64)
-    max_loaded_models: int = Field(default=1, ge=1, le=16)
+    max_batch_images: Annotated[int, within(1, 64)] = 4
+    max_loaded_models: Annotated[int, within(1, 16)] = 1
     attention_slicing: bool = False
-    vae_tiling_above_pixels: int = Field(default=1024 * 1024, ge=0, description="0 disables VAE tiling")
+    vae_tiling_above_pixels: Annotated[int, within(0, MAX_PIXELS, "pixels")] = Field(
+        default=1024 * 1024, description="0 disables VAE tiling")
     cpu_offload: bool = False
     channels_last: bool = True
     compile: bool = False
-    preview_every_steps: int = Field(default=5, ge=0, description="0 disables previews")
-    threads: int | None = Field(default=None, ge=1, description="torch CPU threads; default: torch's choice")
+    preview_every_steps: Annotated[int, within(0, 200)] = Field(default=5, description="0 disables previews")
+    threads: Annotated[int, within(1, 1024)] | None = Field(
+        default=None, description="torch CPU threads; default: torch's choice")
 
 
 def _builtin_models() -> dict[str, ModelConfig]:

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 
 from generation.errors import ConfigError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 KeyPath = tuple[str | int, ...]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+def within(low: float, high: float, unit: str = "", note: str = "") -> WrapValidator:
+    """A number field's sane range, with one message naming it: "allowed: 1 to 2592000 s (30 days)".
+
+    Use as ``Annotated[float, within(1, 2_592_000, "s", "30 days")]``. YAML's ``.inf`` and ``.nan`` (and
+    "inf" in quotes) are refused with the same message: no limit, interval or weight may be infinite, and
+    one that is out of range would fail later, inside a request, as a ZeroDivisionError or OverflowError."""
+    allowed = f"allowed: {_number(low)} to {_number(high)}{f' {unit}' if unit else ''}{f' ({note})' if note else ''}"
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, (float, str)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except ValueError:
+                number = 0.0  # not a number at all: pydantic's own message says so
+            if not math.isfinite(number):
+                raise ValueError(f"{value} is not a finite number; {allowed}")
+        result = handler(value)
+        if not low <= result <= high:
+            raise ValueError(f"{_number(result)} is out of range; {allowed}")
+        return result
+
+    return WrapValidator(check)
 
 
 def _line_map(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:

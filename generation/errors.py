@@ -28,11 +28,19 @@ class InvalidRequest(ImagineError):
 
 
 class ModelLoadError(ImagineError):
-    """A configured model could not be loaded from its source."""
+    """A configured model could not be loaded from its source (the message names the source: for operators)."""
 
 
 class GenerationFailed(ImagineError):
-    """The pipeline could not produce this request's images."""
+    """The pipeline could not produce this request's images.
+
+    Its text may carry exception text and local paths: right for the CLI's operator, not for a
+    requester in a chat. The bot shows a fixed text with a reference instead (``FixableFailure`` aside)."""
+
+
+class FixableFailure(GenerationFailed):
+    """Failed for a reason the requester can act on (the input image, a size beyond the GPU's memory, a
+    seed that overflows): the message says what to change and carries nothing of the machine."""
 
 
 class GenerationCancelled(ImagineError):

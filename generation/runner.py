@@ -9,7 +9,6 @@ on its seed alone, not on its batch-mates, the device or how the batch was split
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from generation.config import GenerationConfig
 from generation.decode import decode_latents, truncation_warnings
 from generation.devices import free_memory
-from generation.errors import GenerationCancelled, GenerationFailed, ImagineError, InvalidRequest
+from generation.errors import FixableFailure, GenerationCancelled, GenerationFailed, ImagineError, InvalidRequest
+from generation.imagefiles import ALLOWED_FORMATS, open_image, unreadable_reason
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.models import LoadedModel, ModelCache
 from generation.preview import linear_preview, tiny_decoder_preview
@@ -157,17 +157,21 @@ class Runner:
         if request.init_image is None:
             return
         try:
-            with Image.open(io.BytesIO(request.init_image)) as image:
+            with open_image(request.init_image) as image:  # PNG, JPEG or WebP: no other decoder runs
                 if max(image.size) > MAX_INIT_IMAGE_SIDE:  # size is known before decoding: refuse bombs early
-                    member.error = GenerationFailed(
+                    member.error = FixableFailure(
                         f"the input image is {image.width}x{image.height}; allowed: at most "
                         f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
                     return
                 image.draft("RGB", (request.width or 0, request.height or 0))  # JPEG: decode at reduced size
                 rgb = image.convert("RGB")
+        except UnidentifiedImageError:
+            member.error = FixableFailure(
+                f"the input image {unreadable_reason(request.init_image)}; allowed: {ALLOWED_FORMATS}")
+            return
         except Exception as exc:  # PIL raises many types for hostile files; only this member fails
-            member.error = GenerationFailed(
-                f"the input image could not be read ({type(exc).__name__}); allowed: PNG, JPEG or WebP")
+            member.error = FixableFailure(
+                f"the input image could not be read ({type(exc).__name__}); allowed: {ALLOWED_FORMATS}")
             return
         assert request.width is not None and request.height is not None
         member.init_image = rgb.resize((request.width, request.height), Image.Resampling.LANCZOS)
@@ -247,7 +251,7 @@ class _Call:
             self._run_chunk(items[half:])
             return
         member = self._members[items[0][0]]
-        member.error = GenerationFailed(
+        member.error = FixableFailure(
             f"out of GPU memory generating {self._width}x{self._height} even one image at a time "
             f"(request for {member.request.count} image(s)); try a smaller size"
         )
@@ -291,7 +295,7 @@ class _Call:
         for position, row in enumerate(keep):
             member, image_index = members[row], items[row][1]
             if not decoded.finite[position]:
-                member.error = GenerationFailed(
+                member.error = FixableFailure(
                     f"the image with seed {seeds[row]} came out as NaN/inf (numeric overflow); "
                     "try another seed, or float32/bfloat16 for this model")
                 continue

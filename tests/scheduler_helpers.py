@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.core.config import AppConfig, GuildConfig, Limits, SchedulerConfig
 from bot.scheduler import Job, SimulatedClock
-from generation.errors import GenerationCancelled, GenerationFailed
+from generation.errors import FixableFailure, GenerationCancelled
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.request import GenerationRequest, GenerationResult, ProgressEvent, Timings
 
@@ -109,7 +109,7 @@ class FakeExecutor:
                 if gone:
                     outcomes.append(GenerationCancelled("cancelled"))
                 elif self.fail(request):
-                    outcomes.append(GenerationFailed("out of GPU memory"))
+                    outcomes.append(FixableFailure("out of GPU memory; try a smaller size"))
                 else:
                     outcomes.append(GenerationResult(request, [], request.seeds(), Timings(denoise_s=total)))
             return outcomes

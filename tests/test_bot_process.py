@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,98 @@ async def test_a_rejected_token_exits_2_with_one_clear_line(fake: FakeDiscord, t
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "Discord rejected DISCORD_TOKEN" in lines[0], lines
     assert [failure for failure in fake.pop_failures() if "wrong bot token" not in failure] == []
+
+
+def closed_port() -> int:
+    """A local port nobody listens on (bound and released: connecting to it is refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def unreachable_env(tmp_path: Path, config: str = "") -> dict[str, str]:
+    (tmp_path / "config.yaml").write_text(SMALL_CONFIG + config)
+    port = closed_port()
+    return bot_env(tmp_path, DISCORD_TOKEN="anything", DISCORD_API_BASE=f"http://127.0.0.1:{port}/api/v10",
+                   DISCORD_GATEWAY_URL=f"ws://127.0.0.1:{port}/gateway")
+
+
+def test_unreachable_discord_with_the_exit_flag_exits_3_with_one_line(tmp_path: Path) -> None:
+    """README: "with `--exit-on-connect-failure` ... it exits with code 3 after that line instead"."""
+    env = unreachable_env(tmp_path)
+    host = env["DISCORD_API_BASE"].split("/")[2]
+    done = subprocess.run([sys.executable, "-m", "bot", "--exit-on-connect-failure"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=WAIT_S, check=False)
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"imagine: cannot reach Discord at {host} (Connection refused); exiting "
+                     "(exit_on_connect_failure)"]
+    assert not (tmp_path / "data").exists()  # it stopped before opening the database
+
+
+def test_the_exit_can_be_chosen_in_the_config_file_too(tmp_path: Path) -> None:
+    done = run_bot_briefly(unreachable_env(tmp_path, "discord: {exit_on_connect_failure: true}\n"))
+    assert done.returncode == 3 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+async def test_unreachable_discord_is_tried_again_with_a_line_per_try(tmp_path: Path) -> None:
+    """README: "the bot prints one line naming the host and the error and tries again" (waiting 0.1 s, then
+    0.2 s here; 5 s doubling up to 5 min by default)."""
+    env = unreachable_env(tmp_path, "discord: {connect_retry_s: 0.1}\n")
+    host = env["DISCORD_API_BASE"].split("/")[2]
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=ROOT, env=env,
+                                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    try:
+        first = (await asyncio.wait_for(process.stderr.readline(), WAIT_S)).decode()
+        second = (await asyncio.wait_for(process.stderr.readline(), WAIT_S)).decode()
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), WAIT_S)
+    assert first == f"imagine: cannot reach Discord at {host} (Connection refused); retrying in 0.1 s\n"
+    assert second == f"imagine: cannot reach Discord at {host} (Connection refused); retrying in 0.2 s\n"
+
+
+async def test_the_wait_between_tries_doubles_up_to_its_cap() -> None:
+    """The backoff: 5 s doubling to at most 5 min, as config.yaml's defaults say (no real waiting here)."""
+    from bot.core.config import DiscordConfig
+    from bot.discord_ui.endpoints import wait_until_reachable
+
+    class Enough(Exception):
+        pass
+
+    waits: list[float] = []
+    said: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 9:
+            raise Enough
+
+    defaults = DiscordConfig()
+    port = closed_port()
+    with pytest.raises(Enough):
+        await wait_until_reachable("127.0.0.1", port, say=said.append, retry_s=defaults.connect_retry_s,
+                                   retry_max_s=defaults.connect_retry_max_s, sleep=sleep)
+    assert waits == [5, 10, 20, 40, 80, 160, 300, 300, 300]
+    assert said[-1] == f"cannot reach Discord at 127.0.0.1:{port} (Connection refused); retrying in 5 min"
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (socket.gaierror(-2, "Name or service not known"), "name lookup failed: Name or service not known"),
+    (TimeoutError(), "no answer within 10 s"),
+    (OSError(101, "Network is unreachable"), "Network is unreachable"),
+])
+async def test_the_line_names_why_discord_cannot_be_reached(monkeypatch: pytest.MonkeyPatch, error: OSError,
+                                                            said: str) -> None:
+    """A failed name lookup (no DNS), a silent firewall and no route each read as what they are."""
+    from bot.discord_ui import endpoints
+
+    async def fail(host: str, port: int) -> None:
+        raise error
+
+    monkeypatch.setattr(endpoints.asyncio, "open_connection", fail)
+    lines: list[str] = []
+    assert not await endpoints.wait_until_reachable("discord.com", 443, say=lines.append, retry_s=5,
+                                                    retry_max_s=300, give_up=True)
+    assert lines == [f"cannot reach Discord at discord.com:443 ({said}); exiting (exit_on_connect_failure)"]

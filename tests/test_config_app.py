@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
+from bot.core import config as config_module
 from bot.core.config import (
     AppConfig,
     BotConfig,
@@ -80,7 +82,7 @@ def test_invalid_value_names_key_line_and_allowed_values() -> None:
         parse_config(text, "config.yaml")
     message = str(caught.value)
     assert "limits.user_rate.unit (line 3)" in message and "'requests' or 'cost'" in message
-    assert "scheduler.batch_window_ms (line 6)" in message and "greater than or equal to 0" in message
+    assert "scheduler.batch_window_ms (line 6): -1 is out of range; allowed: 0 to 5000 ms" in message
 
 
 def test_unknown_keys_and_bad_zone_are_named() -> None:
@@ -150,21 +152,32 @@ def test_reload_valid_file_takes_effect_and_invalid_file_keeps_running_config(tm
     assert [config.limits.daily_images_per_user for config in seen] == [9]
 
 
-async def test_watcher_reloads_on_change_with_simulated_time(tmp_path: Path) -> None:
+async def test_watcher_reloads_on_change_with_simulated_time(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "config.yaml"
     _write(path, "limits: {max_queued_per_user: 1}\n", 1_000_000_000)
     store = ConfigStore(path)
+    outcomes: asyncio.Queue[str] = asyncio.Queue()
+    store.subscribe(lambda config: outcomes.put_nowait("accepted"), on_rejected=outcomes.put_nowait)
+    parsed_on: list[int] = []
+    real_load = config_module.load_config
+    monkeypatch.setattr(config_module, "load_config",
+                        lambda where: (parsed_on.append(threading.get_ident()), real_load(where))[1])
     clock = SimulatedClock()
     watcher = asyncio.create_task(store.watch(clock.sleep, 5.0))
     _write(path, "limits: {max_queued_per_user: 4}\n", 2_000_000_000)
     await clock.advance(4.9)
-    assert store.current.limits.max_queued_per_user == 1
+    assert store.current.limits.max_queued_per_user == 1 and outcomes.empty()
     await clock.advance(0.2)
+    assert await asyncio.wait_for(outcomes.get(), 60) == "accepted"
     assert store.current.limits.max_queued_per_user == 4
     _write(path, "limits: {max_queued_per_user: [}\n", 3_000_000_000)
     await clock.advance(5.0)
+    assert "not valid YAML" in await asyncio.wait_for(outcomes.get(), 60)
     assert store.current.limits.max_queued_per_user == 4  # broken file: logged, old config stays
     assert store.last_error is not None and "not valid YAML" in store.last_error
+    # Both files were read and parsed on a worker thread, never on the event loop's.
+    assert len(parsed_on) == 2 and threading.get_ident() not in parsed_on
     watcher.cancel()
 
 

@@ -195,3 +195,26 @@ def test_cli_damaged_huge_or_missing_input_images_exit_2_before_the_model_loads(
         assert done.returncode == 2, (path, done.stderr)
         assert done.stderr.startswith(f"error: input image {path} {reason}") and done.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_init_takes_only_png_jpeg_or_webp(tmp_path: Path) -> None:
+    """CLI: ``--init`` reads PNG, JPEG or WebP. A real TIFF, an EPS (Pillow would run Ghostscript on it) and
+    a PSD exit 2 with one line naming the file, what it is and what is allowed; a JPEG and a WebP work."""
+    scan = tmp_path / "scan.tif"
+    Image.new("RGB", (64, 64), "olive").save(scan, format="TIFF")
+    eps = tmp_path / "logo.eps"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n%%EndComments\nshowpage\n%%EOF\n")
+    psd = tmp_path / "layers.png"  # the name does not matter: the bytes do
+    psd.write_bytes(b"8BPS\x00\x01" + bytes(6) + b"\x00\x03\x00\x00\x00\x40\x00\x00\x00\x40\x00\x08\x00\x03")
+    for path, kind in ((scan, "a TIFF image"), (eps, "an EPS/PostScript file"), (psd, "a Photoshop (PSD) file")):
+        done = run_cli("fox", "--init", str(path), cwd=tmp_path)
+        assert done.returncode == 2, (path, done.stderr)
+        assert done.stderr == f"error: input image {path} is {kind}; allowed: PNG, JPEG or WebP\n"
+    assert not (tmp_path / "out").exists()
+    for fmt in ("JPEG", "WEBP"):
+        source = tmp_path / f"input.{fmt.lower()}"
+        Image.new("RGB", (64, 64), "teal").save(source, format=fmt)
+        done = run_cli("fox", "--init", str(source), "--strength", "0.5", "--steps", "2", "--size", "64x64",
+                       "--out", str(tmp_path / f"{fmt}.png"), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / f"{fmt}.png").exists()

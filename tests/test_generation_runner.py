@@ -112,7 +112,22 @@ def test_undecodable_init_image_fails_only_that_request(runner: Runner, make_req
     outcomes = runner.run([good, bad])
     assert isinstance(outcomes[0], GenerationResult)
     assert isinstance(outcomes[1], GenerationFailed)
-    assert "input image could not be read" in str(outcomes[1])
+    assert str(outcomes[1]) == "the input image is not a PNG, JPEG or WebP image; allowed: PNG, JPEG or WebP"
+
+
+def test_an_init_image_in_another_format_fails_naming_what_is_allowed(runner: Runner,
+                                                                     make_request: Callable[..., Any]) -> None:
+    """The runner decodes PNG, JPEG or WebP only: a stored or uploaded TIFF never reaches Pillow's TIFF code."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "olive").save(buffer, format="TIFF")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), "teal").save(jpeg, format="JPEG")
+    scan = make_request(init_image=buffer.getvalue(), strength=0.5, steps=4)
+    photo = make_request(init_image=jpeg.getvalue(), strength=0.5, steps=4, seed=2)
+    outcomes = runner.run([scan, photo])
+    assert isinstance(outcomes[0], GenerationFailed)
+    assert str(outcomes[0]) == "the input image is a TIFF image; allowed: PNG, JPEG or WebP"
+    assert isinstance(outcomes[1], GenerationResult)
 
 
 def test_long_prompt_warns_about_truncation(runner: Runner, make_request: Callable[..., Any]) -> None:

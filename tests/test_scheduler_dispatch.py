@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.core.config import ConfigStore, GuildConfig, Limits
-from bot.core.errors import JobNotFound, NotPermitted, QueueFull
+from bot.core.errors import InternalFailure, JobNotFound, NotPermitted, QueueFull
 from bot.core.identity import Requester
 from bot.scheduler import Job, JobState, Scheduler, SimulatedClock
 from generation.errors import GenerationFailed
@@ -106,7 +106,8 @@ async def test_cancel_permissions() -> None:
     assert rig.recorder.finished_states() == {"a": JobState.CANCELLED, "b": JobState.CANCELLED}
 
 
-async def test_member_failure_and_executor_crash_are_reported_and_dispatch_goes_on() -> None:
+async def test_member_failure_and_executor_crash_are_reported_and_dispatch_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
     crashes = {"boom"}
     rig = Rig(executor_kwargs={"fail": lambda r: r.prompt == "oom",
                                "crash": lambda batch: any(r.prompt in crashes for r in batch)})
@@ -120,7 +121,11 @@ async def test_member_failure_and_executor_crash_are_reported_and_dispatch_goes_
     assert (ok.state, oom.state, boom.state, after.state) == (
         JobState.DONE, JobState.FAILED, JobState.FAILED, JobState.DONE)
     assert isinstance(oom.error, GenerationFailed) and "out of GPU memory" in str(oom.error)
-    assert "The GPU worker failed (RuntimeError)" in str(boom.error)
+    # A crash's detail is for the log; its requester reads a fixed text with the reference to it.
+    assert isinstance(boom.error, InternalFailure)
+    assert str(boom.error) == f"This image could not be made (reference `{boom.error.reference}`); please try again."
+    assert any(boom.error.reference in record.getMessage() and "The GPU worker failed (RuntimeError)"
+               in record.getMessage() for record in caplog.records)
     await rig.clock.run_until_done(rig.scheduler.stop())
 
 

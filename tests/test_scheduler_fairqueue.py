@@ -18,6 +18,10 @@ class Item:
     cost: float = 1.0
     name: str = ""
 
+    @property
+    def lane(self) -> int:
+        return self.guild_id
+
 
 def queue(weights: dict[int, float] | None = None) -> FairQueue[Item]:
     return FairQueue(lambda gid: (weights or {}).get(gid, 1.0))

@@ -20,13 +20,13 @@ import re
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from generation.config import GenerationConfig, generation_config_from_mapping
-from generation.configfile import parse_yaml, read_config_text, validate_section
+from generation.configfile import parse_yaml, read_config_text, validate_section, within
 from generation.errors import ConfigError
 
 _log = logging.getLogger(__name__)
@@ -34,7 +34,18 @@ GENERATION_KEYS = ("models", "executor")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Sane ranges for numbers in config.yaml (see generation.configfile.within): nothing infinite, nothing
+# that would make a bucket refill never (a ZeroDivisionError) or a retry time overflow.
+MONTH_S = 30 * 24 * 3600
+Amount = Annotated[float, within(0.001, 1_000_000)]
+WindowS = Annotated[float, within(1, MONTH_S, "s", "30 days")]
+Weight = Annotated[float, within(0.01, 1000)]
+QueueCap = Annotated[int, within(0, 100_000)]
+RunningCap = Annotated[int, within(1, 1000)]
+DailyImages = Annotated[int, within(0, 1_000_000)]
 
 
 class Bucket(_Strict):
@@ -44,9 +55,9 @@ class Bucket(_Strict):
     (1.0 = one 512x512 image at 25 steps on a weight-1 model)."""
 
     unit: Literal["requests", "cost"] = "requests"
-    amount: float = Field(gt=0)
-    window_s: float = Field(default=60.0, gt=0)
-    burst: float | None = Field(default=None, gt=0, description="bucket size; default: amount")
+    amount: Amount
+    window_s: WindowS = 60.0
+    burst: Amount | None = Field(default=None, description="bucket size; default: amount")
 
     @property
     def rate(self) -> float:
@@ -66,18 +77,18 @@ class UserLimits(_Strict):
     """The limits a role override may change: everything that is counted per user."""
 
     user_rate: Bucket | None = Field(default_factory=lambda: Bucket(amount=6, window_s=60, burst=3))
-    max_queued_per_user: int | None = Field(default=3, ge=0)
-    max_running_per_user: int | None = Field(default=None, ge=1)
-    daily_images_per_user: int | None = Field(default=100, ge=0)
+    max_queued_per_user: QueueCap | None = 3
+    max_running_per_user: RunningCap | None = None
+    daily_images_per_user: DailyImages | None = 100
 
 
 class Limits(UserLimits):
     """Every admission limit; ``limits:`` holds the defaults, ``guilds.<id>.limits`` overrides them."""
 
     guild_rate: Bucket | None = Field(default_factory=lambda: Bucket(unit="cost", amount=240, window_s=600, burst=60))
-    max_queued_per_guild: int | None = Field(default=50, ge=0)
-    max_running_per_guild: int | None = Field(default=None, ge=1)
-    quota_reset_hour: int = Field(default=0, ge=0, le=23)
+    max_queued_per_guild: QueueCap | None = 50
+    max_running_per_guild: RunningCap | None = None
+    quota_reset_hour: Annotated[int, within(0, 23)] = 0
     quota_timezone: str = "UTC"
 
     @field_validator("quota_timezone")
@@ -94,7 +105,7 @@ class GuildConfig(_Strict):
     """Overrides for one server (``guilds: {"<guild id>": {...}}``)."""
 
     name: str | None = Field(default=None, description="a note for humans; unused")
-    weight: float | None = Field(default=None, gt=0, description="share of the GPU relative to other servers")
+    weight: Weight | None = Field(default=None, description="share of the GPU relative to other servers")
     channels: list[int] = Field(default_factory=list, description="allow-list; empty allows every channel")
     moderator_roles: list[int] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
@@ -102,26 +113,31 @@ class GuildConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    batch_window_ms: int = Field(default=30, ge=0, le=5000)
-    lookahead: int = Field(default=8, ge=0, le=64)
-    eta_smoothing: float = Field(default=0.2, gt=0, le=1)
-    initial_seconds_per_cost: float = Field(default=2.0, gt=0)
-    default_guild_weight: float = Field(default=1.0, gt=0)
-    max_queued: int | None = Field(default=200, ge=0)
-    max_running: int | None = Field(default=None, ge=1)
-    concurrency: int = Field(default=1, ge=1, le=64)
-    max_wait_s: float = Field(default=840.0, gt=0)
-    position_update_s: float = Field(default=2.0, ge=0)
-    reload_poll_s: float = Field(default=5.0, gt=0)
+    batch_window_ms: Annotated[int, within(0, 5000, "ms")] = 30
+    lookahead: Annotated[int, within(0, 64)] = 8
+    eta_smoothing: Annotated[float, within(0.01, 1)] = 0.2
+    initial_seconds_per_cost: Annotated[float, within(0.001, 3600, "s")] = 2.0
+    default_guild_weight: Weight = 1.0
+    max_queued: QueueCap | None = 200
+    max_running: RunningCap | None = None
+    concurrency: Annotated[int, within(1, 64)] = 1
+    max_wait_s: Annotated[float, within(1, 86_400, "s", "a day")] = 840.0
+    position_update_s: Annotated[float, within(0, 600, "s")] = 2.0
+    reload_poll_s: Annotated[float, within(0.05, 3600, "s")] = 5.0
 
 
 class DiscordConfig(BaseModel):
     """Connection settings; other keys are kept for the bot (permissive on purpose)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     api_base: str | None = None
     gateway_url: str | None = None
     dev_guilds: list[int] = Field(default_factory=list)
+    exit_on_connect_failure: bool = Field(default=False, description="exit 3 instead of retrying at start-up")
+    connect_retry_s: Annotated[float, within(0.1, 300, "s")] = Field(
+        default=5.0, description="first wait before trying Discord again at start-up; doubles each time")
+    connect_retry_max_s: Annotated[float, within(1, 3600, "s")] = Field(
+        default=300.0, description="longest wait between tries")
 
 
 def _default_aspects() -> dict[str, str]:
@@ -131,11 +147,13 @@ def _default_aspects() -> dict[str, str]:
 class BotConfig(BaseModel):
     """Presentation settings for the cogs; other keys are kept for the bot (permissive on purpose)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     aspects: dict[str, str] = Field(default_factory=_default_aspects)
     styles: dict[str, str] = Field(default_factory=lambda: {"photo": "a photograph of {prompt}, natural light"})
     database_url: str | None = None
-    progress_interval_s: float = Field(default=2.0, ge=0, description="least seconds between progress edits")
+    allow_dms: bool = Field(default=False, description="whether /imagine works in direct messages")
+    progress_interval_s: Annotated[float, within(0, 600, "s")] = Field(
+        default=2.0, description="least seconds between progress edits")
 
     @field_validator("aspects")
     @classmethod
@@ -228,6 +246,8 @@ class ConfigStore:
         self._listeners: list[Callable[[AppConfig], None]] = []
         self._rejection_listeners: list[Callable[[str], None]] = []
         self.last_error: str | None = None
+        self._reloading = asyncio.Lock()
+        self._pending: set[asyncio.Task[bool]] = set()
 
     @property
     def current(self) -> AppConfig:
@@ -255,37 +275,79 @@ class ConfigStore:
             except Exception:
                 _log.exception("config listener failed")
 
-    def reload(self) -> AppConfig:
-        """Load the file again. Raises ConfigError (with key and line) and keeps the running config."""
-        if self.path is None:
-            raise ConfigError("no config file to reload; start the bot with --config PATH")
-        self._stamp = self._file_stamp()
-        try:
-            config = self._adjust(load_config(self.path))
-        except ConfigError as exc:
-            self.last_error = str(exc)
-            for callback in self._rejection_listeners:
-                try:
-                    callback(self.last_error)
-                except Exception:
-                    _log.exception("config rejection listener failed")
-            raise
+    def _load(self) -> AppConfig:
+        """Read and validate the file; touches no state, so it may run on a worker thread."""
+        assert self.path is not None
+        return self._adjust(load_config(self.path))
+
+    def _no_file(self) -> ConfigError:
+        return ConfigError("no config file to reload; start the bot with --config PATH")
+
+    def _rejected(self, exc: ConfigError) -> None:
+        self.last_error = str(exc)
+        for callback in self._rejection_listeners:
+            try:
+                callback(self.last_error)
+            except Exception:
+                _log.exception("config rejection listener failed")
+
+    def _accepted(self, config: AppConfig) -> AppConfig:
         self.last_error = None
         self.replace(config)
         _log.info("reloaded %s", self.path)
         return config
 
+    def reload(self) -> AppConfig:
+        """Load the file again. Raises ConfigError (with key and line) and keeps the running config.
+
+        Synchronous: it reads and parses on the caller's thread. The event loop uses ``reload_async``."""
+        if self.path is None:
+            raise self._no_file()
+        self._stamp = self._file_stamp()
+        try:
+            config = self._load()
+        except ConfigError as exc:
+            self._rejected(exc)
+            raise
+        return self._accepted(config)
+
+    async def reload_async(self) -> AppConfig:
+        """``reload`` for the event loop: the file is read and parsed on a worker thread (a slow disk or a
+        large file never stalls Discord's heartbeat), then swapped in on the loop, one reload at a time."""
+        if self.path is None:
+            raise self._no_file()
+        async with self._reloading:
+            self._stamp = self._file_stamp()
+            try:
+                config = await asyncio.to_thread(self._load)
+            except ConfigError as exc:
+                self._rejected(exc)
+                raise
+            return self._accepted(config)
+
     def reload_logged(self) -> bool:
-        """Reload for callers that cannot handle errors (signal handlers, the watcher): log instead."""
+        """Reload for callers that cannot handle errors: log instead."""
         try:
             self.reload()
-        except ConfigError as exc:
-            _log.error("config not reloaded, the running config stays: %s", exc)
-            return False
-        except Exception:  # the watcher must survive anything a half-written file can cause
-            _log.exception("config not reloaded, the running config stays")
-            return False
+        except Exception as exc:
+            return self._log_failure(exc)
         return True
+
+    async def reload_logged_async(self) -> bool:
+        """``reload_async`` for the watcher and SIGHUP: log instead of raising."""
+        try:
+            await self.reload_async()
+        except Exception as exc:
+            return self._log_failure(exc)
+        return True
+
+    @staticmethod
+    def _log_failure(exc: Exception) -> bool:
+        if isinstance(exc, ConfigError):
+            _log.error("config not reloaded, the running config stays: %s", exc)
+        else:  # the watcher must survive anything a half-written file can cause
+            _log.error("config not reloaded, the running config stays", exc_info=exc)
+        return False
 
     def _file_stamp(self) -> tuple[int, int] | None:
         if self.path is None:
@@ -304,7 +366,7 @@ class ConfigStore:
         while True:
             await sleep(interval_s if interval_s is not None else self._current.scheduler.reload_poll_s)
             if self.path is not None and self.changed_on_disk():
-                self.reload_logged()
+                await self.reload_logged_async()
 
     def install_sighup(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Reload on SIGHUP (POSIX only). Returns whether the handler was installed."""
@@ -312,10 +374,16 @@ class ConfigStore:
         if sighup is None:
             return False
         try:
-            loop.add_signal_handler(sighup, self.reload_logged)
+            loop.add_signal_handler(sighup, self._reload_soon)
         except (NotImplementedError, RuntimeError, ValueError):
             return False
         return True
+
+    def _reload_soon(self) -> None:
+        """The SIGHUP handler: start an off-loop reload and return at once."""
+        task = asyncio.ensure_future(self.reload_logged_async())
+        self._pending.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(self._pending.discard)
 
     def uninstall_sighup(self, loop: asyncio.AbstractEventLoop) -> None:
         sighup = getattr(signal, "SIGHUP", None)

@@ -8,7 +8,12 @@ people: it says what was wrong and what is allowed. The root and the generation 
     ├── ConfigError                    (generation.errors) config.yaml is invalid; names key, line, allowed values
     ├── InvalidRequest                 (generation.errors) bad request fields; ``problems`` lists each one
     ├── ModelLoadError                 (generation.errors) a model source could not be loaded
-    ├── GenerationFailed               (generation.errors) the pipeline failed for this request (OOM, NaNs, crash)
+    ├── GenerationFailed               (generation.errors) the pipeline failed for this request (a crash: text for
+    │   │                              operators, with exception text and paths)
+    │   ├── FixableFailure             (generation.errors) ...for a reason the requester can act on (input image,
+    │   │                              out of memory, NaNs); the message says what to change
+    │   └── InternalFailure            what a requester sees instead of any other failure: a fixed text and the
+    │                                  ``reference`` under which the detail was logged
     ├── GenerationCancelled            (generation.errors) cancelled before it finished
     ├── ExecutorClosed                 (generation.errors) the executor is shutting down and takes no new work
     ├── Refused                        a request was not admitted; nothing (tokens, quota) was consumed
@@ -19,6 +24,7 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── GuildPaused                a moderator paused this server's queue
     │   └── ShuttingDown               the bot is draining its queue before a restart
     ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job)
+    │   └── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
     ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
     ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
     └── StorageError                   the database or the stored images could not do what was asked
@@ -26,13 +32,17 @@ people: it says what was wrong and what is allowed. The root and the generation 
 
 Refusals are raised at once by ``Scheduler.submit``: the message names the limit, its value, and when
 to retry or how long the queue is. ``bot.discord_ui.replies`` maps the whole tree to ephemeral replies.
+Texts for operators (``shown_to_requester`` is False: a crash's exception text, a model's path in
+``ModelLoadError``, a config file's path) never reach a chat: the requester gets ``InternalFailure``'s
+fixed text with a reference, and the log has the detail under the same reference.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
-from generation.errors import ImagineError
+from generation.errors import ConfigError, FixableFailure, GenerationFailed, ImagineError, ModelLoadError
 
 
 class Refused(ImagineError):
@@ -83,6 +93,14 @@ class NotPermitted(ImagineError):
     """The caller lacks the permission for this action; the message says who may do it."""
 
 
+class DirectMessagesOff(NotPermitted):
+    """/imagine was used in a direct message, and this bot serves servers only (``bot.allow_dms: false``)."""
+
+    def __init__(self) -> None:
+        super().__init__("/imagine works in servers only on this bot; use it in a channel of a server that has the "
+                         "bot (its operator can allow direct messages with bot.allow_dms).")
+
+
 class JobNotFound(ImagineError):
     """No job with ``job_id`` is where it was looked for; the message says where, for the user."""
 
@@ -119,3 +137,24 @@ class IllegalTransition(StorageError):
             return
         allowed_text = ", ".join(allowed) if allowed else "none (it is finished)"
         super().__init__(f"job {job_id} is {current}; it cannot become {wanted}; allowed next: {allowed_text}")
+
+
+class InternalFailure(GenerationFailed):
+    """The text a requester sees for a failure whose detail is for operators only; ``reference`` finds it in the log."""
+
+    def __init__(self, reference: str | None = None) -> None:
+        self.reference = reference or new_reference()
+        super().__init__(f"This image could not be made (reference `{self.reference}`); please try again.")
+
+
+def new_reference() -> str:
+    """A short id that a user can quote and an operator can find in the log."""
+    return secrets.token_hex(4)
+
+
+def shown_to_requester(error: BaseException) -> bool:
+    """Whether ``error``'s text is fit for the person who asked: it says what they did or can do, and
+    carries nothing of the machine (no exception text, paths or config file names)."""
+    if not isinstance(error, ImagineError) or isinstance(error, (ModelLoadError, ConfigError)):
+        return False
+    return not isinstance(error, GenerationFailed) or isinstance(error, (FixableFailure, InternalFailure))

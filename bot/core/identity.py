@@ -18,13 +18,20 @@ class ModeratorRoles(Protocol):
 @dataclass(frozen=True)
 class Requester:
     """Who asked, and where. ``guild_id`` 0 means a direct message; ``is_admin`` is Discord's Manage
-    Server permission in that guild (the bot's own check, made where the interaction arrives)."""
+    Server permission in that guild (the bot's own check, made where the interaction arrives).
+    In a thread, ``channel_id`` is the thread (where answers go) and ``parent_channel_id`` the channel
+    it belongs to, whose place in a server's channel allow-list the thread inherits."""
 
     user_id: int
     guild_id: int = 0
     channel_id: int = 0
     role_ids: frozenset[int] = frozenset()
     is_admin: bool = False
+    parent_channel_id: int | None = None
+
+    @property
+    def in_dm(self) -> bool:
+        return self.guild_id == 0
 
     def moderates(self, guild_id: int, config: ModeratorRoles) -> bool:
         """A moderator of ``guild_id``: an admin there, or holding one of its ``moderator_roles``."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from PIL import Image, PngImagePlugin, features
 
+from generation.imagefiles import open_image
+
 _log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's standard per-file limit
@@ -112,7 +114,7 @@ def _filename(basename: str, fmt: str) -> str:
 
 def read_parameters(data: bytes) -> str | None:
     """The generation parameters an encoded image carries (PNG text chunk or EXIF UserComment)."""
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data) as image:  # the bot's own encodes: PNG, WebP or JPEG, never another decoder
         text = image.info.get("parameters")
         if isinstance(text, str):
             return text

@@ -7,13 +7,12 @@ logged with a short reference id that the user also sees, and the bot keeps serv
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Any
 
 import discord
 from discord import app_commands
 
-from bot.core.errors import NotPermitted, Refused
+from bot.core.errors import NotPermitted, Refused, new_reference, shown_to_requester
 from bot.discord_ui.interactions import NO_MENTIONS
 from bot.discord_ui.texts import problems_text, sanitize_user_text
 from generation.errors import ImagineError, InvalidRequest
@@ -28,9 +27,10 @@ def error_text(exc: BaseException) -> str:
         return f"⏳ Not now: {exc}"
     if isinstance(exc, NotPermitted):
         return f"🚫 {exc}"
-    if isinstance(exc, ImagineError):
+    if isinstance(exc, ImagineError) and shown_to_requester(exc):
         return str(exc)[:2000]
-    reference = secrets.token_hex(4)
+    # Unexpected, or text for operators (a model's path, exception text): the detail goes to the log only.
+    reference = new_reference()
     _log.error("unexpected error (ref %s)", reference, exc_info=exc)
     return f"Something went wrong on our side (reference `{reference}`). The bot is still running; please try again."
 

@@ -122,12 +122,20 @@ def kind_note(kind: str) -> str:
     return {"upscale": "Upscaled 2×", "variation": "Variations", "reroll": "Rerolled"}.get(kind, "")
 
 
+_NOT_MADE = "This image could not be made"
+
+
 def failure_text(status: str, error: str | None) -> str:
-    """What a job that ended without images says, in words a user understands."""
+    """What a job that ended without images says, in words a user understands.
+
+    ``error`` is the stored text the scheduler chose for the requester: for a failure whose detail is
+    for operators it is already the fixed "This image could not be made (reference `…`)…", shown once."""
+    if status == "failed" and error and error.startswith(_NOT_MADE):
+        return f"❌ {error}"[:MESSAGE_LIMIT]
     heading = {
         "cancelled": "✖ Cancelled.",
         "expired": "⌛ This request waited too long in the queue and was dropped; please try again.",
-        "failed": "❌ This image could not be made.",
+        "failed": f"❌ {_NOT_MADE}.",
         "dropped": "❌ This request was dropped when the bot restarted.",
         "refused": "⛔ This request was not accepted.",
     }.get(status, f"This request ended ({status}).")

@@ -12,19 +12,30 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.core.config import AppConfig, Limits, resolve_limits
-from bot.core.errors import JobExpired
+from bot.core.errors import InternalFailure, JobExpired, shown_to_requester
 from bot.core.text import format_duration
 from bot.scheduler.clock import Clock
 from bot.scheduler.fairqueue import FairQueue
 from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState
 from bot.scheduler.limits import Admission, Charge, Occupancy
-from generation.errors import GenerationCancelled, GenerationFailed, ImagineError
+from generation.errors import GenerationCancelled, ImagineError
 from generation.interface import Outcome
 from generation.request import CompatibilityKey, GenerationResult, compatibility_key
 
 _log = logging.getLogger(__name__)
 # Deadlines this close count as reached: float rounding must never leave the loop waiting 0 s forever.
 EPSILON_S = 1e-6
+
+
+def _for_requester(job: Job, outcome: object) -> ImagineError:
+    """The failure as its requester sees it: as it is when it says what they can change, else a fixed text
+    with a reference, logged here with the detail (exception text, a model's path) for the operator."""
+    if isinstance(outcome, ImagineError) and shown_to_requester(outcome):
+        return outcome
+    failure = InternalFailure()
+    detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else repr(outcome)
+    _log.error("job %s failed (reference %s): %s", job.id, failure.reference, detail)
+    return failure
 
 
 class ConfigSource(Protocol):
@@ -128,8 +139,8 @@ class SchedulerCore:
             self.occupancy.queue(job, -1)
         elif job.state is JobState.RUNNING:
             self.occupancy.run(job, -1)
-        if not self.occupancy.running_guild[job.guild_id] and not self.queue.guild_length(job.guild_id):
-            self.queue.forget(job.guild_id)  # a light guild's next job goes to the front again
+        if not self.occupancy.running_guild[job.lane] and not self.queue.guild_length(job.lane):
+            self.queue.forget(job.lane)  # a light guild's next job goes to the front again
         charge = self.charges.pop(job.id, None)
         if charge is not None and state is not JobState.DONE:
             self.admission.refund(charge)  # no images, no quota used
@@ -168,8 +179,8 @@ class SchedulerCore:
             for job in batch.jobs:
                 limits = self.limits(job.guild_id, job.role_ids)
                 cap = limits.max_running_per_guild
-                if cap is not None and self.occupancy.running_guild[job.guild_id] >= cap:
-                    guilds.add(job.guild_id)
+                if cap is not None and self.occupancy.running_guild[job.lane] >= cap:
+                    guilds.add(job.lane)
                 cap = limits.max_running_per_user
                 if cap is not None and self.occupancy.running_user[job.user_key] >= cap:
                     users.add(job.user_key)
@@ -189,7 +200,7 @@ class SchedulerCore:
         head = picks[0]
         key, batch, images = self.keys[head.id], [head], head.images
         in_batch_user = {head.user_key: 1}
-        in_batch_guild = {head.guild_id: 1}
+        in_batch_guild = {head.lane: 1}
         passed_over: set[tuple[int, int]] = set()  # keep FIFO within a user: never jump a user's own job
         for job in picks[1:]:
             if images >= max_images or len(batch) >= room:
@@ -198,7 +209,7 @@ class SchedulerCore:
                 continue
             limits = self.limits(job.guild_id, job.role_ids)
             user_n = self.occupancy.running_user[job.user_key] + in_batch_user.get(job.user_key, 0)
-            guild_n = self.occupancy.running_guild[job.guild_id] + in_batch_guild.get(job.guild_id, 0)
+            guild_n = self.occupancy.running_guild[job.lane] + in_batch_guild.get(job.lane, 0)
             if (self.keys[job.id] != key or images + job.images > max_images
                     or (limits.max_running_per_user is not None and user_n >= limits.max_running_per_user)
                     or (limits.max_running_per_guild is not None and guild_n >= limits.max_running_per_guild)):
@@ -207,7 +218,7 @@ class SchedulerCore:
             batch.append(job)
             images += job.images
             in_batch_user[job.user_key] = in_batch_user.get(job.user_key, 0) + 1
-            in_batch_guild[job.guild_id] = in_batch_guild.get(job.guild_id, 0) + 1
+            in_batch_guild[job.lane] = in_batch_guild.get(job.lane, 0) + 1
         return batch
 
     def commit(self, jobs: list[Job]) -> Batch:
@@ -240,8 +251,7 @@ class SchedulerCore:
             elif isinstance(outcome, GenerationCancelled):
                 self.finish(job, JobState.CANCELLED, error=outcome)
             else:
-                self.finish(job, JobState.FAILED, error=outcome if isinstance(outcome, ImagineError)
-                            else GenerationFailed(f"the executor returned {type(outcome).__name__}"))
+                self.finish(job, JobState.FAILED, error=_for_requester(job, outcome))
 
     # --- positions and ETAs -------------------------------------------------------------------
     def backlog_s(self) -> float:

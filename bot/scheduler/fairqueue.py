@@ -23,7 +23,9 @@ from typing import Generic, Protocol, TypeVar
 
 class Fairable(Protocol):
     @property
-    def guild_id(self) -> int: ...
+    def lane(self) -> int:
+        """Who shares one fair share: a guild (its id), or one direct-message user alone (see ``Job.lane``)."""
+        ...
 
     @property
     def user_id(self) -> int: ...
@@ -105,11 +107,11 @@ class FairQueue(Generic[T]):
             self._finish = {gid: tag for gid, tag in self._finish.items() if tag > self._vtime}
 
     def push(self, item: T) -> None:
-        guild = self._guilds.get(item.guild_id)
+        guild = self._guilds.get(item.lane)
         if guild is None:
-            start = max(self._vtime, self._finish.pop(item.guild_id, self._vtime))
-            guild = self._guilds[item.guild_id] = _Guild(item.guild_id, start)
-            if item.guild_id not in self._paused:
+            start = max(self._vtime, self._finish.pop(item.lane, self._vtime))
+            guild = self._guilds[item.lane] = _Guild(item.lane, start)
+            if item.lane not in self._paused:
                 self._schedule(guild)
         queue = guild.users.get(item.user_id)
         if queue is None:
@@ -131,7 +133,7 @@ class FairQueue(Generic[T]):
 
     def remove(self, item: T) -> bool:
         """Take ``item`` out without charging its guild (cancel, expiry, hand-back)."""
-        guild = self._guilds.get(item.guild_id)
+        guild = self._guilds.get(item.lane)
         queue = guild.users.get(item.user_id) if guild is not None else None
         if guild is None or queue is None or item not in queue:
             return False
@@ -145,11 +147,11 @@ class FairQueue(Generic[T]):
         every item must be the oldest queued job of its user (FIFO within a user)."""
         if not items:
             return
-        head = self._guilds[items[0].guild_id]
+        head = self._guilds[items[0].lane]
         self._vtime = max(self._vtime, head.tag)
         touched: dict[int, _Guild[T]] = {}
         for item in items:
-            guild = self._guilds[item.guild_id]
+            guild = self._guilds[item.lane]
             queue = guild.users[item.user_id]
             if queue[0] is item:
                 queue.popleft()
@@ -157,7 +159,7 @@ class FairQueue(Generic[T]):
                 queue.remove(item)
             if queue:
                 guild.users.move_to_end(item.user_id)  # served: back of the round robin
-            guild.tag = max(guild.tag, self._vtime) + item.cost / self._weight(item.guild_id)
+            guild.tag = max(guild.tag, self._vtime) + item.cost / self._weight(item.lane)
             self._drop(guild, item.user_id, queue)
             touched[guild.gid] = guild
         for gid, guild in touched.items():

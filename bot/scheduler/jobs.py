@@ -37,7 +37,8 @@ class Job:
     """One /imagine request on its way through the scheduler. The caller picks ``id``.
 
     ``request`` must already be validated (``generation.request.validate``); ``cost`` is in work
-    units (see ``Job.create``). Use guild id 0 for direct messages.
+    units (see ``Job.create``). Use guild id 0 for direct messages: each DM user is then a lane of
+    their own (``lane``), with their own share of the queue, caps and server bucket.
     """
 
     id: str
@@ -55,21 +56,35 @@ class Job:
     result: GenerationResult | None = field(default=None, repr=False)
     error: ImagineError | None = None
     cancelled_by: int | None = None
+    parent_channel_id: int | None = None  # for a job asked in a thread: the thread's channel
 
     @classmethod
     def create(cls, id: str, request: GenerationRequest, *, user_id: int, guild_id: int, channel_id: int,
-               role_ids: frozenset[int] | set[int] = frozenset(), cost_weight: float = 1.0) -> Job:
+               role_ids: frozenset[int] | set[int] = frozenset(), cost_weight: float = 1.0,
+               parent_channel_id: int | None = None) -> Job:
         """A job whose cost is images x pixels/512² x steps/25 x the model's ``cost_weight``."""
         return cls(id=id, request=request, user_id=user_id, guild_id=guild_id, channel_id=channel_id,
-                   cost=estimate_cost(request, cost_weight), role_ids=frozenset(role_ids))
+                   cost=estimate_cost(request, cost_weight), role_ids=frozenset(role_ids),
+                   parent_channel_id=parent_channel_id)
 
     @property
     def images(self) -> int:
         return self.request.count
 
     @property
+    def lane(self) -> int:
+        """Who shares a server's bucket, queue caps and fair share: the server, or in a direct message the
+        user alone (a negative id, which no server has), so that DM users never share guild 0's."""
+        return lane_of(self.guild_id, self.user_id)
+
+    @property
     def user_key(self) -> tuple[int, int]:
-        return (self.guild_id, self.user_id)
+        return (self.lane, self.user_id)
+
+
+def lane_of(guild_id: int, user_id: int) -> int:
+    """``Job.lane`` for a guild id (0 for a direct message) and a user."""
+    return guild_id if guild_id else -user_id
 
 
 class JobListener(Protocol):

@@ -2,7 +2,8 @@
 
 ``Admission.admit`` checks every limit first and consumes nothing unless all pass, so a refused
 request costs the user nothing. Buckets and quotas are kept per (guild, user) because each server
-sets its own limits; the guild bucket is shared by the whole server.
+sets its own limits; the guild bucket is shared by the whole server. In direct messages each user is a
+"server" of their own (``Job.lane``): their own server bucket and queue cap, under the default limits.
 """
 
 from __future__ import annotations
@@ -126,19 +127,19 @@ class Occupancy:
 
     def queue(self, job: Job, delta: int) -> None:
         self.queued_user[job.user_key] += delta
-        self.queued_guild[job.guild_id] += delta
+        self.queued_guild[job.lane] += delta
         self.queued_total += delta
         if delta < 0:
             _drop_zero(self.queued_user, job.user_key)
-            _drop_zero(self.queued_guild, job.guild_id)
+            _drop_zero(self.queued_guild, job.lane)
 
     def run(self, job: Job, delta: int) -> None:
         self.running_user[job.user_key] += delta
-        self.running_guild[job.guild_id] += delta
+        self.running_guild[job.lane] += delta
         self.running_total += delta
         if delta < 0:
             _drop_zero(self.running_user, job.user_key)
-            _drop_zero(self.running_guild, job.guild_id)
+            _drop_zero(self.running_guild, job.lane)
 
 
 def _drop_zero(counter: Counter[UserKey] | Counter[int], key: object) -> None:
@@ -175,8 +176,9 @@ class Admission:
               now: float, wall: float) -> Charge | None:
         """Raise the first Refused that applies; otherwise consume tokens/quota and return the charge."""
         self._check_caps(job, limits, scheduler, occupancy)
+        server = "This server is" if job.guild_id else "Your direct messages are"  # a DM user is a lane alone
         buckets = ((self.user_buckets, job.user_key, limits.user_rate, "limits.user_rate", "You are"),
-                   (self.guild_buckets, job.guild_id, limits.guild_rate, "limits.guild_rate", "This server is"))
+                   (self.guild_buckets, job.lane, limits.guild_rate, "limits.guild_rate", server))
         for bucket_set, key, spec, name, who in buckets:
             if spec is None:
                 continue
@@ -214,8 +216,9 @@ class Admission:
         caps = (
             ("limits.max_queued_per_user", limits.max_queued_per_user, occupancy.queued_user[job.user_key],
              "You already have {n} jobs waiting; the limit is {cap} per user. Try again when one of them starts."),
-            ("limits.max_queued_per_guild", limits.max_queued_per_guild, occupancy.queued_guild[job.guild_id],
-             "This server's queue is full: {n} jobs waiting, the limit is {cap}. Try again when it shrinks."),
+            ("limits.max_queued_per_guild", limits.max_queued_per_guild, occupancy.queued_guild[job.lane],
+             ("This server's" if job.guild_id else "Your direct messages'")
+             + " queue is full: {n} jobs waiting, the limit is {cap}. Try again when it shrinks."),
             ("scheduler.max_queued", scheduler.max_queued, occupancy.queued_total,
              "The bot's queue is full: {n} jobs waiting, the limit is {cap}. Try again in a few minutes."),
         )

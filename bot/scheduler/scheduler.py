@@ -12,7 +12,7 @@ from bot.core.identity import Requester
 from bot.scheduler.clock import Clock, SystemClock
 from bot.scheduler.core import ConfigSource, SchedulerCore
 from bot.scheduler.dispatcher import Dispatcher, wait_event
-from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState
+from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState, lane_of
 from bot.scheduler.limits import Charge
 from generation.errors import GenerationCancelled
 from generation.interface import CancelToken, Executor
@@ -138,16 +138,19 @@ class Scheduler:
                      finished_wall: float) -> None:
         """Count images made before a restart (the quota lives in memory) against today's quota."""
         core = self._core
-        core.admission.record_usage((guild_id, user_id), images, core.limits(guild_id, role_ids), finished_wall)
+        key = (lane_of(guild_id, user_id), user_id)
+        core.admission.record_usage(key, images, core.limits(guild_id, role_ids), finished_wall)
 
     def _admit(self, job: Job) -> Charge | None:
         core = self._core
         config = core.config
-        if core.queue.is_paused(job.guild_id):
+        if core.queue.is_paused(job.lane):
             raise GuildPaused("A moderator paused the /imagine queue in this server; try again later.",
                               limit="paused")
         guild = config.guilds.get(job.guild_id)
-        if guild is not None and guild.channels and job.channel_id not in guild.channels:
+        # A thread counts as its channel: allowed if it, or the channel it belongs to, is on the list.
+        if guild is not None and guild.channels and job.channel_id not in guild.channels \
+                and job.parent_channel_id not in guild.channels:
             channels = ", ".join(f"<#{channel}>" for channel in guild.channels)
             raise ChannelNotAllowed(f"/imagine is not enabled in this channel (guilds.{job.guild_id}.channels); "
                                     f"allowed channels: {channels}.", allowed=guild.channels)

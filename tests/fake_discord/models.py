@@ -46,6 +46,9 @@ MEMBER_PERMISSIONS = (
 GUILD_TEXT = 0
 DM = 1
 GUILD_CATEGORY = 4
+PUBLIC_THREAD = 11
+PRIVATE_THREAD = 12
+THREAD_TYPES = frozenset({10, PUBLIC_THREAD, PRIVATE_THREAD})
 
 
 class SnowflakeFactory:
@@ -170,7 +173,15 @@ class FakeChannel:
         }
         if self.guild_id is not None:
             data["guild_id"] = str(self.guild_id)
-        if self.type != GUILD_CATEGORY:
+        if self.type in THREAD_TYPES:
+            # A thread (FakeChannel("ideas", type=PUBLIC_THREAD, parent_id=channel.id)): Discord sends these
+            # keys with every thread object, in GUILD_CREATE's "threads" and in an interaction's "channel".
+            data.update(owner_id=str(self.parent_id or self.id), message_count=0, member_count=1,
+                        total_message_sent=0, rate_limit_per_user=0, last_message_id=None,
+                        thread_metadata={"archived": False, "auto_archive_duration": 1440, "locked": False,
+                                         "archive_timestamp": "2024-01-01T00:00:00+00:00"})
+            del data["position"], data["permission_overwrites"], data["nsfw"]
+        elif self.type != GUILD_CATEGORY:
             data.update(topic=self.topic, rate_limit_per_user=0, last_message_id=None)
         return data
 
@@ -294,8 +305,8 @@ class FakeGuild:
             "unavailable": False,
             "member_count": len(members),
             "members": members,
-            "channels": [c.to_json() for c in self.channels],
-            "threads": [],
+            "channels": [c.to_json() for c in self.channels if c.type not in THREAD_TYPES],
+            "threads": [c.to_json() for c in self.channels if c.type in THREAD_TYPES],
             "presences": [],
             "voice_states": [],
             "stage_instances": [],

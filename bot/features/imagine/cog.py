@@ -12,7 +12,6 @@ from typing import Any
 import discord
 from discord import app_commands
 from discord.ext import commands
-from PIL import Image
 
 from bot.core.config import ConfigStore
 from bot.discord_ui.custom_ids import Action
@@ -30,6 +29,7 @@ from bot.features.imagine.views import COG_NAME, status_view
 from bot.scheduler import JobEvents
 from bot.storage import InteractionRef, JobKind
 from generation.errors import InvalidRequest
+from generation.imagefiles import open_image
 from generation.request import MAX_SEED
 
 _log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None, model: str | None = None, style: str | None = None,
         image: discord.Attachment | None = None, strength: app_commands.Range[float, 0.05, 1.0] | None = None,
     ) -> None:
+        self._service.check_where(requester_of(interaction))  # before the options and any download
         explicit = Options(negative=negative, aspect=aspect, count=count, steps=steps, guidance=guidance, seed=seed,
                            model=model, style=style, strength=strength)
         attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
@@ -187,7 +188,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         name = f"image_{plan.index + 1}"
         if len(plan.image) > limit:  # re-encode (keeping the recipe) only when the PNG is too large for this server
             encoded = await asyncio.to_thread(
-                lambda: encode_to_fit(Image.open(io.BytesIO(plan.image)), limit, read_parameters(plan.image) or "",
+                lambda: encode_to_fit(open_image(plan.image), limit, read_parameters(plan.image) or "",
                                       basename=name))
             file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
         else:

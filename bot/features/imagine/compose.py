@@ -7,16 +7,16 @@ that will run, with the downloaded image in it.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, replace
 
-from PIL import Image
+from PIL import UnidentifiedImageError
 
 from bot.core.config import AppConfig
 from bot.features.imagine.flags import Options, ParsedFlags, aspect_to_size, merge_options, read_prompt_flags
 from generation.config import ModelConfig
 from generation.errors import ConfigError, InvalidRequest
+from generation.imagefiles import ALLOWED_CONTENT_TYPES, ALLOWED_FORMATS, open_image, other_format
 from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, validate
 
 MAX_INIT_IMAGE_BYTES = 8 * 1024 * 1024
@@ -119,8 +119,11 @@ def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment:
 
 def attachment_problems(attachment: Attachment) -> list[str]:
     """What is wrong with an attachment judged by what Discord says of it, before downloading it."""
-    if not (attachment.content_type or "").startswith("image/"):
-        return [f"the attachment {attachment.filename!r} is not an image; allowed: PNG, JPEG or WebP"]
+    content_type = (attachment.content_type or "").split(";")[0].strip().lower()
+    if not content_type.startswith("image/"):
+        return [f"the attachment {attachment.filename!r} is not an image; allowed: {ALLOWED_FORMATS}"]
+    if content_type not in ALLOWED_CONTENT_TYPES:
+        return [f"the attachment {attachment.filename!r} is {content_type}; allowed: {ALLOWED_FORMATS}"]
     if attachment.size > MAX_INIT_IMAGE_BYTES:
         return [f"the attachment is {attachment.size / 1e6:.1f} MB; allowed: at most "
                 f"{MAX_INIT_IMAGE_BYTES // 2**20} MiB"]
@@ -128,18 +131,26 @@ def attachment_problems(attachment: Attachment) -> list[str]:
 
 
 def image_problem(data: bytes, filename: str) -> str | None:
-    """Why downloaded ``data`` cannot be an input image, or None. CPU work: run it in a thread."""
+    """Why downloaded ``data`` cannot be an input image, or None. CPU work: run it in a thread.
+
+    The content type was the uploader's claim: the bytes must be PNG, JPEG or WebP themselves, and no
+    other format's decoder (EPS would run Ghostscript) is ever tried on them."""
     if len(data) > MAX_INIT_IMAGE_BYTES:
         return (f"the input image is {len(data) / 1e6:.1f} MB; "
                 f"allowed: at most {MAX_INIT_IMAGE_BYTES // 2**20} MiB")
     try:
-        with Image.open(io.BytesIO(data)) as picture:
+        with open_image(data) as picture:
             if max(picture.size) > MAX_INIT_IMAGE_SIDE:  # known before decoding: refuse bombs early
                 return (f"the attachment {filename!r} is {picture.width}x{picture.height}; allowed: at most "
                         f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
             picture.verify()
+    except UnidentifiedImageError:
+        kind = other_format(data)  # a known other format is named; anything else is broken or no image
+        if kind is not None:
+            return f"the attachment {filename!r} is {kind}; allowed: {ALLOWED_FORMATS}"
+        return f"the attachment {filename!r} could not be read as an image; allowed: {ALLOWED_FORMATS}"
     except Exception:  # PIL raises many types for broken files
-        return f"the attachment {filename!r} could not be read as an image; allowed: PNG, JPEG or WebP"
+        return f"the attachment {filename!r} could not be read as an image; allowed: {ALLOWED_FORMATS}"
     return None
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from bot.core.config import ConfigStore
-from bot.core.errors import IllegalTransition, JobNotFound
+from bot.core.errors import DirectMessagesOff, IllegalTransition, JobNotFound
 from bot.core.faults import Checkpoints
 from bot.core.identity import Requester
 from bot.features.imagine.compose import Attachment, Composed, Draft, derive, draft, image_problem, resolve_model
@@ -70,6 +70,11 @@ class ImagineService:
         self._checkpoints = checkpoints or Checkpoints()
 
     # --- a new request ----------------------------------------------------------------------------
+    def check_where(self, requester: Requester) -> None:
+        """Refuse a direct message unless ``bot.allow_dms``: asked before anything is parsed or downloaded."""
+        if requester.in_dm and not self._config.current.bot.allow_dms:
+            raise DirectMessagesOff()
+
     def draft(self, prompt: str, explicit: Options, attachment: Attachment | None) -> Draft:
         """Every option checked against today's config, before any attachment is downloaded."""
         return draft(self._config.current, prompt, explicit, attachment=attachment)
@@ -85,6 +90,7 @@ class ImagineService:
     async def submit(self, composed: Composed, requester: Requester, *, kind: JobKind = "imagine",
                      parent_job_id: str | None = None, interaction: InteractionRef | None = None) -> JobRecord:
         """Store the job, then admit it; a refusal is recorded and re-raised for the user to see."""
+        self.check_where(requester)  # buttons too: DMs may have been switched off since the result
         self._scheduler.check_accepting()  # during shutdown storage closes soon: store nothing new
         stored = await self._storage.create_job(
             composed.request, user_id=requester.user_id, guild_id=requester.guild_id or None,
@@ -94,7 +100,7 @@ class ImagineService:
         self._checkpoints.reached("stored")
         job = Job.create(stored.id, composed.request, user_id=requester.user_id, guild_id=requester.guild_id,
                          channel_id=requester.channel_id, role_ids=requester.role_ids,
-                         cost_weight=composed.cost_weight)
+                         cost_weight=composed.cost_weight, parent_channel_id=requester.parent_channel_id)
         # A refusal raises here; the scheduler reports it to JobRecorder, which stores it (one writer
         # per transition: two writers raced into IllegalTransition and hid the refusal's message).
         self._scheduler.submit(job)
