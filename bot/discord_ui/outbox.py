@@ -27,18 +27,25 @@ class Outbox:
         self._presenter = presenter
         self._clock = clock
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="imagine-outbox")
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Let a delivery under way finish (a cancel mid-query would strand a database connection)."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+        if not done:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        self._task = None
 
     def wake(self) -> None:
         """Look for due deliveries now (a job just failed an attempt, say)."""
@@ -58,7 +65,7 @@ class Outbox:
         return tried
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self.deliver_due()
@@ -66,6 +73,8 @@ class Outbox:
             except Exception:  # storage trouble: try again later rather than stop delivering for good
                 _log.exception("the outbox could not look for owed deliveries")
                 due = None
+            if self._stopping:
+                return
             wait_s = IDLE_CHECK_S if due is None else max(0.05, (due - self._now()).total_seconds())
             sleeper = asyncio.ensure_future(self._clock.sleep(min(wait_s, IDLE_CHECK_S)))
             waker = asyncio.ensure_future(self._wake.wait())
