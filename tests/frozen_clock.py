@@ -12,44 +12,26 @@ say) can wait forever on a clock nobody moves.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import time
 
+from bot.scheduler import SimulatedClock
 
-class FrozenClock:
+
+class FrozenClock(SimulatedClock):
     def __init__(self, wall_start: float | None = None) -> None:
-        self._now = 1_000.0
-        self._wall_offset = (time.time() if wall_start is None else wall_start) - self._now
-        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    def monotonic(self) -> float:
-        return self._now
-
-    def time(self) -> float:
-        return self._now + self._wall_offset
+        super().__init__(start=1_000.0, wall_start=time.time() if wall_start is None else wall_start)
 
     async def sleep(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        deadline = self._now + max(0.0, seconds)
-        heapq.heappush(self._timers, (deadline, next(self._seq), future))
-        safety_net = loop.call_later(max(0.0, seconds), self._reach, deadline)
+        safety_net = asyncio.get_running_loop().call_later(max(0.0, seconds), self._reach,
+                                                            self.monotonic() + max(0.0, seconds))
         try:
-            await future
+            await super().sleep(seconds)
         finally:
             safety_net.cancel()
 
     def _reach(self, deadline: float) -> None:
         self._now = max(self._now, deadline)
         self._fire_due()
-
-    def _fire_due(self) -> None:
-        while self._timers and (self._timers[0][0] <= self._now or self._timers[0][2].done()):
-            _, _, future = heapq.heappop(self._timers)
-            if not future.done():
-                future.set_result(None)
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``; sleepers whose deadline passed wake, in deadline order."""

@@ -206,16 +206,10 @@ class Storage:
         self, job_id: str, *, status_message_id: int | None = None, result_message_id: int | None = None
     ) -> JobRecord:
         """Record the status and/or result message of a job (``None`` leaves a value unchanged)."""
-        values = {key: value for key, value in
-                  (("status_message_id", status_message_id), ("result_message_id", result_message_id))
-                  if value is not None}
-        if values:
-            async with self._session() as session, session.begin():
-                result = cast(CursorResult[Any], await session.execute(
-                    update(JobRow).where(JobRow.id == job_id).values(**values)))
-                if result.rowcount != 1:
-                    raise JobNotFound.not_stored(job_id)
-        return await self.require_job(job_id)
+        values: dict[str, Any] = {key: value for key, value in
+                                  (("status_message_id", status_message_id), ("result_message_id", result_message_id))
+                                  if value is not None}
+        return await self._update_job(job_id, values) if values else await self.require_job(job_id)
 
     # The outbox
 
