@@ -146,7 +146,8 @@ class WatchedStorage(Storage):
 @asynccontextmanager
 async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | ConfigStore | None = None, *,
                       executor: Executor | None = None, drain_timeout_s: float = 30.0,
-                      watch_config: bool = False, database_url: str | None = None) -> AsyncIterator[ImagineBot]:
+                      watch_config: bool = False, database_url: str | None = None,
+                      storage_class: type[WatchedStorage] | None = None) -> AsyncIterator[ImagineBot]:
     """A started bot; leaving the block closes it, which drains the queue like a real shutdown.
 
     ``config`` may be a ``ConfigStore`` on a file: with ``watch_config`` the bot watches it and
@@ -154,7 +155,8 @@ async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | Con
     runs it on another database, such as the ``database_url`` fixture's."""
     store = config if isinstance(config, ConfigStore) else ConfigStore(initial=config or tiny_app_config(fake))
     clock = clock_of(fake)
-    storage = WatchedStorage(data_dir, database_url, clock=lambda: datetime.fromtimestamp(clock.time(), UTC))
+    storage = (storage_class or WatchedStorage)(data_dir, database_url,
+                                                clock=lambda: datetime.fromtimestamp(clock.time(), UTC))
     bot = make_bot(store, storage, executor or tiny_executor(store.current), clock=clock,
                    drain_timeout_s=drain_timeout_s, watch_config=watch_config)
     async with run_client(fake, bot):
