@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -21,7 +21,7 @@ from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.core.errors import IllegalTransition, JobNotFound, StorageError
-from bot.storage import images
+from bot.storage import images, retention
 from bot.storage.db import default_url, make_engine
 from bot.storage.migrations import current_version, migrate
 from bot.storage.models import GuildSettingsRow, JobRow, ResultRow
@@ -36,6 +36,7 @@ from bot.storage.records import (
     JobStatus,
     ResultImage,
 )
+from bot.storage.retention import PurgeReport, RetentionPolicy
 from bot.storage.serialization import request_from_dict, request_to_dict
 from generation.request import GenerationRequest
 
@@ -287,7 +288,8 @@ class Storage:
             return [_to_job(row) for row in rows]
 
     async def mark_deleted(self, job_id: str) -> JobRecord:
-        """Soft delete: keep the row for audit, drop its images, input image and interaction token."""
+        """Soft delete: keep the row for audit, drop its images, input image and interaction token, and
+        the copies of its images that follow-ups (upscales, variations) hold as their input image."""
         async with self._session() as session, session.begin():
             row = await session.get(JobRow, job_id)
             if row is None:
@@ -295,6 +297,8 @@ class Storage:
             paths = await self._delete_result_rows(session, job_id)
             row.deleted_at = row.deleted_at or self._clock()
             row.init_image, row.interaction_token = None, None
+            await session.execute(update(JobRow).where(JobRow.parent_job_id == job_id, JobRow.init_image.is_not(None))
+                                  .values(init_image=None))
         await asyncio.to_thread(images.remove_images, paths)
         return await self.require_job(job_id)
 
@@ -305,6 +309,16 @@ class Storage:
             result = cast(CursorResult[Any], await session.execute(delete(JobRow).where(JobRow.id == job_id)))
         await asyncio.to_thread(images.remove_images, paths)
         return result.rowcount == 1
+
+    # Retention
+
+    async def purge(self, policy: RetentionPolicy, *, batch_size: int = retention.BATCH_SIZE) -> PurgeReport:
+        """Remove what ``policy`` no longer keeps (see ``bot.storage.retention``), as of the storage clock."""
+        return await retention.purge(self._session, self.data_dir, self._clock(), policy, batch_size)
+
+    async def next_token_expiry(self, tokens_after: timedelta) -> datetime | None:
+        """When the next stored interaction token falls due for clearing (None: no token is stored)."""
+        return await retention.next_token_expiry(self._session, tokens_after)
 
     # Result images
 

@@ -149,7 +149,7 @@ class ImagineService:
             raise InvalidRequest([f"button {action!r} needs an image number; allowed: the images shown"])
         image = await self._storage.load_result_image(job_id, index)
         if image is None:
-            raise InvalidRequest([f"image {index + 1} of that request is not stored; allowed: the images shown"])
+            raise InvalidRequest([self._gone(parent, index)])
         if action == "v":
             return FollowUp(derive(config, parent.request, init_image=image, strength=VARIATION_STRENGTH, seed=None,
                                    steps=img2img_steps(parent.request.steps, VARIATION_STRENGTH)), "variation")
@@ -161,6 +161,14 @@ class ImagineService:
         except InvalidRequest as exc:
             return FullSizeInstead(parent.user_id, index, image, parent.seeds[index], exc.problems[0])
         return FollowUp(composed, "upscale")
+
+    def _gone(self, parent: JobRecord, index: int) -> str:
+        """Why image ``index`` of ``parent`` cannot be loaded: purged after its retention time, or never there."""
+        keep_days = self._config.current.retention.images_days
+        age = datetime.fromtimestamp(self._clock.time(), UTC) - parent.created_at
+        if keep_days is not None and age >= timedelta(days=keep_days):
+            return f"that image is no longer available (images are kept for {keep_days:g} days); run /imagine again"
+        return f"image {index + 1} of that request is not stored; allowed: the images shown"
 
     # --- restarts ---------------------------------------------------------------------------------
     async def resume(self, adopt_status: Callable[[JobRecord], Awaitable[int | None]]) -> tuple[
@@ -188,6 +196,10 @@ class ImagineService:
                 reason = "it was never shown (the bot stopped before posting its status)"
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
                 continue
+            if stored.kind in ("upscale", "variation") and stored.request.init_image is None:
+                reason = "the image it started from was deleted"  # 🗑 on the parent removed its copy too
+                dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
+                continue
             try:
                 name, model = resolve_model(config, stored.request.model)
                 request = validate(stored.request, name, model)
@@ -203,3 +215,4 @@ class ImagineService:
         if resumed or dropped:
             _log.info("resumed %d job(s) after restart, dropped %d", len(resumed), len(dropped))
         return resumed, dropped
+
