@@ -1,5 +1,5 @@
-"""Retention on real SQLite files, on a clock the test moves: what is purged when, and what a delete takes
-with it."""
+"""Retention on real SQLite files, on a clock the test moves: what is purged when, what a delete takes
+with it, refusals that keep no image, and quota rebuilds that read sums instead of rows."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from sqlalchemy import event
 
 from bot.storage import InteractionRef, JobRecord, RetentionPolicy, Storage
 from generation.request import GenerationRequest
@@ -134,3 +135,38 @@ async def test_deleting_a_result_also_removes_the_copies_its_follow_ups_hold(sto
     assert (await storage.require_job(variation.id)).request.init_image is None
     assert (await storage.require_job(unrelated.id)).request.init_image == png((5, 5, 5))
     assert await storage.load_result_image(upscale.id, 0) is not None  # follow-ups' own results are theirs
+
+
+async def test_refused_jobs_keep_no_input_image(storage: Storage) -> None:
+    request = GenerationRequest("a fox", init_image=png((1, 2, 3)), strength=0.5)
+    refused_at_once = await storage.create_job(request, user_id=1, status="refused")
+    assert (await storage.require_job(refused_at_once.id)).request.init_image is None
+    stored_then_refused = await storage.create_job(request, user_id=1)
+    assert stored_then_refused.request.init_image == png((1, 2, 3))
+    await storage.update_status(stored_then_refused.id, "refused", error="too fast")
+    assert (await storage.require_job(stored_then_refused.id)).request.init_image is None
+
+
+async def test_images_made_are_summed_in_the_database_without_reading_images(storage: Storage,
+                                                                            clock: Clock) -> None:
+    await finished_job(storage, clock, count=3, user_id=1, init_image=png((1, 1, 1)))
+    await finished_job(storage, clock, count=2, user_id=1)
+    await finished_job(storage, clock, count=4, user_id=2, guild_id=None)
+    clock.now = T0 - timedelta(days=1)
+    await finished_job(storage, clock, count=4, user_id=1)  # before ``since``
+    failed = await storage.create_job(GenerationRequest("a failure", count=4), user_id=1, guild_id=9)
+    await storage.update_status(failed.id, "failed")
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = storage._engine
+    assert engine is not None
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    made = await storage.images_made_since(T0 - timedelta(hours=1))
+    event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert [(m.guild_id, m.user_id, m.images) for m in made] == [(None, 2, 4), (9, 1, 5)]
+    selects = [statement for statement in statements if statement.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1 and "sum(" in selects[0].lower() and "group by" in selects[0].lower()
+    assert "init_image" not in selects[0]  # one aggregate over a few columns: no row, no blob is read

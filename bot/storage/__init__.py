@@ -18,6 +18,7 @@ from bot.storage.records import (
     JOB_STATUSES,
     TERMINAL_STATUSES,
     TRANSITIONS,
+    ImagesMade,
     InteractionRef,
     JobKind,
     JobRecord,
@@ -30,6 +31,6 @@ from bot.storage.serialization import request_from_dict, request_to_dict
 
 __all__ = [
     "ACTIVE_STATUSES", "JOB_KINDS", "JOB_STATUSES", "LATEST_VERSION", "MIGRATIONS", "TERMINAL_STATUSES", "TRANSITIONS",
-    "InteractionRef", "JobKind", "JobRecord", "JobStatus", "Migration", "PurgeReport", "ResultImage",
+    "ImagesMade", "InteractionRef", "JobKind", "JobRecord", "JobStatus", "Migration", "PurgeReport", "ResultImage",
     "RetentionPolicy", "Storage", "migrate", "request_from_dict", "request_to_dict",
 ]

@@ -83,6 +83,8 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
         drafted = self._service.draft(prompt, explicit, attachment)  # bad options fail before the download
         if image is not None:
+            # A request that admission would refuse (rate, quota, queue caps) costs no download either.
+            await self._service.check(drafted, requester_of(interaction), image_coming=True)
             await interaction.response.defer(thinking=True)  # the download can outlast Discord's 3 s window
         try:
             data = None if image is None else await self._download(image)
