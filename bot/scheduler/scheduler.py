@@ -245,5 +245,16 @@ class Scheduler:
         """(dispatcher CPU seconds, jobs) per batch, when built with ``record_timings=True``."""
         return self._dispatcher.timings
 
+    def footprint(self) -> dict[str, int]:
+        """Entries in the scheduler's own bookkeeping, by structure; all 0 once it is idle (no job queued or
+        running): what it keeps per job never outlives the job. For diagnostics and tests."""
+        core = self._core
+        occupancy = core.occupancy
+        return {"jobs": len(core.jobs), "keys": len(core.keys), "charges": len(core.charges),
+                "positions": len(core.pushed), "by_age": len(core.by_age), "batches": len(core.running),
+                "queued": len(core.queue), "guilds": len(core.queue.guild_lengths()),
+                "occupancy": len(occupancy.queued_user) + len(occupancy.queued_guild) + len(occupancy.running_user)
+                + len(occupancy.running_guild)}
+
     async def flush_notifications(self) -> None:
         await self._core.events.flush()
