@@ -51,6 +51,11 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         self._outbox = outbox
         self._unsubscribe: Callable[[], None] | None = None
 
+    @property
+    def presenter(self) -> DiscordPresenter:
+        """How this feature shows jobs on Discord (for diagnostics: ``presenter.live_jobs``)."""
+        return self._presenter
+
     async def cog_load(self) -> None:
         # Subscribed for exactly as long as the cog is loaded: discord.py runs cog_unload on unload.
         self._unsubscribe = self._events.subscribe(self._recorder)
@@ -131,7 +136,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
             message_id = await self._post_status(interaction, stored.id)
             await self._service.record_status_message(stored.id, message_id)
         except Exception:
-            self._presenter.withdrawn(stored.id)  # the error reply that follows is its visible end
+            await self._presenter.withdrawn(stored.id)  # the error reply that follows is its visible end
             self._service.withdraw(stored.id)  # nobody can see this job: never run it invisibly
             raise
         await self._presenter.attach(stored.id, StatusTarget(
