@@ -1,5 +1,6 @@
 """Retention through Discord: the real bot against the fake Discord on a frozen clock, so "a month
-later" takes no time and the purge that runs in the background is the one users would meet."""
+later" takes no time and the purge that runs in the background is the one users would meet; plus the
+retention: settings themselves and what a delete means for follow-ups resumed after a restart."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.config import AppConfig, RetentionConfig, load_config, parse_config
+from bot.core.config import AppConfig, ConfigStore, RetentionConfig, load_config, parse_config
+from bot.features.imagine.service import ImagineService
+from bot.scheduler import Scheduler, SimulatedClock
+from bot.storage import JobRecord, Storage
 from generation.errors import ConfigError
-from tests.bot_harness import WatchedStorage, button, is_result, running_bot
+from generation.request import GenerationRequest
+from tests.bot_harness import WatchedStorage, button, is_result, png, running_bot
 from tests.fake_discord import FakeDiscord
 from tests.frozen_clock import FrozenClock
+from tests.scheduler_helpers import FakeExecutor, make_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,3 +76,31 @@ def test_retention_values_are_checked() -> None:
     assert parse_config("retention: {images_days: null, jobs_days: 90}\n").retention.images_days is None
     with pytest.raises(ConfigError, match=r"retention.interaction_token_minutes \(line 1\).*greater than or equal"):
         parse_config("retention: {interaction_token_minutes: 5}\n")
+
+
+async def test_a_follow_up_whose_source_was_deleted_is_dropped_at_restart_saying_why(tmp_path: Path) -> None:
+    """🗑 removes the copy an upscale holds as its input: if that upscale was still queued when the bot
+    stopped, the next start drops it with the reason instead of running it without its image."""
+    config = make_config()
+    async with Storage(tmp_path) as storage:
+        parent = await storage.create_job(GenerationRequest("a fox", seed=1), user_id=1, guild_id=5)
+        await storage.update_status(parent.id, "running")
+        await storage.save_result_images(parent.id, [png("red")], [1])
+        await storage.update_status(parent.id, "done", seeds=[1])
+        image = await storage.load_result_image(parent.id, 0)
+        upscale = await storage.create_job(GenerationRequest("a fox", seed=1, init_image=image, strength=0.3),
+                                           user_id=1, guild_id=5, channel_id=6, kind="upscale",
+                                           parent_job_id=parent.id)
+        await storage.set_messages(upscale.id, status_message_id=77)
+        await storage.mark_deleted(parent.id)
+
+        clock = SimulatedClock()
+        service = ImagineService(ConfigStore(initial=config), storage,
+                                 Scheduler(FakeExecutor(clock), config, clock=clock), clock)
+
+        async def no_status(stored: JobRecord) -> int | None:
+            return None
+
+        resumed, dropped = await service.resume(no_status)
+        assert resumed == [] and [job.id for job in dropped] == [upscale.id]
+        assert dropped[0].error == "the image it started from was deleted"
