@@ -24,7 +24,7 @@ from bot.services import Services
 _log = logging.getLogger(__name__)
 
 # Loaded in this order; a new feature is one more entry (see docs/architecture.md).
-FEATURES: tuple[str, ...] = ("bot.features.imagine", "bot.features.info")
+FEATURES: tuple[str, ...] = ("bot.features.imagine", "bot.features.info", "bot.features.retention")
 
 
 def _no_prefix(bot: commands.Bot, message: discord.Message) -> list[str]:

@@ -104,6 +104,7 @@ class WatchedStorage(Storage):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._written = asyncio.Condition()
+        self.purge_runs = 0
 
     async def _notify(self) -> None:
         async with self._written:
@@ -125,6 +126,15 @@ class WatchedStorage(Storage):
         try:
             return await super().set_messages(*args, **kwargs)
         finally:
+            await self._notify()
+
+    async def next_token_expiry(self, *args: Any, **kwargs: Any) -> Any:
+        # The retention purge's last call before it sleeps on the clock. A test that sees ``purge_runs`` go up
+        # sees a finished run, and the loop asleep again (its next clock.advance wakes it).
+        try:
+            return await super().next_token_expiry(*args, **kwargs)
+        finally:
+            self.purge_runs += 1
             await self._notify()
 
     async def wait_until(self, check: Callable[[], Awaitable[T | None]], *, what: str, timeout_s: float = WAIT_S) -> T:

@@ -208,8 +208,9 @@ async def test_every_value_comes_back_the_same_on_every_backend(tmp_path: Path, 
         assert stored.created_at == stored.finished_at == at and stored.created_at.tzinfo is UTC
         assert stored.timings == {"denoise_s": 1e-9, "total_s": 1e300}
         assert [r.seed for r in await storage.list_results(job.id)] == [2**32 - 1, 0]
-        assert [j.id for j in await storage.done_since(at.astimezone(UTC))] == [job.id]
-        assert await storage.done_since(at + timedelta(microseconds=1)) == []
+        made = await storage.images_made_since(at.astimezone(UTC))
+        assert [(m.guild_id, m.user_id, m.images) for m in made] == [(SNOWFLAKE - 1, SNOWFLAKE, 2)]
+        assert await storage.images_made_since(at + timedelta(microseconds=1)) == []
         assert await storage.get_guild_settings(SNOWFLAKE) == {"note": "\x00 ok", "ids": [SNOWFLAKE]}
 
 

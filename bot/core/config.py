@@ -172,12 +172,22 @@ class BotConfig(BaseModel):
         return value
 
 
+class RetentionConfig(_Strict):
+    """How long stored data is kept (``retention:``); a periodic purge removes what is older."""
+
+    images_days: float | None = Field(default=30, gt=0, description="result PNGs and input images; null: forever")
+    jobs_days: float | None = Field(default=365, gt=0, description="job records, kept without images; null: forever")
+    interaction_token_minutes: float = Field(default=15, ge=15, le=60, description="Discord interaction tokens")
+    purge_interval_s: float = Field(default=3600, ge=60, description="how often the purge runs")
+
+
 class _FileSections(_Strict):
     limits: Limits = Field(default_factory=Limits)
     guilds: dict[int, GuildConfig] = Field(default_factory=dict)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     discord: DiscordConfig = Field(default_factory=DiscordConfig)
     bot: BotConfig = Field(default_factory=BotConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
 
 class AppConfig(_FileSections):

@@ -67,6 +67,10 @@ class _Lane:
         except Exception:
             _log.exception("%s.%s failed for job %s", self.name, method, subject_id)
 
+    def tail(self, subject_id: str) -> asyncio.Task[None] | None:
+        """The last call about ``subject_id`` still running (it runs after every earlier one), or None."""
+        return self._tails.get(subject_id)
+
     @property
     def busy(self) -> bool:
         return bool(self._tails)
@@ -100,6 +104,24 @@ class EventHub(Generic[S, L]):
     def send(self, subject: S, method: str, *args: Any) -> None:
         for lane in list(self._lanes):
             lane.send(subject.id, subject, method, args)
+
+    def after(self, subject_id: str, callback: Callable[[], None]) -> None:
+        """``callback()`` once every subscriber has finished the calls about ``subject_id`` sent so far (at
+        once if none is still running). The publisher uses it to let go of what those calls needed."""
+        tails = [tail for lane in self._lanes if (tail := lane.tail(subject_id)) is not None]
+        if not tails:
+            callback()
+            return
+        waiting = len(tails)
+
+        def one_done(_task: asyncio.Task[None]) -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0:
+                callback()
+
+        for tail in tails:
+            tail.add_done_callback(one_done)
 
     async def flush(self) -> None:
         """Wait until every async call sent so far, in every lane, has finished."""

@@ -16,6 +16,7 @@ import io
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,9 @@ PREVIEW_SIDE = 256
 # 404/10015 Unknown Webhook.
 _DEAD_TOKEN_CODES = frozenset({50027, 10015})
 MAX_DELIVERY_ATTEMPTS = 6  # then the owner is told directly and the job is undeliverable
+# Ids of jobs whose end this process showed (or left to the outbox), newest last: a late attach or
+# withdraw of one of them keeps nothing. Bounded: such calls come within moments of the end.
+ENDED_REMEMBERED = 1024
 
 
 def delivery_backoff_s(attempts: int) -> float:
@@ -116,7 +120,8 @@ class DiscordPresenter:
         self._interval = progress_interval_s
         self._monotonic = monotonic
         self._now = now
-        self._shown: dict[str, _Shown] = {}
+        self._shown: dict[str, _Shown] = {}  # per live job; dropped on every way a job ends
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     # --- wiring -------------------------------------------------------------------------------
     def target_for_stored(self, stored: JobRecord) -> StatusTarget:
@@ -142,14 +147,25 @@ class DiscordPresenter:
 
     async def attach(self, job_id: str, target: StatusTarget) -> None:
         """The cog answered the interaction: show whatever happened to the job meanwhile."""
+        if job_id in self._ended:
+            return  # it ended and its end is shown (found through storage): nothing waits for this message
         shown = self._shown.setdefault(job_id, _Shown())
         async with shown.lock:
             shown.target = target
             pending, shown.pending = shown.pending, None
-            if pending is not None:
-                await pending(target)
-        if shown.finished:
-            self._shown.pop(job_id, None)
+            try:
+                if pending is not None:
+                    await pending(target)
+            finally:
+                if shown.finished:
+                    self._forget(job_id)
+
+    def _forget(self, job_id: str) -> None:
+        """The job's end is shown, or left to the outbox: keep nothing more of it."""
+        self._shown.pop(job_id, None)
+        self._ended[job_id] = None
+        if len(self._ended) > ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
 
     async def _target_for(self, job_id: str, shown: _Shown) -> StatusTarget | None:
         if shown.target is not None:
@@ -217,25 +233,46 @@ class DiscordPresenter:
         shown = self._shown.setdefault(stored.id, _Shown())
         shown.finished = True
         if shown.withdrawn:  # the cog already told the user why this job will not run
-            self._shown.pop(stored.id, None)
+            self._forget(stored.id)
             await self._record(self._storage.record_delivery(stored.id), stored.id)
             return
         content = ResultContent.of(result) if result is not None else None
-        await self._render(stored.id, lambda target: self._deliver(target, stored, content), final=True)
-        if shown.target is not None:
-            self._shown.pop(stored.id, None)
+        await self._render_end(stored.id, shown, lambda target: self._deliver(target, stored, content))
+
+    async def _render_end(self, job_id: str, shown: _Shown,
+                          render: Callable[[StatusTarget], Awaitable[object]]) -> None:
+        """Show how a job ended; then keep nothing of it, unless the end waits for its status message
+        (``attach``). If showing fails, the stored job stays owed and the outbox shows it instead."""
+        shown_or_parked = False
+        try:
+            await self._render(job_id, render, final=True)
+            shown_or_parked = True
+        finally:
+            if not shown_or_parked or shown.target is not None:
+                self._forget(job_id)
 
     def on_failed_attempt(self, hook: Callable[[], None]) -> None:
         """``hook()`` after each failed delivery attempt (the outbox wakes to schedule the retry)."""
         self._failed_attempt_hooks.append(hook)
 
-    def withdrawn(self, job_id: str) -> None:
+    async def withdrawn(self, job_id: str) -> None:
         """The cog took back a job nobody could see and told its user so: nothing more to show."""
-        self._shown.setdefault(job_id, _Shown()).withdrawn = True
+        if job_id in self._ended:
+            return
+        shown = self._shown.setdefault(job_id, _Shown())
+        shown.withdrawn = True
+        if shown.finished:  # it ended first, its end parked for a status message that will never come
+            self._forget(job_id)
+            await self._record(self._storage.record_delivery(job_id), job_id)
 
     def is_live(self, job_id: str) -> bool:
         """Whether this process still shows the job itself (the outbox leaves such jobs alone)."""
         return job_id in self._shown
+
+    @property
+    def live_jobs(self) -> int:
+        """How many jobs this process still keeps state for (0 once every job it showed has ended)."""
+        return len(self._shown)
 
     async def redeliver(self, stored: JobRecord) -> None:
         """The outbox's call: show the end of a stored job that Discord has not accepted yet."""
@@ -245,12 +282,13 @@ class DiscordPresenter:
             async with shown.lock:
                 await self._deliver(target, stored, None)
         finally:
-            self._shown.pop(stored.id, None)
+            self._forget(stored.id)
 
     async def interrupted(self, job_id: str) -> None:
         text = INTERRUPTED_TEXT
-        self._shown.setdefault(job_id, _Shown()).finished = True  # for this process, the job has ended
-        await self._render(job_id, lambda target: self._edit(target, text, view=None), final=True)
+        shown = self._shown.setdefault(job_id, _Shown())
+        shown.finished = True  # for this process, the job has ended
+        await self._render_end(job_id, shown, lambda target: self._edit(target, text, view=None))
 
     # --- the end of a job -----------------------------------------------------------------------
     async def _deliver(self, target: StatusTarget, stored: JobRecord, content: ResultContent | None) -> None:

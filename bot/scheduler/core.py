@@ -66,6 +66,11 @@ class EtaModel:
             self.seconds_per_cost += smoothing * (seconds / cost - self.seconds_per_cost)
 
 
+def _release(job: Job) -> None:
+    """Drop a finished job's images: its subscribers took what they needed while it was being reported."""
+    job.result = None
+
+
 class SchedulerCore:
     def __init__(self, config: ConfigSource, clock: Clock, listener: JobListener | None) -> None:
         self.config_source = config
@@ -79,7 +84,9 @@ class SchedulerCore:
         self.jobs: dict[str, Job] = {}  # queued or running
         self.keys: dict[str, CompatibilityKey] = {}
         self.charges: dict[str, Charge] = {}
-        self.by_age: deque[Job] = deque()  # admission order, for expiry; stale entries skipped lazily
+        # Admission order, for expiry: job ids only (stale entries are skipped lazily, and an id holds no
+        # finished job, its request or its images alive while older jobs still wait).
+        self.by_age: deque[str] = deque()
         self.running: list[Batch] = []
         self.eta = EtaModel(self.config.scheduler.initial_seconds_per_cost)
         self.pushed: dict[str, tuple[int | None, float | None]] = {}
@@ -119,7 +126,7 @@ class SchedulerCore:
             self.charges[job.id] = charge
         self.occupancy.queue(job, +1)
         self.queue.push(job)
-        self.by_age.append(job)
+        self.by_age.append(job.id)
         position, eta = self.locate(job)
         self.pushed[job.id] = (position, eta)
         self.events.send(job, "queued", position, eta)
@@ -148,6 +155,8 @@ class SchedulerCore:
         job.finished_at = self.clock.monotonic()
         if state.terminal:
             self.events.send(job, "finished")
+            if result is not None:  # every subscriber has what it needs of the images once it is done with them
+                self.events.after(job.id, lambda: _release(job))
         elif state is JobState.HANDED_BACK:
             self.events.send(job, "handed_back")
         self.changed()
@@ -156,8 +165,8 @@ class SchedulerCore:
         """Expire jobs queued longer than max_wait_s; return when the next one would expire."""
         max_wait = self.config.scheduler.max_wait_s
         while self.by_age:
-            job = self.by_age[0]
-            if job.state is not JobState.QUEUED or self.jobs.get(job.id) is not job:
+            job = self.jobs.get(self.by_age[0])
+            if job is None or job.state is not JobState.QUEUED:
                 self.by_age.popleft()
                 continue
             assert job.enqueued_at is not None

@@ -107,7 +107,10 @@ class JobListener(Protocol):
         """A denoising step of the job's batch finished."""
 
     def finished(self, job: Job) -> Awaitable[None] | None:
-        """Exactly once per job: ``job.state`` is terminal; ``job.result`` or ``job.error`` says why."""
+        """Exactly once per job: ``job.state`` is terminal; ``job.result`` or ``job.error`` says why.
+
+        ``job.result`` (the images) is there until every subscriber's ``finished`` has returned (or its
+        coroutine ended); then the scheduler drops it so the images can be freed. Keep what you need."""
 
     def handed_back(self, job: Job) -> Awaitable[None] | None:
         """Drained at shutdown while queued: not ended, it resumes on the next start (``submit(readmit=True)``)."""

@@ -1,9 +1,10 @@
 """Admission control: token buckets, daily quotas and caps on queued/running jobs.
 
 ``Admission.admit`` checks every limit first and consumes nothing unless all pass, so a refused
-request costs the user nothing. Buckets and quotas are kept per (guild, user) because each server
-sets its own limits; the guild bucket is shared by the whole server. In direct messages each user is a
-"server" of their own (``Job.lane``): their own server bucket and queue cap, under the default limits.
+request costs the user nothing; ``Admission.check`` runs the same checks and never consumes. Buckets
+and quotas are kept per (guild, user) because each server sets its own limits; the guild bucket is
+shared by the whole server. In direct messages each user is a "server" of their own (``Job.lane``):
+their own server bucket and queue cap, under the default limits.
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ def quota_period(wall: float, reset_hour: int, timezone: str) -> tuple[int, floa
     day = local.date() if local.hour >= reset_hour else local.date() - dt.timedelta(days=1)
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(reset_hour), tzinfo=zone)
     return day.toordinal(), end.timestamp()
+
+
+def quota_period_start(wall: float, reset_hour: int, timezone: str) -> float:
+    """The epoch second the quota day containing ``wall`` began."""
+    day, _ = quota_period(wall, reset_hour, timezone)
+    zone = ZoneInfo(timezone)
+    return dt.datetime.combine(dt.date.fromordinal(day), dt.time(reset_hour), tzinfo=zone).timestamp()
 
 
 class DailyQuota:
@@ -175,11 +183,24 @@ class Admission:
     def admit(self, job: Job, limits: Limits, scheduler: SchedulerConfig, occupancy: Occupancy,
               now: float, wall: float) -> Charge | None:
         """Raise the first Refused that applies; otherwise consume tokens/quota and return the charge."""
-        self._check_caps(job, limits, scheduler, occupancy)
+        charge = self.check(job, limits, scheduler, occupancy, now, wall)
+        for bucket_set, key, spec, _, _ in self._buckets(job, limits):
+            if spec is not None:
+                bucket_set.take(key, now, 1.0 if spec.unit == "requests" else job.cost, spec)
+        if charge is not None:
+            self.quota.consume(charge.key, charge.period, charge.images)
+        return charge
+
+    def _buckets(self, job: Job, limits: Limits) -> tuple[tuple[BucketSet, object, Bucket | None, str, str], ...]:
         server = "This server is" if job.guild_id else "Your direct messages are"  # a DM user is a lane alone
-        buckets = ((self.user_buckets, job.user_key, limits.user_rate, "limits.user_rate", "You are"),
-                   (self.guild_buckets, job.lane, limits.guild_rate, "limits.guild_rate", server))
-        for bucket_set, key, spec, name, who in buckets:
+        return ((self.user_buckets, job.user_key, limits.user_rate, "limits.user_rate", "You are"),
+                (self.guild_buckets, job.lane, limits.guild_rate, "limits.guild_rate", server))
+
+    def check(self, job: Job, limits: Limits, scheduler: SchedulerConfig, occupancy: Occupancy,
+              now: float, wall: float) -> Charge | None:
+        """Raise the first Refused that applies; otherwise return what admitting would charge. Consumes nothing."""
+        self._check_caps(job, limits, scheduler, occupancy)
+        for bucket_set, key, spec, name, who in self._buckets(job, limits):
             if spec is None:
                 continue
             wait = bucket_set.wait_time(key, now, 1.0 if spec.unit == "requests" else job.cost, spec)
@@ -201,11 +222,6 @@ class Admission:
                     limit="limits.daily_images_per_user", value=limits.daily_images_per_user,
                     retry_after=retry, resets_at=resets_at)
             charge = Charge(job.user_key, period, job.images)
-        for bucket_set, key, spec, _, _ in buckets:
-            if spec is not None:
-                bucket_set.take(key, now, 1.0 if spec.unit == "requests" else job.cost, spec)
-        if charge is not None:
-            self.quota.consume(charge.key, charge.period, charge.images)
         return charge
 
     def refund(self, charge: Charge) -> None:

@@ -1,5 +1,5 @@
-"""``Scheduler``: the small interface the bot talks to. Admission happens in ``submit``; ordering,
-batching and execution happen in the background dispatcher started by ``start``."""
+"""``Scheduler``: the small interface the bot talks to. Admission happens in ``submit`` (``check`` is its
+dry run); ordering, batching and execution happen in the background dispatcher started by ``start``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bot.scheduler.clock import Clock, SystemClock
 from bot.scheduler.core import ConfigSource, SchedulerCore
 from bot.scheduler.dispatcher import Dispatcher, wait_event
 from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState, lane_of
-from bot.scheduler.limits import Charge
+from bot.scheduler.limits import Charge, quota_period, quota_period_start
 from generation.errors import GenerationCancelled
 from generation.interface import CancelToken, Executor
 
@@ -129,6 +129,12 @@ class Scheduler:
         core.enqueue(job, charge)
         return job
 
+    def check(self, job: Job) -> None:
+        """Raise the Refused that ``submit(job)`` would raise now, without consuming anything or reporting
+        the job to anyone: a dry run, so that a request bound to be refused costs no download or storage."""
+        self.check_accepting()
+        self._admit(job, dry_run=True)
+
     def _readmit_charge(self, job: Job) -> Charge | None:
         core = self._core
         return core.admission.record_usage(job.user_key, job.images, core.limits(job.guild_id, job.role_ids),
@@ -141,7 +147,22 @@ class Scheduler:
         key = (lane_of(guild_id, user_id), user_id)
         core.admission.record_usage(key, images, core.limits(guild_id, role_ids), finished_wall)
 
-    def _admit(self, job: Job) -> Charge | None:
+    def quota_day_start(self, guild_id: int | None) -> float:
+        """The epoch second today's quota day began in this guild (its reset hour and time zone);
+        ``None``: in a guild without overrides."""
+        core = self._core  # roles never change the reset hour or zone
+        limits = core.config.limits if guild_id is None else core.limits(guild_id, frozenset())
+        return quota_period_start(core.clock.time(), limits.quota_reset_hour, limits.quota_timezone)
+
+    def restore_usage(self, guild_id: int, user_id: int, images: int) -> None:
+        """Count ``images`` made earlier today (before a restart) against the user's quota for today.
+        Counted whatever the user's roles: a member whose quota is unlimited is never checked against it."""
+        core = self._core
+        limits = core.limits(guild_id, frozenset())
+        period, _ = quota_period(core.clock.time(), limits.quota_reset_hour, limits.quota_timezone)
+        core.admission.quota.consume((lane_of(guild_id, user_id), user_id), period, images)  # a DM user's own lane
+
+    def _admit(self, job: Job, *, dry_run: bool = False) -> Charge | None:
         core = self._core
         config = core.config
         if core.queue.is_paused(job.lane):
@@ -155,8 +176,8 @@ class Scheduler:
             raise ChannelNotAllowed(f"/imagine is not enabled in this channel (guilds.{job.guild_id}.channels); "
                                     f"allowed channels: {channels}.", allowed=guild.channels)
         limits = core.limits(job.guild_id, job.role_ids)
-        return core.admission.admit(job, limits, config.scheduler, core.occupancy, core.clock.monotonic(),
-                                    core.clock.time())
+        admit = core.admission.check if dry_run else core.admission.admit
+        return admit(job, limits, config.scheduler, core.occupancy, core.clock.monotonic(), core.clock.time())
 
     # --- control ------------------------------------------------------------------------------
     def cancel(self, job_id: str, *, by: Requester | None = None) -> Job:
@@ -226,6 +247,17 @@ class Scheduler:
     def dispatch_timings(self) -> list[tuple[float, int]] | None:
         """(dispatcher CPU seconds, jobs) per batch, when built with ``record_timings=True``."""
         return self._dispatcher.timings
+
+    def footprint(self) -> dict[str, int]:
+        """Entries in the scheduler's own bookkeeping, by structure; all 0 once it is idle (no job queued or
+        running): what it keeps per job never outlives the job. For diagnostics and tests."""
+        core = self._core
+        occupancy = core.occupancy
+        return {"jobs": len(core.jobs), "keys": len(core.keys), "charges": len(core.charges),
+                "positions": len(core.pushed), "by_age": len(core.by_age), "batches": len(core.running),
+                "queued": len(core.queue), "guilds": len(core.queue.guild_lengths()),
+                "occupancy": len(occupancy.queued_user) + len(occupancy.queued_guild) + len(occupancy.running_user)
+                + len(occupancy.running_guild)}
 
     async def flush_notifications(self) -> None:
         await self._core.events.flush()

@@ -8,6 +8,7 @@ Design (see each module):
   needs its own table defines it in its package and adds a step to the one migration chain here.
 - Input images are a ``jobs.init_image`` blob (kept with the row, deleted with it); result images are PNG
   files under ``<data_dir>/images/`` whose relative path is stored in ``results.path``.
+- ``retention``: the purge of old images, rows and interaction tokens (``Storage.purge``).
 """
 
 from bot.storage.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
@@ -17,6 +18,7 @@ from bot.storage.records import (
     JOB_STATUSES,
     TERMINAL_STATUSES,
     TRANSITIONS,
+    ImagesMade,
     InteractionRef,
     JobKind,
     JobRecord,
@@ -24,10 +26,11 @@ from bot.storage.records import (
     ResultImage,
 )
 from bot.storage.repository import Storage
+from bot.storage.retention import PurgeReport, RetentionPolicy
 from bot.storage.serialization import request_from_dict, request_to_dict
 
 __all__ = [
     "ACTIVE_STATUSES", "JOB_KINDS", "JOB_STATUSES", "LATEST_VERSION", "MIGRATIONS", "TERMINAL_STATUSES", "TRANSITIONS",
-    "InteractionRef", "JobKind", "JobRecord", "JobStatus", "Migration", "ResultImage", "Storage", "migrate",
-    "request_from_dict", "request_to_dict",
+    "ImagesMade", "InteractionRef", "JobKind", "JobRecord", "JobStatus", "Migration", "PurgeReport", "ResultImage",
+    "RetentionPolicy", "Storage", "migrate", "request_from_dict", "request_to_dict",
 ]

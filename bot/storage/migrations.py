@@ -135,10 +135,22 @@ def _v3_delivery_outbox(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_jobs_delivery ON jobs (delivery)"))
 
 
+def _v4_retention_indexes(conn: Connection) -> None:
+    # The retention purge and deletes look jobs up by age, by parent, and by what they still hold;
+    # the partial indexes stay as small as the data still held (SQLite and PostgreSQL both have them).
+    conn.execute(text("CREATE INDEX ix_jobs_created ON jobs (created_at)"))
+    conn.execute(text("CREATE INDEX ix_jobs_parent ON jobs (parent_job_id)"))
+    conn.execute(text("CREATE INDEX ix_jobs_held_images ON jobs (created_at) WHERE init_image IS NOT NULL"))
+    conn.execute(text("CREATE INDEX ix_jobs_live_tokens ON jobs (token_created_at) "
+                      "WHERE interaction_token IS NOT NULL"))
+    conn.execute(text("CREATE INDEX ix_results_created ON results (created_at)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and results", _v1_jobs_and_results),
     Migration(2, "soft delete of jobs, guild settings, job indexes", _v2_soft_delete_guild_settings_indexes),
     Migration(3, "delivery outbox for job results and explanations", _v3_delivery_outbox),
+    Migration(4, "indexes for the retention purge", _v4_retention_indexes),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -56,6 +56,13 @@ class JobRow(Base):
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_owner", "guild_id", "user_id", "created_at"),
         Index("ix_jobs_delivery", "delivery"),
+        # schema v4: the retention purge (partial indexes hold only jobs that still hold an image or token)
+        Index("ix_jobs_created", "created_at"),
+        Index("ix_jobs_parent", "parent_job_id"),
+        Index("ix_jobs_held_images", "created_at", sqlite_where=text("init_image IS NOT NULL"),
+              postgresql_where=text("init_image IS NOT NULL")),
+        Index("ix_jobs_live_tokens", "token_created_at", sqlite_where=text("interaction_token IS NOT NULL"),
+              postgresql_where=text("interaction_token IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -88,6 +95,7 @@ class JobRow(Base):
 
 class ResultRow(Base):
     __tablename__ = "results"
+    __table_args__ = (Index("ix_results_created", "created_at"),)  # schema v4: the retention purge
 
     job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     image_index: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -83,3 +83,12 @@ class ResultImage:
     width: int
     height: int
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class ImagesMade:
+    """Images one user made in one guild (``None``: DMs) over a period, summed by the database."""
+
+    guild_id: int | None
+    user_id: int
+    images: int

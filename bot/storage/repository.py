@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -21,7 +21,7 @@ from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.core.errors import IllegalTransition, JobNotFound, StorageError
-from bot.storage import images
+from bot.storage import images, retention
 from bot.storage.db import default_url, make_engine
 from bot.storage.migrations import current_version, migrate
 from bot.storage.models import GuildSettingsRow, JobRow, ResultRow
@@ -30,12 +30,14 @@ from bot.storage.records import (
     TERMINAL_STATUSES,
     TRANSITIONS,
     Delivery,
+    ImagesMade,
     InteractionRef,
     JobKind,
     JobRecord,
     JobStatus,
     ResultImage,
 )
+from bot.storage.retention import PurgeReport, RetentionPolicy
 from bot.storage.serialization import request_from_dict, request_to_dict
 from generation.request import GenerationRequest
 
@@ -135,7 +137,8 @@ class Storage:
         now = self._clock()
         row = JobRow(
             id=uuid.uuid4().hex, kind=kind, parent_job_id=parent_job_id, guild_id=guild_id, channel_id=channel_id,
-            user_id=user_id, role_ids=list(role_ids), request=request_to_dict(request), init_image=request.init_image,
+            user_id=user_id, role_ids=list(role_ids), request=request_to_dict(request),
+            init_image=None if status == "refused" else request.init_image,  # a refusal keeps no image
             seeds=request.seeds() if request.seed is not None else [], status=status, error=None,
             application_id=interaction.application_id if interaction else None,
             interaction_token=interaction.token if interaction else None,
@@ -190,6 +193,8 @@ class Storage:
                 # in the same interaction, so nothing stays owed for it).
                 values["delivery"] = "delivered" if status == "refused" else "owed"
                 values["delivery_attempts"], values["next_delivery_at"] = 0, None
+            if status == "refused":
+                values["init_image"] = None  # never ran, never will: its input image is not kept
             if error is not None:
                 values["error"] = error
             if seeds is not None:
@@ -262,13 +267,17 @@ class Storage:
                 select(JobRow).where(JobRow.status.in_(list(states))).order_by(JobRow.created_at, JobRow.id))
             return [_to_job(row) for row in rows]
 
-    async def done_since(self, since: datetime) -> list[JobRecord]:
-        """Jobs that made images since ``since``, oldest first (to rebuild daily quotas at start-up)."""
+    async def images_made_since(self, since: datetime) -> list[ImagesMade]:
+        """Images made by jobs done since ``since``, summed per (guild, user) in the database (to rebuild
+        daily quotas at start-up): three columns are read, never the rows' images."""
+        images_of_job = func.coalesce(func.nullif(func.json_array_length(JobRow.seeds), 0),
+                                      JobRow.request["count"].as_integer(), 1)
         async with self._session() as session:
-            rows = await session.scalars(
-                select(JobRow).where(JobRow.status == "done", JobRow.finished_at >= since)
-                .order_by(JobRow.finished_at, JobRow.id))
-            return [_to_job(row) for row in rows]
+            rows = await session.execute(
+                select(JobRow.guild_id, JobRow.user_id, func.sum(images_of_job))
+                .where(JobRow.status == "done", JobRow.finished_at >= since)
+                .group_by(JobRow.guild_id, JobRow.user_id).order_by(JobRow.guild_id, JobRow.user_id))
+            return [ImagesMade(guild_id, user_id, int(total)) for guild_id, user_id, total in rows]
 
     async def requeue_interrupted(self) -> list[JobRecord]:
         """At start-up: put jobs cut off while ``running`` back to ``queued``; return every queued job."""
@@ -286,7 +295,8 @@ class Storage:
             return [_to_job(row) for row in rows]
 
     async def mark_deleted(self, job_id: str) -> JobRecord:
-        """Soft delete: keep the row for audit, drop its images, input image and interaction token."""
+        """Soft delete: keep the row for audit, drop its images, input image and interaction token, and
+        the copies of its images that follow-ups (upscales, variations) hold as their input image."""
         async with self._session() as session, session.begin():
             row = await session.get(JobRow, job_id)
             if row is None:
@@ -294,6 +304,8 @@ class Storage:
             paths = await self._delete_result_rows(session, job_id)
             row.deleted_at = row.deleted_at or self._clock()
             row.init_image, row.interaction_token = None, None
+            await session.execute(update(JobRow).where(JobRow.parent_job_id == job_id, JobRow.init_image.is_not(None))
+                                  .values(init_image=None))
         await asyncio.to_thread(images.remove_images, paths)
         return await self.require_job(job_id)
 
@@ -304,6 +316,16 @@ class Storage:
             result = cast(CursorResult[Any], await session.execute(delete(JobRow).where(JobRow.id == job_id)))
         await asyncio.to_thread(images.remove_images, paths)
         return result.rowcount == 1
+
+    # Retention
+
+    async def purge(self, policy: RetentionPolicy, *, batch_size: int = retention.BATCH_SIZE) -> PurgeReport:
+        """Remove what ``policy`` no longer keeps (see ``bot.storage.retention``), as of the storage clock."""
+        return await retention.purge(self._session, self.data_dir, self._clock(), policy, batch_size)
+
+    async def next_token_expiry(self, tokens_after: timedelta) -> datetime | None:
+        """When the next stored interaction token falls due for clearing (None: no token is stored)."""
+        return await retention.next_token_expiry(self._session, tokens_after)
 
     # Result images
 

@@ -51,6 +51,11 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         self._outbox = outbox
         self._unsubscribe: Callable[[], None] | None = None
 
+    @property
+    def presenter(self) -> DiscordPresenter:
+        """How this feature shows jobs on Discord (for diagnostics: ``presenter.live_jobs``)."""
+        return self._presenter
+
     async def cog_load(self) -> None:
         # Subscribed for exactly as long as the cog is loaded: discord.py runs cog_unload on unload.
         self._unsubscribe = self._events.subscribe(self._recorder)
@@ -84,6 +89,8 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
         drafted = self._service.draft(prompt, explicit, attachment)  # bad options fail before the download
         if image is not None:
+            # A request that admission would refuse (rate, quota, queue caps) costs no download either.
+            await self._service.check(drafted, requester_of(interaction), image_coming=True)
             await interaction.response.defer(thinking=True)  # the download can outlast Discord's 3 s window
         try:
             data = None if image is None else await self._download(image)
@@ -130,7 +137,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
             message_id = await self._post_status(interaction, stored.id)
             await self._service.record_status_message(stored.id, message_id)
         except Exception:
-            self._presenter.withdrawn(stored.id)  # the error reply that follows is its visible end
+            await self._presenter.withdrawn(stored.id)  # the error reply that follows is its visible end
             self._service.withdraw(stored.id)  # nobody can see this job: never run it invisibly
             raise
         await self._presenter.attach(stored.id, StatusTarget(

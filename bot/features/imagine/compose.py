@@ -65,6 +65,11 @@ class Draft:
     model_name: str
     model: ModelConfig
 
+    def priced(self, image_coming: bool) -> Composed:
+        """The request as it will run, with a stand-in for an image still to come: what admission prices."""
+        request = replace(self.request, init_image=_IMAGE_TO_COME if image_coming else None)
+        return Composed(validate(request, self.model_name, self.model), self.model)
+
     def with_image(self, init_image: bytes | None) -> Composed:
         """The request that will run, validated with its image (or without one)."""
         request = replace(self.request, init_image=init_image)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from bot.core.config import ConfigStore
-from bot.core.errors import DirectMessagesOff, IllegalTransition, JobNotFound
+from bot.core.errors import DirectMessagesOff, IllegalTransition, JobNotFound, Refused, ShuttingDown
 from bot.core.faults import Checkpoints
 from bot.core.identity import Requester
 from bot.features.imagine.compose import Attachment, Composed, Draft, derive, draft, image_problem, resolve_model
@@ -32,6 +32,7 @@ _log = logging.getLogger(__name__)
 UPSCALE_STRENGTH = 0.3  # keeps the composition, adds detail at twice the size
 VARIATION_STRENGTH = 0.6  # same subject and layout, visibly different
 FollowUpAction = Literal["u", "v", "reroll"]
+_DRY_RUN_ID = "dry-run"  # the id of the stand-in job that ``check`` prices
 
 
 def img2img_steps(steps: int | None, strength: float) -> int:
@@ -79,6 +80,25 @@ class ImagineService:
         """Every option checked against today's config, before any attachment is downloaded."""
         return draft(self._config.current, prompt, explicit, attachment=attachment)
 
+    async def check(self, drafted: Draft, requester: Requester, *, image_coming: bool) -> None:
+        """Refuse now, before the attachment is downloaded, what admission would refuse (a dry run: nothing is
+        consumed). The refusal is recorded, without any image, as ``submit`` records one."""
+        composed = drafted.priced(image_coming)
+        try:
+            self._scheduler.check(self._job(_DRY_RUN_ID, composed, requester))
+        except Refused as exc:
+            if not isinstance(exc, ShuttingDown):  # storage closes soon: store nothing new
+                await self._storage.create_job(
+                    composed.request, user_id=requester.user_id, guild_id=requester.guild_id or None,
+                    channel_id=requester.channel_id, role_ids=requester.role_ids, status="refused")
+            raise
+
+    @staticmethod
+    def _job(job_id: str, composed: Composed, requester: Requester) -> Job:
+        return Job.create(job_id, composed.request, user_id=requester.user_id, guild_id=requester.guild_id,
+                          channel_id=requester.channel_id, role_ids=requester.role_ids,
+                          cost_weight=composed.cost_weight, parent_channel_id=requester.parent_channel_id)
+
     async def with_image(self, drafted: Draft, image: bytes | None, filename: str = "image") -> Composed:
         """The request that will run, once the attachment (if any) is downloaded and checked."""
         if image is not None:
@@ -98,9 +118,7 @@ class ImagineService:
             interaction=interaction,
         )
         self._checkpoints.reached("stored")
-        job = Job.create(stored.id, composed.request, user_id=requester.user_id, guild_id=requester.guild_id,
-                         channel_id=requester.channel_id, role_ids=requester.role_ids,
-                         cost_weight=composed.cost_weight, parent_channel_id=requester.parent_channel_id)
+        job = self._job(stored.id, composed, requester)
         # A refusal raises here; the scheduler reports it to JobRecorder, which stores it (one writer
         # per transition: two writers raced into IllegalTransition and hid the refusal's message).
         self._scheduler.submit(job)
@@ -155,7 +173,7 @@ class ImagineService:
             raise InvalidRequest([f"button {action!r} needs an image number; allowed: the images shown"])
         image = await self._storage.load_result_image(job_id, index)
         if image is None:
-            raise InvalidRequest([f"image {index + 1} of that request is not stored; allowed: the images shown"])
+            raise InvalidRequest([self._gone(parent, index)])
         if action == "v":
             return FollowUp(derive(config, parent.request, init_image=image, strength=VARIATION_STRENGTH, seed=None,
                                    steps=img2img_steps(parent.request.steps, VARIATION_STRENGTH)), "variation")
@@ -168,6 +186,14 @@ class ImagineService:
             return FullSizeInstead(parent.user_id, index, image, parent.seeds[index], exc.problems[0])
         return FollowUp(composed, "upscale")
 
+    def _gone(self, parent: JobRecord, index: int) -> str:
+        """Why image ``index`` of ``parent`` cannot be loaded: purged after its retention time, or never there."""
+        keep_days = self._config.current.retention.images_days
+        age = datetime.fromtimestamp(self._clock.time(), UTC) - parent.created_at
+        if keep_days is not None and age >= timedelta(days=keep_days):
+            return f"that image is no longer available (images are kept for {keep_days:g} days); run /imagine again"
+        return f"image {index + 1} of that request is not stored; allowed: the images shown"
+
     # --- restarts ---------------------------------------------------------------------------------
     async def resume(self, adopt_status: Callable[[JobRecord], Awaitable[int | None]]) -> tuple[
             list[JobRecord], list[JobRecord]]:
@@ -178,13 +204,7 @@ class ImagineService:
         ``adopt_status`` finds a status message that was posted but not recorded (the bot stopped in
         between): such a job resumes on that message.
         """
-        # Daily quotas live in memory: count what was made in the last two days (any reset hour or
-        # time zone falls inside) so that a restart does not hand everybody a fresh quota.
-        since = datetime.fromtimestamp(self._clock.time(), UTC) - timedelta(days=2)
-        for done in await self._storage.done_since(since):
-            if done.finished_at is not None:
-                self._scheduler.record_usage(done.guild_id or 0, done.user_id, frozenset(done.role_ids),
-                                             len(done.seeds) or done.request.count, done.finished_at.timestamp())
+        await self._rebuild_quotas()
         resumed: list[JobRecord] = []
         dropped: list[JobRecord] = []
         config = self._config.current
@@ -192,6 +212,10 @@ class ImagineService:
             if stored.status_message_id is None and await adopt_status(stored) is None:
                 # Stopped before showing it: its owner saw only an error or nothing, so don't run it.
                 reason = "it was never shown (the bot stopped before posting its status)"
+                dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
+                continue
+            if stored.kind in ("upscale", "variation") and stored.request.init_image is None:
+                reason = "the image it started from was deleted"  # 🗑 on the parent removed its copy too
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
                 continue
             try:
@@ -209,3 +233,15 @@ class ImagineService:
         if resumed or dropped:
             _log.info("resumed %d job(s) after restart, dropped %d", len(resumed), len(dropped))
         return resumed, dropped
+
+    async def _rebuild_quotas(self) -> None:
+        """Daily quotas live in memory: count what each user made earlier in their guild's quota day, so that
+        a restart does not hand everybody a fresh quota. The database sums the images per guild and user,
+        once per distinct start of the day (one query unless guilds set other reset hours or zones)."""
+        scheduler = self._scheduler
+        starts = {scheduler.quota_day_start(guild_id) for guild_id in (None, *self._config.current.guilds)}
+        for start in sorted(starts):
+            for made in await self._storage.images_made_since(datetime.fromtimestamp(start, UTC)):
+                guild_id = made.guild_id or 0
+                if scheduler.quota_day_start(guild_id) == start:
+                    scheduler.restore_usage(guild_id, made.user_id, made.images)

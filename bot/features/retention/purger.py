@@ -1,0 +1,77 @@
+"""The retention purge loop: purge what ``retention:`` no longer keeps, then sleep until the next run.
+
+Runs are ``retention.purge_interval_s`` apart, or sooner when an interaction token falls due (tokens are
+credentials: they are cleared within a minute of expiring, not an interval later; a token stored while
+the loop sleeps cannot fall due before it wakes, since it never sleeps longer than a token's lifetime).
+The database work runs through the async engine in small batches and files are removed in a worker
+thread (``Storage.purge``), so the event loop never waits on a purge. Time comes from ``Services.clock``.
+A failed run is logged and tried again at the next interval; it never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+
+from bot.core.config import ConfigStore, RetentionConfig
+from bot.scheduler import Clock
+from bot.storage import PurgeReport, RetentionPolicy, Storage
+
+_log = logging.getLogger(__name__)
+MIN_WAIT_S = 60.0  # at most one run a minute, however many tokens fall due
+
+
+def policy_of(settings: RetentionConfig) -> RetentionPolicy:
+    def days(value: float | None) -> timedelta | None:
+        return None if value is None else timedelta(days=value)
+
+    return RetentionPolicy(images_after=days(settings.images_days), jobs_after=days(settings.jobs_days),
+                           tokens_after=timedelta(minutes=settings.interaction_token_minutes))
+
+
+class Purger:
+    def __init__(self, storage: Storage, config: ConfigStore, clock: Clock) -> None:
+        self._storage = storage
+        self._config = config
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="retention-purge")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def purge_once(self) -> PurgeReport:
+        """One purge under the running config."""
+        report = await self._storage.purge(policy_of(self._config.current.retention))
+        if report:
+            _log.info("retention purge: %d result image(s), %d input image(s), %d token(s), %d job record(s)",
+                      report.result_images, report.input_images, report.tokens, report.jobs)
+        return report
+
+    async def next_wait_s(self) -> float:
+        """Seconds until the next run: the interval, or sooner when the next token falls due (at least a
+        minute). With no token stored, a token's lifetime: none stored meanwhile can fall due any sooner."""
+        settings = self._config.current.retention
+        lifetime = timedelta(minutes=settings.interaction_token_minutes)
+        now = datetime.fromtimestamp(self._clock.time(), UTC)
+        due = await self._storage.next_token_expiry(lifetime) or now + lifetime
+        return max(MIN_WAIT_S, min(settings.purge_interval_s, (due - now).total_seconds()))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.purge_once()
+                wait_s = await self.next_wait_s()
+            except Exception:  # storage trouble: try again later rather than stop purging for good
+                _log.exception("the retention purge failed; it runs again in retention.purge_interval_s")
+                wait_s = self._config.current.retention.purge_interval_s
+            await self._clock.sleep(wait_s)
