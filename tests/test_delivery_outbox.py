@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bot.core.config import SchedulerConfig
+from generation.request import GenerationRequest
 from tests.bot_harness import GateExecutor, WatchedStorage, is_result, public, running_bot, tiny_app_config
 from tests.fake_discord import FakeDiscord
 from tests.frozen_clock import FrozenClock
@@ -89,3 +90,31 @@ async def test_an_ending_that_cannot_be_stored_is_still_shown(fake: FakeDiscord,
         ended = await handle.wait_original(lambda m: m.content.startswith("❌"))
     assert ended.content == "❌ This image could not be made. the result could not be saved; please try again"
     assert ended.components == [] and not any(is_result(m) for m in public(fake))
+
+
+async def test_an_ending_whose_channel_is_gone_is_told_to_the_owner_directly(fake: FakeDiscord,
+                                                                            tmp_path: Path) -> None:
+    """Issue: "when the channel is gone, the owner is told (DM or channel) and the job is marked
+    undeliverable. It is never silent." A job that ended while the bot was down, in a channel deleted since."""
+    alice = fake.user("alice")
+    storage = WatchedStorage(tmp_path)
+    async with storage:
+        job = await storage.create_job(GenerationRequest("a vanished room", seed=1), user_id=alice.id,
+                                       guild_id=fake.guild().id, channel_id=424242)  # no such channel any more
+        await storage.update_status(job.id, "running")
+        await storage.update_status(job.id, "failed", error="The GPU ran out of memory.")
+    async with running_bot(fake, tmp_path) as bot:
+        told = await fake.wait_until(
+            lambda: next((m for m in fake.messages if m.channel_id != 424242 and "a vanished room" in m.content
+                          and "could not post" in m.content), None), what="the owner told directly")
+        restarted = bot.services.storage
+        assert isinstance(restarted, WatchedStorage)
+        record = await restarted.wait_until(lambda: _undeliverable(restarted, job.id), what="the job undeliverable")
+    assert fake.state.channel(told.channel_id).type == 1  # a direct message (type 1) to alice
+    assert record.delivery_attempts == 1
+    assert any("424242" in failure for failure in fake.pop_failures())  # the post to the deleted channel
+
+
+async def _undeliverable(storage: WatchedStorage, job_id: str) -> Any:
+    job = await storage.get_job(job_id)
+    return job if job is not None and job.delivery == "undeliverable" else None

@@ -293,6 +293,7 @@ class DiscordPresenter:
     # --- the end of a job -----------------------------------------------------------------------
     async def _deliver(self, target: StatusTarget, stored: JobRecord, content: ResultContent | None) -> None:
         message_id: int | None = None
+        channel_gone = False
         try:
             if stored.status == "done":
                 content = content or await stored_result(self._storage, stored)
@@ -302,10 +303,13 @@ class DiscordPresenter:
                     message_id = await self._post_text(target, stored, IMAGES_GONE_TEXT)
             else:
                 message_id = await self._post_text(target, stored, failure_text(stored.status, stored.error))
+        except (discord.NotFound, discord.Forbidden) as exc:  # the channel is gone, or closed to the bot
+            _log.warning("cannot post the end of job %s in channel %s: %s", stored.id, target.channel_id, exc)
+            channel_gone = True
         except Exception:  # never swallowed: logged, and the job stays owed for the next attempt
             _log.exception("could not show the end of job %s", stored.id)
         if message_id is None:
-            await self._attempt_failed(target, stored)
+            await self._attempt_failed(target, stored, give_up=channel_gone)
             for hook in self._failed_attempt_hooks:
                 hook()
             return
@@ -343,9 +347,9 @@ class DiscordPresenter:
                                                      users=[discord.Object(target.user_id)]))
         return message.id
 
-    async def _attempt_failed(self, target: StatusTarget, stored: JobRecord) -> None:
+    async def _attempt_failed(self, target: StatusTarget, stored: JobRecord, *, give_up: bool = False) -> None:
         attempts = stored.delivery_attempts + 1
-        if attempts >= MAX_DELIVERY_ATTEMPTS or (target.message_id is None and not target.channel_id):
+        if give_up or attempts >= MAX_DELIVERY_ATTEMPTS or (target.message_id is None and not target.channel_id):
             reference = secrets.token_hex(4)
             _log.error("giving up showing the end of job %s after %d attempt(s) (ref %s)", stored.id, attempts,
                        reference)
