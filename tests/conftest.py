@@ -28,11 +28,14 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
-def pytest_report_header() -> str | None:
-    """One line at the start when the fake Discord cannot check requests against Discord's spec."""
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """One line at the start (also under -q) when the fake Discord cannot check requests against the spec."""
     from tests.fake_discord.validation import spec_status_line
 
-    return spec_status_line()
+    line = spec_status_line()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if line is not None and reporter is not None:
+        reporter.write_line(line)
 
 
 @pytest.fixture
