@@ -13,11 +13,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from PIL import UnidentifiedImageError
-
 from generation.config import SCHEDULERS, GenerationConfig, load_generation_config
 from generation.errors import ConfigError, ImagineError, InvalidRequest
-from generation.imagefiles import ALLOWED_FORMATS, open_image, other_format
+from generation.imagefiles import ALLOWED_FORMATS, input_image_problem
 from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, GenerationResult, ProgressEvent, validate
 
 _log = logging.getLogger(__name__)
@@ -89,21 +87,17 @@ def _read_input_image(path: Path) -> bytes:
     except OSError as exc:
         raise BadInput(f"input image {path} cannot be read ({exc.strerror or exc}); "
                        "allowed: a PNG, JPEG or WebP file") from exc
-    try:
-        with open_image(data) as image:  # PNG, JPEG or WebP: no other decoder (EPS: Ghostscript) runs
-            if max(image.size) > MAX_INIT_IMAGE_SIDE:  # known from the header: refuse before decoding
-                raise BadInput(f"input image {path} is {image.width}x{image.height}; allowed: at most "
-                               f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
-            image.verify()
-    except BadInput:
-        raise
-    except UnidentifiedImageError as exc:
-        kind = other_format(data)
-        raise BadInput(f"input image {path} is {kind or 'not an image'}; allowed: {ALLOWED_FORMATS}") from exc
-    except Exception as exc:  # Pillow raises many types (SyntaxError, struct.error, OSError) for broken files
-        raise BadInput(f"input image {path} is damaged and cannot be decoded; allowed: a whole PNG, JPEG or "
-                       "WebP file") from exc
-    return data
+    problem = input_image_problem(data, MAX_INIT_IMAGE_SIDE)  # no decoder but PNG, JPEG or WebP ever runs
+    if problem is None:
+        return data
+    if problem.kind == "too_large":
+        width, height = problem.size
+        reason = f"is {width}x{height}; allowed: at most {MAX_INIT_IMAGE_SIDE} pixels on each side"
+    elif problem.kind == "damaged":
+        reason = "is damaged and cannot be decoded; allowed: a whole PNG, JPEG or WebP file"
+    else:
+        reason = f"is {problem.other or 'not an image'}; allowed: {ALLOWED_FORMATS}"
+    raise BadInput(f"input image {path} {reason}")
 
 
 def _paths(out: Path, seeds: list[int]) -> list[Path]:

@@ -10,8 +10,10 @@ is told are allowed. Torch-free: the bot uses it too.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from typing import Literal
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
 ALLOWED_FORMATS = "PNG, JPEG or WebP"
@@ -51,3 +53,30 @@ def unreadable_reason(data: bytes) -> str:
     """Why ``data`` did not open as an input image, for a message that ends in what is allowed."""
     name = other_format(data)
     return f"is {name}" if name is not None else "is not a PNG, JPEG or WebP image"
+
+
+@dataclass(frozen=True)
+class InputImageProblem:
+    """Why bytes cannot be an input image: ``other`` names a known other format (``kind`` "other_format"),
+    ``size`` is the image's size when it is too large. Callers word it for their user."""
+
+    kind: Literal["too_large", "other_format", "not_an_image", "damaged"]
+    other: str | None = None
+    size: tuple[int, int] = (0, 0)
+
+
+def input_image_problem(data: bytes, max_side: int) -> InputImageProblem | None:
+    """The one check of an input image's bytes (CPU work: callers on the event loop use a thread):
+    PNG, JPEG or WebP, at most ``max_side`` pixels a side (read from the header, before any decoding),
+    and whole. None when it may be used."""
+    try:
+        with open_image(data) as image:
+            if max(image.size) > max_side:
+                return InputImageProblem("too_large", size=image.size)
+            image.verify()
+    except UnidentifiedImageError:
+        other = other_format(data)
+        return InputImageProblem("other_format", other=other) if other else InputImageProblem("not_an_image")
+    except Exception:  # Pillow raises many types (SyntaxError, struct.error, OSError) for broken files
+        return InputImageProblem("damaged")
+    return None

@@ -10,13 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from PIL import UnidentifiedImageError
-
 from bot.core.config import AppConfig
 from bot.features.imagine.flags import Options, ParsedFlags, aspect_to_size, merge_options, read_prompt_flags
 from generation.config import ModelConfig
 from generation.errors import ConfigError, InvalidRequest
-from generation.imagefiles import ALLOWED_CONTENT_TYPES, ALLOWED_FORMATS, open_image, other_format
+from generation.imagefiles import ALLOWED_CONTENT_TYPES, ALLOWED_FORMATS, input_image_problem
 from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, validate
 
 MAX_INIT_IMAGE_BYTES = 8 * 1024 * 1024
@@ -143,20 +141,16 @@ def image_problem(data: bytes, filename: str) -> str | None:
     if len(data) > MAX_INIT_IMAGE_BYTES:
         return (f"the input image is {len(data) / 1e6:.1f} MB; "
                 f"allowed: at most {MAX_INIT_IMAGE_BYTES // 2**20} MiB")
-    try:
-        with open_image(data) as picture:
-            if max(picture.size) > MAX_INIT_IMAGE_SIDE:  # known before decoding: refuse bombs early
-                return (f"the attachment {filename!r} is {picture.width}x{picture.height}; allowed: at most "
-                        f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
-            picture.verify()
-    except UnidentifiedImageError:
-        kind = other_format(data)  # a known other format is named; anything else is broken or no image
-        if kind is not None:
-            return f"the attachment {filename!r} is {kind}; allowed: {ALLOWED_FORMATS}"
-        return f"the attachment {filename!r} could not be read as an image; allowed: {ALLOWED_FORMATS}"
-    except Exception:  # PIL raises many types for broken files
-        return f"the attachment {filename!r} could not be read as an image; allowed: {ALLOWED_FORMATS}"
-    return None
+    problem = input_image_problem(data, MAX_INIT_IMAGE_SIDE)
+    if problem is None:
+        return None
+    if problem.kind == "too_large":
+        width, height = problem.size
+        return (f"the attachment {filename!r} is {width}x{height}; allowed: at most "
+                f"{MAX_INIT_IMAGE_SIDE} pixels on each side")
+    if problem.kind == "other_format":  # a known other format is named; anything else is broken or no image
+        return f"the attachment {filename!r} is {problem.other}; allowed: {ALLOWED_FORMATS}"
+    return f"the attachment {filename!r} could not be read as an image; allowed: {ALLOWED_FORMATS}"
 
 
 def _aspects_for(config: AppConfig, model: ModelConfig) -> dict[str, str]:
