@@ -128,6 +128,18 @@ class WatchedStorage(Storage):
         finally:
             await self._notify()
 
+    async def record_delivery(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().record_delivery(*args, **kwargs)
+        finally:
+            await self._notify()
+
+    async def delivery_failed(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().delivery_failed(*args, **kwargs)
+        finally:
+            await self._notify()
+
     async def next_token_expiry(self, *args: Any, **kwargs: Any) -> Any:
         # The retention purge's last call before it sleeps on the clock. A test that sees ``purge_runs`` go up
         # sees a finished run, and the loop asleep again (its next clock.advance wakes it).

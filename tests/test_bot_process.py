@@ -31,7 +31,8 @@ def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     if not config.exists():
         config.write_text(SMALL_CONFIG)
     env.update(IMAGINE_MODEL="builtin:tiny", IMAGINE_DATA_DIR=str(tmp_path / "data"), IMAGINE_CONFIG=str(config),
-               IMAGINE_LOG_LEVEL="ERROR", **extra)
+               IMAGINE_LOG_LEVEL="ERROR")
+    env.update(extra)
     return env
 
 

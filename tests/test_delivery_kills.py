@@ -131,7 +131,7 @@ async def test_soak_forty_requests_through_five_random_kills(fake: FakeDiscord, 
     bots: list[BotProcess] = []
     try:
         for life in range(6):  # five lives end in a kill, the sixth finishes the work
-            bot = BotProcess(fake, tmp_path, f"life{life}")
+            bot = BotProcess(fake, tmp_path, f"life{life}", IMAGINE_LOG_LEVEL="INFO")
             bots.append(bot)
             await bot.start()
             await fake.wait_ready(identified=life + 1)
@@ -161,6 +161,15 @@ async def test_soak_forty_requests_through_five_random_kills(fake: FakeDiscord, 
     print(f"soak: {len(handles)} requests, 5 kills, {len(acknowledged)} acknowledged, {results} results, "
           f"{sum(c > 1 for c in counts)} duplicated, {sum(c == 0 for c in counts)} silent; of "
           f"{len(handles) - len(acknowledged)} never acknowledged, {explained} explained in the channel")
+    for (prompt, handle), count in zip(acknowledged, counts, strict=True):
+        if count != 1:  # name what went wrong, with each life's warnings, for a failure seen only on CI
+            own = {m.id for m in handle.messages}
+            print(f"{prompt!r}: {[(m.id, m.id in own, m.content[:60]) for m in endings_of(fake, prompt, handle)]}")
+    if counts != [1] * len(acknowledged):
+        for bot in bots:
+            print(f"--- {bot.log_path.name}\n" + "\n".join(
+                line for line in bot.log_path.read_text().splitlines() if " WARNING " in line or " ERROR " in line
+                or " INFO " in line))
     assert len(handles) == 40 and counts == [1] * len(acknowledged)
     assert all(len(endings_of(fake, p, h)) <= 1 for p, h in handles if not h.response_type)
     fake.pop_failures()

@@ -3,6 +3,7 @@ overwritten, and a job whose ending cannot be stored still ends on screen."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,11 +46,13 @@ async def test_a_channel_post_whose_record_was_lost_is_not_posted_twice(fake: Fa
             what="the result posted to the channel")
         storage = bot.services.storage
         assert isinstance(storage, WatchedStorage)
-        owed = await storage.wait_until(lambda: _owed(storage), what="the delivery record lost, the job owed")
-        assert owed and posted.attachments
+        await storage.wait_until(_lost, what="the delivery record lost")
+        assert posted.attachments
         job_id = ForgetfulStorage.lost[0]
     first_content = fake.message(posted.id).content
-    async with running_bot(fake, tmp_path, config) as again:  # a restart: the outbox posts what is owed
+    # The job stayed owed. Its retry comes from this bot's outbox (whenever it woke after the loss) or from
+    # the restart's; either way it posts again with the same nonce, and only then is it recorded delivered.
+    async with running_bot(fake, tmp_path, config) as again:
         storage = again.services.storage
         assert isinstance(storage, WatchedStorage)
         record = await storage.wait_until(lambda: _delivered(storage, job_id), what="the owed result delivered")
@@ -59,11 +62,8 @@ async def test_a_channel_post_whose_record_was_lost_is_not_posted_twice(fake: Fa
     assert fake.message(status.id).content == "✅ Done — the result is posted below."
 
 
-async def _owed(storage: WatchedStorage) -> bool:
-    if not ForgetfulStorage.lost:
-        return False
-    job = await storage.get_job(ForgetfulStorage.lost[0])
-    return job is not None and job.status == "done" and job.delivery == "owed"
+async def _lost() -> bool:
+    return bool(ForgetfulStorage.lost)
 
 
 async def _delivered(storage: WatchedStorage, job_id: str) -> Any:
@@ -118,3 +118,77 @@ async def test_an_ending_whose_channel_is_gone_is_told_to_the_owner_directly(fak
 async def _undeliverable(storage: WatchedStorage, job_id: str) -> Any:
     job = await storage.get_job(job_id)
     return job if job is not None and job.delivery == "undeliverable" else None
+
+
+class SlowStorage(WatchedStorage):
+    """Real storage where a test can hold the recording of a status message, and hold the outbox between
+    its read of owed jobs and its deliveries (as a slow pass over many owed jobs would)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.messages_gate, self.outbox_gate = asyncio.Event(), asyncio.Event()
+        self.hold_outbox = False
+        self.outbox_read: list[Any] = []
+        self.outbox_passes = 0
+
+    async def set_messages(self, *args: Any, **kwargs: Any) -> Any:
+        await self.messages_gate.wait()
+        return await super().set_messages(*args, **kwargs)
+
+    async def owed_deliveries(self, *args: Any, **kwargs: Any) -> Any:
+        owed = await super().owed_deliveries(*args, **kwargs)
+        if self.hold_outbox and owed:
+            self.outbox_read = owed
+            await self._notify()
+            await self.outbox_gate.wait()
+        return owed
+
+    async def next_delivery_due(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().next_delivery_due(*args, **kwargs)
+        finally:
+            self.outbox_passes += 1  # the outbox's last call of a pass
+            await self._notify()
+
+
+async def test_an_end_shown_live_is_not_posted_again_from_a_stale_read(fake: FakeDiscord, clock: FrozenClock,
+                                                                       tmp_path: Path) -> None:
+    """A job that ends before its status message is recorded is owed, with no message, for a moment. An
+    outbox pass that read it then, and reached it only after the live delivery, must not post it again."""
+    config = tiny_app_config(fake, scheduler=PATIENT)
+    gpu = GateExecutor()
+    gpu.gate.set()
+    async with running_bot(fake, tmp_path, config, executor=gpu, storage_class=SlowStorage) as bot:
+        storage = bot.services.storage
+        assert isinstance(storage, SlowStorage)
+        await storage.wait_until(_passes(storage, 1), what="the outbox's start-up pass")
+        handle = await fake.slash("imagine", {"prompt": "a paper boat"}, user="alice")
+        job = await storage.wait_until(lambda: _ended_unseen(storage), what="the job done before its message")
+        storage.hold_outbox = True
+        await clock.advance(300)  # the outbox's idle look: it reads the job as owed, with no status message
+        await storage.wait_until(_read(storage), what="the outbox's read of the owed job")
+        storage.messages_gate.set()  # the status message is recorded: the end is shown live, on it
+        shown = await handle.wait_original(is_result)
+        await storage.wait_until(lambda: _delivered(storage, job.id), what="the live delivery recorded")
+        passes = storage.outbox_passes
+        storage.outbox_gate.set()  # the outbox goes on with what it read before
+        await storage.wait_until(_passes(storage, passes + 1), what="the outbox's pass to end")
+    results = [m for m in public(fake) if is_result(m) and "a paper boat" in m.content]
+    assert [m.id for m in results] == [shown.id]
+
+
+def _passes(storage: SlowStorage, count: int) -> Any:
+    async def reached() -> bool:
+        return storage.outbox_passes >= count
+    return reached
+
+
+def _read(storage: SlowStorage) -> Any:
+    async def read() -> bool:
+        return bool(storage.outbox_read)
+    return read
+
+
+async def _ended_unseen(storage: SlowStorage) -> Any:
+    jobs = await storage.jobs_in_states(["done"])
+    return next((job for job in jobs if job.status_message_id is None and job.delivery == "owed"), None)

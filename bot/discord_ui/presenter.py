@@ -275,12 +275,24 @@ class DiscordPresenter:
         return len(self._shown)
 
     async def redeliver(self, stored: JobRecord) -> None:
-        """The outbox's call: show the end of a stored job that Discord has not accepted yet."""
-        target = self.target_for_stored(stored)
-        shown = self._shown.setdefault(stored.id, _Shown(target=target, finished=True))
+        """The outbox's call: show the end of a stored job that Discord has not accepted yet.
+
+        ``stored`` may be stale (the outbox read a page of owed jobs, and delivering the ones before
+        this took a while): the job is read again first, and left alone if this process shows it live or
+        its end was recorded meanwhile. A status message posted but never recorded is found first, so the
+        end replaces it rather than leaving it "Queued" above a second message."""
+        if self.is_live(stored.id):
+            return
+        shown = self._shown.setdefault(stored.id, _Shown(finished=True))
         try:
             async with shown.lock:
-                await self._deliver(target, stored, None)
+                fresh = await self._storage.get_job(stored.id)
+                if fresh is None or fresh.delivery != "owed":
+                    return
+                if fresh.status_message_id is None and await self.adopt_original(fresh) is not None:
+                    fresh = await self._storage.require_job(fresh.id)
+                shown.target = target = self.target_for_stored(fresh)
+                await self._deliver(target, fresh, None)
         finally:
             self._forget(stored.id)
 
