@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import BodyPartReader, web
 
 from .records import RecordedRequest, UploadedFile
@@ -103,6 +104,11 @@ class RestApi:
         self.state.requests.append(record)
         try:
             response = await self._handle(request, record)
+        except (ConnectionResetError, aiohttp.ClientPayloadError):
+            # The client went away mid-request (a bot killed while it uploaded): Discord sees a dropped
+            # connection, not a request; nothing was changed and nobody reads an answer.
+            record.status = 499
+            raise
         except DiscordHTTPError as e:
             if e.fail:
                 self.state.fail(f"{request.method} {path}: {e.fail}")
