@@ -50,6 +50,8 @@ class ImagineBot(commands.Bot):
         services = self.services
         await services.storage.open()
         await services.scheduler.start()
+        if services.warmup is not None:
+            services.warmup.start()  # the default model loads while the bot connects; requests queue meanwhile
         for feature in self._features:
             await self.load_extension(feature)
         await self._sync_commands()
@@ -91,6 +93,8 @@ class ImagineBot(commands.Bot):
             self._watcher.cancel()
         if self._sighup:
             services.config.uninstall_sighup(asyncio.get_running_loop())
+        if services.warmup is not None:
+            await services.warmup.stop()
         try:
             # Subscribers hear "handed_back" for each queued job (their status says they resume later).
             handed_back = await services.scheduler.drain(timeout_s=self._drain_timeout_s)

@@ -13,8 +13,9 @@ from typing import Any
 from bot.core.config import ConfigStore
 from bot.core.faults import Checkpoints
 from bot.scheduler import Clock, JobEvents, Scheduler, SystemClock
+from bot.scheduler.warmup import ModelWarmup
 from bot.storage import Storage
-from generation.interface import Executor, ServesModels
+from generation.interface import Executor, PreparesModels, ServesModels
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Services:
     scheduler: Scheduler
     clock: Clock
     checkpoints: Checkpoints = field(default_factory=Checkpoints)  # fault injection; inert by default
+    warmup: ModelWarmup | None = None  # loads the default model at start-up (executors that can prepare one)
 
     @property
     def events(self) -> JobEvents:
@@ -39,8 +41,9 @@ def build_services(config: ConfigStore, storage: Storage, executor: Executor, *,
     if isinstance(executor, ServesModels):  # models added or changed by a reload are served at once
         config.subscribe(lambda reloaded: executor.use_models(reloaded.generation))
     scheduler = Scheduler(executor, config, clock=clock)
+    warmup = ModelWarmup(executor, scheduler, config, clock) if isinstance(executor, PreparesModels) else None
     return Services(config=config, storage=storage, executor=executor, scheduler=scheduler, clock=clock,
-                    checkpoints=checkpoints or Checkpoints())
+                    checkpoints=checkpoints or Checkpoints(), warmup=warmup)
 
 
 def services_of(bot: Any) -> Services:

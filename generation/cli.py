@@ -1,7 +1,9 @@
 """``python -m generation PROMPT [options]``: one-off images through the synchronous core.
 
-Exit codes: 0 done; 2 bad input (arguments, config file, request fields, input image); 1 the model
-could not be loaded or the generation failed; 130 interrupted.
+Exit codes: 0 done; 2 bad input or set-up (arguments, config file, request fields, input image, a
+model that cannot be loaded: offline and not cached, gated, missing); 1 the generation failed; 130
+interrupted. The config is ``--config``, else ``IMAGINE_CONFIG``, else ``./config.yaml`` when present
+(as the bot reads it), else the built-in defaults.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from generation.config import SCHEDULERS, GenerationConfig, load_generation_config
-from generation.errors import ConfigError, ImagineError, InvalidRequest
+from generation.errors import ConfigError, ImagineError, InvalidRequest, ModelLoadError
 from generation.imagefiles import ALLOWED_FORMATS, input_image_problem
 from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, GenerationResult, ProgressEvent, validate
+from generation.warmup import DownloadProgress
 
 _log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
@@ -56,13 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", type=Path, help="input image for image-to-image")
     parser.add_argument("--strength", type=float, help="how much of the input image to repaint (0.05 to 1)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="a .png file or a folder (default: out/)")
-    parser.add_argument("--config", type=Path, help="config.yaml (default: env IMAGINE_CONFIG, else built-in)")
+    parser.add_argument("--config", type=Path,
+                        help="config.yaml (default: env IMAGINE_CONFIG, else ./config.yaml, else built-in)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     return parser
 
 
 def _config(args: argparse.Namespace) -> GenerationConfig:
     path = args.config or (Path(os.environ["IMAGINE_CONFIG"]) if os.environ.get("IMAGINE_CONFIG") else None)
+    if path is None and Path("config.yaml").is_file():
+        path = Path("config.yaml")
     config = load_generation_config(path)
     env_model = os.environ.get("IMAGINE_MODEL")
     return config.with_default_model(env_model) if env_model else config
@@ -124,6 +130,25 @@ class _ProgressBar:
             self._open = False
 
 
+class _DownloadBar:
+    """``downloading weights: 45 % (1.9 of 4.3 GB)`` on one line, redrawn at most once per percent."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream, self._shown = stream, -1
+
+    def __call__(self, progress: DownloadProgress) -> None:
+        percent = int(progress.fraction * 100)
+        if percent == self._shown:
+            return
+        self._shown = percent
+        unit, size = ("GB", 1e9) if progress.total_bytes >= 1e9 else ("MB", 1e6)
+        self._stream.write(f"\rdownloading weights: {percent} % ({progress.done_bytes / size:.1f} of "
+                           f"{progress.total_bytes / size:.1f} {unit})")
+        if percent >= 100:
+            self._stream.write("\n")
+        self._stream.flush()
+
+
 def _save(result: GenerationResult, out: Path) -> list[Path]:
     paths = _paths(out, result.seeds)
     for index, path in enumerate(paths):
@@ -149,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(config)
     bar = _ProgressBar(sys.stderr)
     try:
+        runner.model(request.model, on_download=_DownloadBar(sys.stderr))  # the first run downloads the weights
         outcome = runner.run([request], bar)[0]
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         bar.finish()
         print("interrupted", file=sys.stderr)

@@ -32,7 +32,8 @@ class ModelConfig(_Strict):
     source: str = Field(description="hub repo id, local diffusers folder, .safetensors file, or builtin:tiny")
     family: Family = "sd1"
     revision: str | None = None
-    variant: str | None = Field(default=None, description="e.g. fp16 to download half-precision weights")
+    variant: str | None = Field(default=None, description="e.g. fp16 to download half-precision weights; auto: "
+                                "fp16 on CUDA and MPS, the full-precision files on a CPU")
     dtype: DType = "auto"
     scheduler: SchedulerName = "default"
     default_steps: Steps = 25
@@ -46,9 +47,13 @@ class ModelConfig(_Strict):
     max_pixels: Annotated[int, within(64 * 64, MAX_PIXELS, "pixels")] = 768 * 768
     size_multiple: Annotated[int, within(8, 128, "px")] = Field(default=8, multiple_of=8)  # latents are 1/8 size
     vae: str | None = Field(default=None, description="optional replacement VAE source")
+    fuse_lora: str | None = Field(default=None, description="a LoRA merged into the weights at load (hub repo id "
+                                  "or a .safetensors file), e.g. the LCM-LoRA that makes 4-step images")
     preview_decoder: str | None = Field(default=None, description="optional tiny autoencoder (TAESD) source")
     safety_checker: bool = False
     img2img: bool = True
+    enabled: bool = Field(default=True, description="false: a ready entry that is not served (say, too big for "
+                          "this GPU); requests naming it are refused")
     cost_weight: Annotated[float, within(0.001, 1000)] = Field(
         default=1.0, description="relative cost of one step at 512x512")
 
@@ -96,6 +101,7 @@ class GenerationConfig(_Strict):
     """The parts of config.yaml that ``generation`` reads."""
 
     default_model: str = "tiny"
+    cache_dir: str | None = None  # downloaded weights (None: huggingface_hub's cache, HF_HOME)
     models: dict[str, ModelConfig] = Field(default_factory=_builtin_models)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
@@ -104,14 +110,25 @@ class GenerationConfig(_Strict):
         if self.default_model not in self.models:
             allowed = ", ".join(sorted(self.models)) or "(none configured)"
             raise ValueError(f"default model {self.default_model!r} is not configured; configured models: {allowed}")
+        if not self.models[self.default_model].enabled:
+            raise ValueError(f"default model {self.default_model!r} has enabled: false; enabled models: "
+                             f"{', '.join(self.enabled_names()) or '(none)'}")
         return self
+
+    def enabled_names(self) -> list[str]:
+        """The models requests may name, sorted."""
+        return sorted(name for name, model in self.models.items() if model.enabled)
 
     def model(self, name_or_source: str | None) -> tuple[str, ModelConfig]:
         """The model for a request: a configured name, a raw source (``builtin:tiny``, a path), or the default."""
         if name_or_source is None:
             return self.default_model, self.models[self.default_model]
         if name_or_source in self.models:
-            return name_or_source, self.models[name_or_source]
+            chosen = self.models[name_or_source]
+            if not chosen.enabled:
+                raise ConfigError(f"model {name_or_source!r} is switched off (models.{name_or_source}.enabled: false); "
+                                  f"enabled models: {', '.join(self.enabled_names())}")
+            return name_or_source, chosen
         for name, model in self.models.items():
             if model.source == name_or_source:
                 return name, model
@@ -120,7 +137,7 @@ class GenerationConfig(_Strict):
             base = {"builtin:tiny": tiny, "builtin:tiny-xl": tiny.model_copy(update={"family": "sdxl"})}.get(
                 name_or_source, ModelConfig(source=name_or_source))
             return name_or_source, base.model_copy(update={"source": name_or_source})
-        allowed = ", ".join(sorted(self.models))
+        allowed = ", ".join(self.enabled_names())
         raise ConfigError(f"unknown model {name_or_source!r}; configured models: {allowed}")
 
     def with_default_model(self, name_or_source: str) -> GenerationConfig:
@@ -136,7 +153,8 @@ def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dic
         raise ConfigError(f"{source}: models must be a mapping with 'default' and named entries")
     section = {
         "default_model": models_section.get("default", "tiny"),
-        "models": {k: v for k, v in models_section.items() if k != "default"} or _builtin_models(),
+        "models": {k: v for k, v in models_section.items() if k not in ("default", "cache_dir")} or _builtin_models(),
+        "cache_dir": models_section.get("cache_dir"),
         "executor": data.get("executor") or {},
     }
     if section["default_model"] not in section["models"]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from generation.errors import ExecutorClosed
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.request import GenerationRequest, ProgressEvent
+from generation.warmup import DownloadCallback, DownloadProgress, Warmed
 
 if TYPE_CHECKING:
     from generation.config import GenerationConfig
@@ -44,6 +45,8 @@ class SyncRunner(Protocol):
     def close(self) -> None: ...
 
     def use_models(self, config: GenerationConfig) -> None: ...
+
+    def prepare(self, name: str | None, on_download: DownloadCallback | None = None) -> Warmed: ...
 
 
 class GpuExecutor:
@@ -72,6 +75,14 @@ class GpuExecutor:
     def use_models(self, config: GenerationConfig) -> None:
         """Serve the models of a reloaded config from the next batch on."""
         self._runner.use_models(config)
+
+    async def prepare(self, model: str | None, on_download: DownloadCallback | None = None) -> Warmed:
+        """Load and warm up ``model`` on the worker thread (batches submitted meanwhile wait behind it)."""
+        if self._closing is not None:
+            raise ExecutorClosed("the generator is shutting down and takes no new work; try again after the restart")
+        loop = asyncio.get_running_loop()
+        forward = _download_forwarder(loop, on_download) if on_download is not None else None
+        return await asyncio.wrap_future(self._pool.submit(self._runner.prepare, model, forward))
 
     @property
     def closed(self) -> bool:
@@ -127,5 +138,15 @@ def _forwarder(loop: asyncio.AbstractEventLoop, on_progress: ProgressCallback) -
         except RuntimeError:
             # The loop closed under a still-running batch; nobody is listening any more.
             _log.debug("progress dropped: event loop closed")
+
+    return forward
+
+
+def _download_forwarder(loop: asyncio.AbstractEventLoop, on_download: DownloadCallback) -> DownloadCallback:
+    def forward(progress: DownloadProgress) -> None:
+        try:
+            loop.call_soon_threadsafe(on_download, progress)
+        except RuntimeError:
+            _log.debug("download progress dropped: event loop closed")
 
     return forward

@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 from generation.config import GenerationConfig
 from generation.errors import ImagineError
 from generation.request import GenerationRequest, GenerationResult, ProgressEvent
+from generation.warmup import DownloadCallback, Warmed
 
 ProgressCallback = Callable[[ProgressEvent], None]
 Outcome = GenerationResult | ImagineError
@@ -62,3 +63,14 @@ class ServesModels(Protocol):
     """An executor that can switch to the models of a reloaded config without a restart."""
 
     def use_models(self, config: GenerationConfig) -> None: ...
+
+
+@runtime_checkable
+class PreparesModels(Protocol):
+    """An executor that can load a model ahead of its first request and measure it (the start-up warm-up)."""
+
+    async def prepare(self, model: str | None, on_download: DownloadCallback | None = None) -> Warmed:
+        """Load ``model`` (None: the default) and run the warm-up; ``on_download`` is called on the event loop.
+
+        Raises ModelLoadError (or another ImagineError) with a one-line reason when it cannot serve."""
+        ...

@@ -22,6 +22,7 @@ from generation.config import ExecutorConfig, ModelConfig
 from generation.devices import Placement, choose_placement, free_memory, optimise
 from generation.errors import ModelLoadError
 from generation.schedulers import make_scheduler
+from generation.warmup import DownloadCallback
 
 _log = logging.getLogger(__name__)
 
@@ -73,6 +74,13 @@ def _source_kind(source: str) -> str:
     return "hub"
 
 
+def variant_for(model: ModelConfig, placement: Placement) -> str | None:
+    """The weight files to fetch: ``auto`` means half precision where it runs in half precision (CUDA, MPS)."""
+    if model.variant != "auto":
+        return model.variant
+    return "fp16" if str(placement.device).startswith(("cuda", "mps")) else None
+
+
 def _pipeline_class(model: ModelConfig) -> Any:
     return getattr(diffusers, _PIPELINES[model.family])
 
@@ -97,9 +105,9 @@ def _from_source(name: str, model: ModelConfig, placement: Placement) -> Any:
     if kind == "single_file":
         return _from_single_file(name, model, cls, kwargs)
     if kind == "hub":
-        kwargs.update(revision=model.revision, variant=model.variant, token=os.environ.get("HF_TOKEN"))
-    elif model.variant:
-        kwargs["variant"] = model.variant
+        kwargs.update(revision=model.revision, variant=variant_for(model, placement), token=os.environ.get("HF_TOKEN"))
+    elif variant_for(model, placement):
+        kwargs["variant"] = variant_for(model, placement)
     try:
         return cls.from_pretrained(os.path.expanduser(source), **kwargs)
     except Exception as exc:  # diffusers/hub raise many types; all mean "this source did not load"
@@ -141,16 +149,36 @@ def _load_preview_decoder(source: str, placement: Placement) -> Any | None:
     return decoder.to(placement.device)
 
 
+def _fuse_lora(name: str, pipe: Any, source: str) -> None:
+    """Merge a LoRA into the model's weights for good (LCM-LoRA, say): no per-step cost, and user LoRAs
+    still apply on top."""
+    path = Path(source).expanduser()
+    try:
+        if path.suffix == ".safetensors":
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="fused")
+        else:
+            pipe.load_lora_weights(source, adapter_name="fused", token=os.environ.get("HF_TOKEN"))
+        pipe.fuse_lora(adapter_names=["fused"], lora_scale=1.0)
+        pipe.unload_lora_weights()  # the merged weights stay; the adapter's own copy goes
+    except Exception as exc:
+        raise ModelLoadError(f"model {name}: cannot merge the LoRA {source!r} (models.{name}.fuse_lora): "
+                             f"{_first_line(exc)}") from exc
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0].rstrip(".") if text else type(exc).__name__
 
 
-def load_model(name: str, model: ModelConfig, executor: ExecutorConfig) -> LoadedModel:
-    """Load ``model`` onto the configured device; every failure is a ModelLoadError naming the model."""
+def load_model(name: str, model: ModelConfig, executor: ExecutorConfig,
+               on_progress: DownloadCallback | None = None) -> LoadedModel:
+    """Load ``model`` onto the configured device; every failure is a ModelLoadError naming the model.
+    ``on_progress`` hears the download's byte counts (hub sources that are not fully cached)."""
     placement = choose_placement(executor, model)
     started = time.perf_counter()
     pipe = _from_source(name, model, placement)
+    if model.fuse_lora:
+        _fuse_lora(name, pipe, model.fuse_lora)
     optimise(pipe, executor, placement)
     preview = _load_preview_decoder(model.preview_decoder, placement) if model.preview_decoder else None
     load_s = time.perf_counter() - started
@@ -160,7 +188,8 @@ def load_model(name: str, model: ModelConfig, executor: ExecutorConfig) -> Loade
                        base_scheduler=pipe.scheduler, preview_decoder=preview)
 
 
-_WEIGHT_FIELDS = ("source", "family", "revision", "variant", "dtype", "vae", "preview_decoder", "safety_checker")
+_WEIGHT_FIELDS = ("source", "family", "revision", "variant", "dtype", "vae", "preview_decoder", "safety_checker",
+                  "fuse_lora")
 
 
 def _weights_key(model: ModelConfig) -> tuple[object, ...]:
@@ -178,7 +207,8 @@ class ModelCache:
         self._executor = executor
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
 
-    def get(self, name: str, model: ModelConfig) -> tuple[LoadedModel, bool]:
+    def get(self, name: str, model: ModelConfig,
+            on_progress: DownloadCallback | None = None) -> tuple[LoadedModel, bool]:
         """The loaded model and whether this call loaded it."""
         loaded = self._models.get(name)
         if loaded is not None and _weights_key(loaded.config) == _weights_key(model):
@@ -186,7 +216,7 @@ class ModelCache:
             self._models.move_to_end(name)
             return loaded, False
         self._evict(keep=self._executor.max_loaded_models - 1, also=name)
-        loaded = load_model(name, model, self._executor)
+        loaded = load_model(name, model, self._executor, on_progress)
         self._models[name] = loaded
         return loaded, True
 

@@ -35,6 +35,7 @@ from generation.request import (
     compatibility_key,
     validate,
 )
+from generation.warmup import MEASURE_STEPS, WARMUP_STEPS, DownloadCallback, Warmed, measured
 
 _log = logging.getLogger(__name__)
 
@@ -103,10 +104,29 @@ class Runner:
     def fault_hook(self) -> FaultHook | None:
         return self._fault_hook
 
-    def model(self, name: str | None) -> LoadedModel:
-        """The loaded model for a name or source (loading it if needed)."""
+    def model(self, name: str | None, on_download: DownloadCallback | None = None) -> LoadedModel:
+        """The loaded model for a name or source (loading it if needed; ``on_download`` hears the download)."""
         model_name, model_config = self._config.model(name)
-        return self._models.get(model_name, model_config)[0]
+        return self._models.get(model_name, model_config, on_download)[0]
+
+    def prepare(self, name: str | None, on_download: DownloadCallback | None = None) -> Warmed:
+        """Load a model (``on_download`` hears the download's progress) and measure it with a warm-up run.
+
+        Raises ModelLoadError when it cannot be loaded, GenerationFailed when the warm-up fails."""
+        model_name, model_config = self._config.model(name)
+        loaded, _ = self._models.get(model_name, model_config, on_download)
+        timed: GenerationRequest | None = None
+        timings = Timings()
+        for steps in (WARMUP_STEPS, MEASURE_STEPS):
+            request = validate(GenerationRequest("warm-up", steps=min(steps, model_config.max_steps), seed=0),
+                               model_name, model_config)
+            outcome = self.run([request])[0]
+            if isinstance(outcome, ImagineError):
+                raise GenerationFailed(f"model {model_name}: the warm-up generation failed: {outcome}")
+            timed, timings = request, outcome.timings
+        assert timed is not None
+        return measured(model_name, str(loaded.placement.device), loaded.load_s, timed, timings,
+                        default_steps=model_config.default_steps, cost_weight=model_config.cost_weight)
 
     def loaded_models(self) -> list[str]:
         """Names of the models held in memory, least recently used first."""

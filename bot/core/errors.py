@@ -22,6 +22,7 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── QuotaExceeded              the user's daily image quota is used up; ``resets_at`` (epoch seconds)
     │   ├── ChannelNotAllowed          the server allows /imagine only in some channels; ``allowed``
     │   ├── GuildPaused                a moderator paused this server's queue
+    │   ├── ModelUnavailable           the model failed to load at start-up; the bot retries (``retry_after``)
     │   └── ShuttingDown               the bot is draining its queue before a restart
     ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job)
     │   └── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
@@ -83,6 +84,10 @@ class ChannelNotAllowed(Refused):
 
 class GuildPaused(Refused):
     """A moderator paused this server's queue; queued jobs wait, new ones are refused."""
+
+
+class ModelUnavailable(Refused):
+    """The request's model could not be loaded (its message names the model and why); a retry is scheduled."""
 
 
 class ShuttingDown(Refused):

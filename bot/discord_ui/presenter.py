@@ -111,8 +111,10 @@ class DiscordPresenter:
     def __init__(self, client: discord.Client, storage: Storage, views: JobViews, *, progress_interval_s: float = 2.0,
                  monotonic: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 checkpoints: Checkpoints | None = None) -> None:
+                 checkpoints: Checkpoints | None = None,
+                 loading_line: Callable[[], str | None] = lambda: None) -> None:
         self._checkpoints = checkpoints or Checkpoints()
+        self._loading_line = loading_line
         self._failed_attempt_hooks: list[Callable[[], None]] = []
         self._client = client
         self._storage = storage
@@ -195,8 +197,13 @@ class DiscordPresenter:
 
     # --- Presenter ----------------------------------------------------------------------------
     async def queued(self, job_id: str, position: int | None, eta_s: float | None) -> None:
-        text = queued_text(position, eta_s) if position is not None else "Queued — this server's queue is paused"
+        text = self.queued_status(position, eta_s) if position is not None else \
+            "Queued — this server's queue is paused"
         await self._render(job_id, lambda target: self._edit(target, text, view=self._views.status_view(job_id)))
+
+    def queued_status(self, position: int, eta_s: float | None) -> str:
+        """A queued job's status text, with the model's loading progress while the model loads."""
+        return queued_text(position, eta_s, loading=self._loading_line())
 
     async def started(self, job_id: str) -> None:
         await self._render(job_id, lambda target: self._edit(target, "Starting…", view=self._views.status_view(job_id)))

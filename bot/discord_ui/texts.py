@@ -97,10 +97,13 @@ def progress_text(step: int, total: int, position: int | None = None, eta_s: flo
     return text
 
 
-def queued_text(position: int, eta_s: float | None = None) -> str:
-    """Status while queued: place in line and, when known, when it should start."""
+def queued_text(position: int, eta_s: float | None = None, *, loading: str | None = None) -> str:
+    """Status while queued: place in line and, when known, when it should start (``loading``: the model
+    is still loading, e.g. "Loading model sd15 — 45 % (1.9 of 4.3 GB)"; no ETA holds until it is done)."""
     place = "next in line" if position <= 1 else f"position {position} in the queue"
     text = f"Queued — {place}"
+    if loading is not None:
+        return f"{text}\n⏳ {loading}; requests start as soon as it is ready."
     if eta_s is not None and eta_s >= 0:
         text += f" · starts in about {format_duration(eta_s)}"
     return text

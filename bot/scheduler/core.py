@@ -92,6 +92,9 @@ class SchedulerCore:
         self.pushed: dict[str, tuple[int | None, float | None]] = {}
         self.positions_dirty = False
         self.last_refresh = -math.inf
+        self.held_for: str | None = None  # a model loading at start-up: jobs wait queued, nothing dispatches
+        self.eta_measured = False  # a real batch has been timed: a warm-up measurement no longer applies
+        self.unavailable: dict[str, tuple[str, float | None]] = {}  # model -> (why, clock time of the next try)
         self.wake = asyncio.Event()  # for the dispatcher loop
         self.updated = asyncio.Event()  # for anyone else waiting on a change (drain)
         self._limits_cache: tuple[AppConfig | None, dict[tuple[int, frozenset[int]], Limits]] = (None, {})
@@ -250,6 +253,7 @@ class SchedulerCore:
         elapsed = self.clock.monotonic() - batch.started_at
         if all(isinstance(outcome, GenerationResult) for outcome in outcomes):
             self.eta.observe(batch.cost, elapsed, self.config.scheduler.eta_smoothing)
+            self.eta_measured = True
         for job, outcome in zip(batch.jobs, outcomes, strict=True):
             if job.cancel_token.cancelled:
                 error = outcome if isinstance(outcome, GenerationCancelled) else GenerationCancelled(

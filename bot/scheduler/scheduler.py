@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from bot.core.config import AppConfig, ConfigStore
-from bot.core.errors import ChannelNotAllowed, GuildPaused, JobNotFound, Refused, ShuttingDown
+from bot.core.errors import ChannelNotAllowed, GuildPaused, JobNotFound, ModelUnavailable, Refused, ShuttingDown
 from bot.core.identity import Requester
 from bot.scheduler.clock import Clock, SystemClock
 from bot.scheduler.core import ConfigSource, SchedulerCore
@@ -168,6 +168,11 @@ class Scheduler:
         if core.queue.is_paused(job.lane):
             raise GuildPaused("A moderator paused the /imagine queue in this server; try again later.",
                               limit="paused")
+        missing = core.unavailable.get(job.request.model or "")
+        if missing is not None:
+            why, next_try = missing
+            retry_after = None if next_try is None else max(0.0, next_try - core.clock.monotonic())
+            raise ModelUnavailable(why, limit=f"models.{job.request.model}", retry_after=retry_after)
         guild = config.guilds.get(job.guild_id)
         # A thread counts as its channel: allowed if it, or the channel it belongs to, is on the list.
         if guild is not None and guild.channels and job.channel_id not in guild.channels \
@@ -195,6 +200,40 @@ class Scheduler:
         else:
             job.cancel_token.cancel()  # the executor drops this member; the outcome finishes the job
         return job
+
+    # --- models: the start-up load (bot.scheduler.warmup) ------------------------------------------
+    def hold_for_model(self, model: str | None) -> None:
+        """While ``model`` loads nothing starts: jobs wait queued, in order (None: dispatch again)."""
+        core = self._core
+        core.held_for = model
+        core.wake.set()
+
+    @property
+    def held_for(self) -> str | None:
+        return self._core.held_for
+
+    def model_unavailable(self, model: str, why: str | None, next_try: float | None = None) -> None:
+        """Refuse new jobs for ``model`` with ``why`` (a sentence for requesters) until the next try at
+        ``next_try`` (clock monotonic time) succeeds; ``why`` None admits them again."""
+        if why is None:
+            self._core.unavailable.pop(model, None)
+        else:
+            self._core.unavailable[model] = (why, next_try)
+
+    def measured_speed(self, seconds_per_cost: float) -> None:
+        """A warm-up's measurement: the ETAs use it until the first real batch has been timed."""
+        core = self._core
+        if not core.eta_measured and seconds_per_cost > 0:
+            core.eta.seconds_per_cost = seconds_per_cost
+            self.repush_positions()
+
+    def repush_positions(self) -> None:
+        """Tell every queued job its place again (its status text changed: a model loading, say), at most
+        once per ``scheduler.position_update_s``."""
+        core = self._core
+        core.pushed.clear()
+        core.positions_dirty = True
+        core.wake.set()
 
     def pause_guild(self, guild_id: int) -> None:
         """Stop starting this guild's jobs and refuse new ones; queued jobs keep their place."""

@@ -29,7 +29,8 @@ async def setup(bot: commands.Bot) -> None:
     presenter = DiscordPresenter(bot, services.storage, ImagineViews(),
                                  progress_interval_s=services.config.current.bot.progress_interval_s,
                                  monotonic=clock.monotonic, now=lambda: datetime.fromtimestamp(clock.time(), UTC),
-                                 checkpoints=services.checkpoints)
+                                 checkpoints=services.checkpoints,
+                                 loading_line=services.warmup.loading_line if services.warmup else lambda: None)
     recorder = JobRecorder(services.storage, presenter, services.scheduler, services.checkpoints)
     service = ImagineService(services.config, services.storage, services.scheduler, clock, services.checkpoints)
     outbox = Outbox(services.storage, presenter, clock)

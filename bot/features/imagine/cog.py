@@ -20,7 +20,7 @@ from bot.discord_ui.interactions import NO_MENTIONS, requester_of
 from bot.discord_ui.outbox import Outbox
 from bot.discord_ui.presenter import DiscordPresenter, StatusTarget
 from bot.discord_ui.replies import reply_error
-from bot.discord_ui.texts import queued_text, sanitize_user_text
+from bot.discord_ui.texts import sanitize_user_text
 from bot.features.imagine.compose import Attachment, Composed
 from bot.features.imagine.flags import Options
 from bot.features.imagine.recorder import JobRecorder
@@ -116,7 +116,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
 
     @imagine.autocomplete("model")
     async def _model_names(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
-        return _choices(sorted(self._config.current.generation.models), current)
+        return _choices(self._config.current.generation.enabled_names(), current)
 
     @imagine.autocomplete("style")
     async def _style_names(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
@@ -145,7 +145,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
 
     async def _post_status(self, interaction: discord.Interaction[Any], job_id: str) -> int:
         position, eta = self._service.queue_place(job_id)
-        text = queued_text(position, eta) if position else "Starting…"
+        text = self._presenter.queued_status(position, eta) if position else "Starting…"
         if interaction.response.is_done():
             message = await interaction.edit_original_response(content=text, view=status_view(job_id),
                                                                allowed_mentions=NO_MENTIONS)

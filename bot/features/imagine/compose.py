@@ -40,9 +40,9 @@ def resolve_model(config: AppConfig, name: str | None) -> tuple[str, ModelConfig
     generation = config.generation
     if name is None:
         return generation.default_model, generation.models[generation.default_model]
-    if name in generation.models:
+    if name in generation.models and generation.models[name].enabled:
         return name, generation.models[name]
-    allowed = ", ".join(sorted(generation.models))
+    allowed = ", ".join(generation.enabled_names())
     raise InvalidRequest([f"model {name!r} is not available; allowed: {allowed}"])
 
 

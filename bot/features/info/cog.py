@@ -61,7 +61,7 @@ class InfoCog(commands.Cog, name="Info"):
         requester = requester_of(interaction)
         config = self._config.current
         limits = resolve_limits(config, requester.guild_id, requester.role_ids)
-        models = ", ".join(sorted(config.generation.models))
+        models = ", ".join(config.generation.enabled_names())
         text = "\n".join([
             "**/imagine** turns a prompt into images. Options or flags in the prompt set the details:",
             FLAGS_HELP,
