@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scheduler", choices=SCHEDULERS)
     parser.add_argument("--init", type=Path, help="input image for image-to-image")
     parser.add_argument("--strength", type=float, help="how much of the input image to repaint (0.05 to 1)")
+    parser.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
+                        help="a LoRA from the config's loras: (repeatable); weight default: its default_weight")
     parser.add_argument("--out", type=Path, default=Path("out"), help="a .png file or a folder (default: out/)")
     parser.add_argument("--config", type=Path,
                         help="config.yaml (default: env IMAGINE_CONFIG, else ./config.yaml, else built-in)")
@@ -80,10 +82,20 @@ def _request(args: argparse.Namespace, config: GenerationConfig) -> GenerationRe
     request = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, width=width, height=height, steps=args.steps,
         guidance=args.guidance, seed=args.seed, count=args.count, scheduler=args.scheduler,
-        init_image=init, strength=args.strength,
+        init_image=init, strength=args.strength, loras=tuple(_lora(text, config) for text in args.lora),
     )
     name, model = config.model(args.model)
-    return validate(request, name, model)
+    return validate(request, name, model, loras=config)
+
+
+def _lora(text: str, config: GenerationConfig) -> tuple[str, float]:
+    name, _, weight = text.partition(":")
+    if not weight:  # an unknown name gets 0 here and is refused by validate, with the names that fit
+        return name, config.loras[name].default_weight if name in config.loras else 0.0
+    try:
+        return name, float(weight)
+    except ValueError:
+        raise BadInput(f"--lora {text}: weight {weight!r} is not a number; allowed: NAME or NAME:WEIGHT") from None
 
 
 def _read_input_image(path: Path) -> bytes:

@@ -1,11 +1,12 @@
-"""Configuration of models and the executor: the ``models:`` and ``executor:`` sections of config.yaml."""
+"""Configuration of models and the executor: the ``models:``, ``executor:`` and ``loras:`` sections of config.yaml."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from generation.configfile import parse_yaml, read_config_text, validate_section, within
 from generation.errors import ConfigError
@@ -92,6 +93,41 @@ class ExecutorConfig(_Strict):
         default=None, description="torch CPU threads; default: torch's choice")
 
 
+LORA_WEIGHT_LIMIT = 2.0  # |weight| above this mostly burns the image; negative weights steer away
+LoraWeight = Annotated[float, within(-LORA_WEIGHT_LIMIT, LORA_WEIGHT_LIMIT)]
+LORA_RESERVED_KEY = "max_per_request"  # the one key of ``loras:`` that is not a LoRA's name
+_LORA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # typed in <lora:NAME:W>; peft refuses dots in adapter names
+
+
+class LoraConfig(_Strict):
+    """One named LoRA: a local ``.safetensors`` file, or a hub repo id with the file's ``weight_name``."""
+
+    source: str = Field(description="a local .safetensors file, or a hub repo id (owner/name)")
+    weight_name: str | None = Field(default=None, description="the .safetensors file in a hub repo")
+    revision: str | None = None
+    families: list[Family] = Field(min_length=1, description="the model families it was trained for")
+    default_weight: LoraWeight = 1.0
+    trigger_words: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, description="appended to the prompt when the LoRA is used")
+
+    @model_validator(mode="after")
+    def _source_shape(self) -> LoraConfig:
+        local = self.source.endswith(".safetensors")
+        if self.source.endswith((".ckpt", ".pt", ".pth", ".bin")):
+            raise ValueError(f"source {self.source!r} is a pickled file, which can run code when loaded; "
+                             "allowed: a .safetensors file or a hub repo id (owner/name)")
+        if local and (self.weight_name or self.revision):
+            raise ValueError(f"source {self.source!r} is a local file; weight_name and revision are for hub repos")
+        if not local:
+            if self.source.count("/") != 1 or self.source.startswith((".", "/", "~")):
+                raise ValueError(f"source {self.source!r} is neither a .safetensors file nor a hub repo id "
+                                 "(owner/name); allowed: one of those")
+            if not (self.weight_name or "").endswith(".safetensors"):
+                raise ValueError(f"hub source {self.source!r} needs weight_name, the .safetensors file to load "
+                                 "(only safetensors: pickled weights can run code)")
+        return self
+
+
 def _builtin_models() -> dict[str, ModelConfig]:
     return {"tiny": ModelConfig(source="builtin:tiny", default_steps=4, max_steps=50, default_width=64,
                                 default_height=64, max_width=512, max_height=512, max_pixels=512 * 512)}
@@ -104,6 +140,16 @@ class GenerationConfig(_Strict):
     cache_dir: str | None = None  # downloaded weights (None: huggingface_hub's cache, HF_HOME)
     models: dict[str, ModelConfig] = Field(default_factory=_builtin_models)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    loras: dict[str, LoraConfig] = Field(default_factory=dict)
+    max_loras_per_request: Annotated[int, within(1, 10)] = 3
+
+    @field_validator("loras")
+    @classmethod
+    def _lora_names(cls, value: dict[str, LoraConfig]) -> dict[str, LoraConfig]:
+        for name in value:
+            if not _LORA_NAME.fullmatch(name):
+                raise ValueError(f"LoRA name {name!r} is not allowed; allowed: 1 to 64 letters, digits, _ or -")
+        return value
 
     @model_validator(mode="after")
     def _default_model_exists(self) -> GenerationConfig:
@@ -147,16 +193,24 @@ class GenerationConfig(_Strict):
 
 
 def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dict[Any, int]) -> GenerationConfig:
-    """Validate the ``models:`` and ``executor:`` sections of an already parsed config file."""
+    """Validate the ``models:``, ``executor:`` and ``loras:`` sections of an already parsed config file."""
     models_section = data.get("models") or {}
     if not isinstance(models_section, dict):
         raise ConfigError(f"{source}: models must be a mapping with 'default' and named entries")
+    loras_section = data.get("loras") or {}
+    if not isinstance(loras_section, dict):
+        raise ConfigError(f"{source}: loras must be a mapping of names to LoRAs (and {LORA_RESERVED_KEY})")
     section = {
         "default_model": models_section.get("default", "tiny"),
         "models": {k: v for k, v in models_section.items() if k not in ("default", "cache_dir")} or _builtin_models(),
         "cache_dir": models_section.get("cache_dir"),
         "executor": data.get("executor") or {},
+        "loras": {k: v for k, v in loras_section.items() if k != LORA_RESERVED_KEY},
     }
+    if LORA_RESERVED_KEY in loras_section:
+        section["max_loras_per_request"] = loras_section[LORA_RESERVED_KEY]
+        if (line := lines.get(("loras", LORA_RESERVED_KEY))) is not None:
+            lines = {**lines, ("max_loras_per_request",): line}
     if section["default_model"] not in section["models"]:
         line = lines.get(("models", "default")) or lines.get(("models",))
         where = f" (line {line})" if line is not None else ""
@@ -167,11 +221,12 @@ def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dic
         return validate_section(GenerationConfig, section, source, lines)
     except ConfigError as exc:
         # The section was reshaped, so rename its keys back to what the file says.
-        raise ConfigError(str(exc).replace("default_model", "models.default")) from exc
+        message = str(exc).replace("default_model", "models.default")
+        raise ConfigError(message.replace("max_loras_per_request", f"loras.{LORA_RESERVED_KEY}")) from exc
 
 
 def load_generation_config(path: Path | None) -> GenerationConfig:
-    """Read ``models:``/``executor:`` from a config file; other sections are the bot's and ignored here."""
+    """Read ``models:``/``executor:``/``loras:`` from a config file; other sections are the bot's and ignored here."""
     if path is None:
         return GenerationConfig()
     data, lines = parse_yaml(read_config_text(path), str(path))

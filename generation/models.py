@@ -42,6 +42,7 @@ class LoadedModel:
     base_scheduler: Any
     preview_decoder: Any | None = None
     _img2img: Any | None = field(default=None, repr=False)
+    lora_state: Any = field(default=None, repr=False)  # generation.loras: the adapters loaded into this model
 
     @property
     def tokenizer(self) -> Any:

@@ -7,12 +7,15 @@ requests, estimate cost and batch compatible jobs.
 from __future__ import annotations
 
 import io
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from PIL import Image, PngImagePlugin
 
-from generation.config import SCHEDULERS, ModelConfig
+from generation.config import LORA_WEIGHT_LIMIT, SCHEDULERS, LoraConfig, ModelConfig
 from generation.errors import InvalidRequest
 
 MAX_IMAGES_PER_REQUEST = 4
@@ -21,6 +24,17 @@ MAX_SEED = 2**32 - 1
 LCM_MAX_STEPS = 50
 MAX_INIT_IMAGE_SIDE = 4096  # input images larger than this are refused before they are decoded
 Mode = Literal["txt2img", "img2img"]
+LoraChoice = tuple[str, float]  # (configured LoRA name, weight)
+
+
+class LoraCatalog(Protocol):
+    """The configured LoRAs and the per-request cap, as ``validate`` reads them (``GenerationConfig`` is one)."""
+
+    @property
+    def loras(self) -> Mapping[str, LoraConfig]: ...
+
+    @property
+    def max_loras_per_request(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,7 @@ class GenerationRequest:
     model: str | None = None
     init_image: bytes | None = field(default=None, repr=False)
     strength: float | None = None
+    loras: tuple[LoraChoice, ...] = ()
 
     @property
     def mode(self) -> Mode:
@@ -63,6 +78,23 @@ class CompatibilityKey:
     guidance: float
     mode: Mode
     strength: float | None
+    loras: tuple[LoraChoice, ...] = ()  # active_loras(): one pipeline call has one set of adapters
+
+
+def active_loras(request: GenerationRequest) -> tuple[LoraChoice, ...]:
+    """The LoRAs that change the images, sorted: a weight of 0 is the same as leaving the LoRA out."""
+    return tuple(sorted((name, weight) for name, weight in request.loras if weight != 0))
+
+
+def weight_text(weight: float) -> str:
+    """A weight as short as it reads back exactly: 0.8, 1, -0.25."""
+    short = f"{weight:g}"
+    return short if float(short) == weight else repr(weight)
+
+
+def lora_tags(loras: Sequence[LoraChoice]) -> str:
+    """A1111's prompt syntax for LoRAs: ``<lora:ink:0.8> <lora:fur:1>``."""
+    return " ".join(f"<lora:{name}:{weight_text(weight)}>" for name, weight in loras)
 
 
 def compatibility_key(request: GenerationRequest) -> CompatibilityKey:
@@ -77,6 +109,7 @@ def compatibility_key(request: GenerationRequest) -> CompatibilityKey:
         guidance=request.guidance,
         mode=request.mode,
         strength=request.strength if request.mode == "img2img" else None,
+        loras=active_loras(request),
     )
 
 
@@ -86,24 +119,66 @@ def _range_problem(name: str, value: float, low: float, high: float) -> str | No
     return f"{name} {value:g} is out of range; allowed: {low:g} to {high:g}"
 
 
+def _lora_problems(request: GenerationRequest, model_name: str, family: str, catalog: LoraCatalog | None) -> list[str]:
+    configured: Mapping[str, LoraConfig] = catalog.loras if catalog is not None else {}
+    cap = catalog.max_loras_per_request if catalog is not None else 0
+    fitting = ", ".join(sorted(name for name, lora in configured.items() if family in lora.families)) or "none"
+    problems = []
+    if len(request.loras) > cap:
+        problems.append(f"{len(request.loras)} LoRAs given; allowed: at most {cap} per request")
+    seen: set[str] = set()
+    for name, weight in request.loras:
+        lora = configured.get(name)
+        if name in seen:
+            problems.append(f"LoRA {name!r} is given twice; allowed: once per request")
+        elif lora is None:
+            problems.append(f"unknown LoRA {name!r}; LoRAs for model {model_name}: {fitting}")
+        elif family not in lora.families:
+            problems.append(f"LoRA {name!r} is made for {', '.join(lora.families)} models, not for model {model_name} "
+                            f"({family}); LoRAs for model {model_name}: {fitting}")
+        seen.add(name)
+        if not (math.isfinite(weight) and abs(weight) <= LORA_WEIGHT_LIMIT):
+            problems.append(f"LoRA {name!r} weight {weight:g} is out of range; "
+                            f"allowed: {-LORA_WEIGHT_LIMIT:g} to {LORA_WEIGHT_LIMIT:g}")
+    return problems
+
+
+def _with_trigger_words(prompt: str, request: GenerationRequest, catalog: LoraCatalog) -> str:
+    """The prompt with each used LoRA's trigger words appended, unless the prompt already has them: so that
+    validating a validated request (a reroll, a resume) adds nothing."""
+    for name, _ in active_loras(request):
+        for word in catalog.loras[name].trigger_words:
+            if not re.search(rf"(?<!\w){re.escape(word)}(?!\w)", prompt, re.IGNORECASE):
+                prompt = f"{prompt}, {word}"
+    return prompt
+
+
 def validate(
-    request: GenerationRequest, model_name: str, limits: ModelConfig, *, random_seed: int | None = None
+    request: GenerationRequest, model_name: str, limits: ModelConfig, *, random_seed: int | None = None,
+    loras: LoraCatalog | None = None,
 ) -> GenerationRequest:
     """Fill defaults from the model and check every field; raise one InvalidRequest naming each problem.
 
     ``random_seed`` is used when the request has no seed, so callers decide where randomness comes from.
+    ``loras`` holds the configured LoRAs (none without it); the prompt gets the trigger words of those used.
     """
     width = request.width if request.width is not None else limits.default_width
     height = request.height if request.height is not None else limits.default_height
     steps = request.steps if request.steps is not None else limits.default_steps
     guidance = request.guidance if request.guidance is not None else limits.default_guidance
     scheduler = request.scheduler or limits.scheduler
-    problems: list[str] = []
+    problems: list[str] = _lora_problems(request, model_name, limits.family, loras) if request.loras else []
     prompt = request.prompt.strip()
     if not prompt:
         problems.append("prompt is empty; describe the image you want")
-    if len(request.prompt) > MAX_PROMPT_CHARS:
-        problems.append(f"prompt is {len(request.prompt)} characters; allowed: at most {MAX_PROMPT_CHARS}")
+    length, added = len(request.prompt), ""
+    if request.loras and not problems and loras is not None:
+        with_words = _with_trigger_words(prompt, request, loras)
+        if with_words != prompt:
+            length, added = length + len(with_words) - len(prompt), " with the LoRAs' trigger words"
+            prompt = with_words
+    if length > MAX_PROMPT_CHARS:
+        problems.append(f"prompt is {length} characters{added}; allowed: at most {MAX_PROMPT_CHARS}")
     if len(request.negative_prompt) > MAX_PROMPT_CHARS:
         problems.append(
             f"negative prompt is {len(request.negative_prompt)} characters; allowed: at most {MAX_PROMPT_CHARS}"
@@ -210,7 +285,8 @@ class GenerationResult:
     def parameters_text(self, index: int) -> str:
         """The widely read "parameters" text chunk: prompt, negative prompt, then key: value pairs."""
         request = self.request
-        lines = [request.prompt]
+        # A1111 keeps LoRAs in the prompt as <lora:name:weight>; reading them back there restores them.
+        lines = [f"{request.prompt} {lora_tags(request.loras)}" if request.loras else request.prompt]
         if request.negative_prompt:
             lines.append(f"Negative prompt: {request.negative_prompt}")
         pairs = [

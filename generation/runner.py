@@ -24,6 +24,7 @@ from generation.devices import free_memory
 from generation.errors import FixableFailure, GenerationCancelled, GenerationFailed, ImagineError, InvalidRequest
 from generation.imagefiles import ALLOWED_FORMATS, open_image, unreadable_reason
 from generation.interface import CancelToken, Outcome, ProgressCallback
+from generation.loras import use_loras
 from generation.models import LoadedModel, ModelCache
 from generation.preview import linear_preview, tiny_decoder_preview
 from generation.request import (
@@ -32,6 +33,7 @@ from generation.request import (
     GenerationResult,
     ProgressEvent,
     Timings,
+    active_loras,
     compatibility_key,
     validate,
 )
@@ -160,16 +162,31 @@ class Runner:
         except ImagineError as exc:
             return [exc for _ in batch]
         load_s = loaded.load_s if fresh else 0.0
+        config = self._config  # one config for the whole batch, though a reload may swap it meanwhile
         for member in members:
-            self._prepare(loaded, member)
+            self._prepare(loaded, member, config)
+        self._use_loras(loaded, members, config)
         _Call(self, loaded, members, on_progress, interrupt).run_all()
         return [self._outcome(member, load_s) for member in members]
 
-    def _prepare(self, loaded: LoadedModel, member: _Member) -> None:
+    @staticmethod
+    def _use_loras(loaded: LoadedModel, members: list[_Member], config: GenerationConfig) -> None:
+        """Switch the model's adapters to the batch's LoRAs (one set: it is in the compatibility key).
+        A LoRA that does not load fails the requests that use it, which are this whole batch."""
+        live = [member for member in members if member.live]
+        if not live:
+            return
+        try:
+            use_loras(loaded, active_loras(live[0].request), config.loras)
+        except ImagineError as exc:
+            for member in live:
+                member.error = exc
+
+    def _prepare(self, loaded: LoadedModel, member: _Member, config: GenerationConfig) -> None:
         request = member.request
         try:
-            # Limits may have been lowered by a reload (say, after running out of memory) while this waited.
-            validate(request, loaded.name, loaded.config)
+            # Limits (and LoRAs) may have changed in a reload (say, after running out of memory) while this waited.
+            validate(request, loaded.name, loaded.config, loras=config)
         except InvalidRequest as exc:
             member.error = exc
             return

@@ -143,3 +143,44 @@ def test_arbitrary_aspect_on_a_small_model_keeps_both_sides_at_least_64() -> Non
 
     assert aspect_to_size("2:1", 64 * 64, 8) == (128, 64)
     assert aspect_to_size("1:4", 64 * 64, 8) == (64, 256)
+
+
+# --- LoRAs: A1111's <lora:NAME:WEIGHT> ------------------------------------------------------------
+
+
+def test_lora_tags_are_taken_out_of_the_prompt_with_their_weights() -> None:
+    parsed = parse_prompt_flags("a fox <lora:ink:0.8> in snow <LoRA:fur> --seed 4 <lora: glow : -1.5 >")
+    assert parsed.prompt == "a fox in snow"
+    assert parsed.options == Options(seed=4, loras=(("ink", 0.8), ("fur", None), ("glow", -1.5)))
+    # Anywhere in the text, even inside --no's words or glued to a word; the model never sees a tag.
+    parsed = parse_prompt_flags("fox<lora:ink:1>tail --no blur <lora:fur:.5> noise")
+    assert parsed.prompt == "fox tail" and parsed.options.negative == "blur noise"
+    assert parsed.options.loras == (("ink", 1.0), ("fur", 0.5))
+    assert parse_prompt_flags("a fox <lora:ink:>").options.loras == (("ink", None),)  # empty weight: the default
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("a fox <lora:ink:strong>", "<lora:ink:strong> has weight 'strong', not a number; allowed: -2 to 2, e.g. 0.8"),
+    ("a fox <lora:ink:2.5>", "<lora:ink:2.5> has weight 2.5, out of range; allowed: -2 to 2"),
+    ("a fox <lora:ink:-3>", "<lora:ink:-3> has weight -3, out of range; allowed: -2 to 2"),
+    ("a fox <lora:ink:inf>", "<lora:ink:inf> has weight inf, out of range; allowed: -2 to 2"),
+    ("a fox <lora:ink:nan>", "<lora:ink:nan> has weight nan, out of range; allowed: -2 to 2"),
+    ("a fox <lora::0.5>", "<lora::0.5> names no LoRA; allowed: <lora:NAME> or <lora:NAME:WEIGHT>"),
+    ("a fox <lora:ink:0.5:0.7>", "<lora:ink:0.5:0.7> has more than one weight; allowed: <lora:NAME> or "
+                                 "<lora:NAME:WEIGHT>"),
+    ("a fox <lora:ink:0.5", "a <lora: tag is not closed with >; allowed: <lora:NAME> or <lora:NAME:WEIGHT>"),
+])
+def test_bad_lora_tags_say_what_is_allowed(text: str, problem: str) -> None:
+    assert problems_of(text) == [problem]
+
+
+def test_a_long_bad_lora_tag_is_quoted_short() -> None:
+    [problem] = problems_of(f"a fox <lora:{'x' * 300}:huge>")
+    assert len(problem) < 200 and "...>" in problem
+
+
+def test_the_lora_option_adds_to_the_prompt_tags_and_a_typed_weight_stays() -> None:
+    flags = parse_prompt_flags("a fox <lora:ink:0.3>")
+    assert merge_options(flags, Options(loras=(("fur", None),))).options.loras == (("ink", 0.3), ("fur", None))
+    assert merge_options(flags, Options(loras=(("ink", None),))).options.loras == (("ink", 0.3),)
+    assert merge_options(flags, Options(seed=2)).options.loras == (("ink", 0.3),)

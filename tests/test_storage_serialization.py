@@ -21,6 +21,7 @@ requests = st.builds(
     seed=st.none() | st.integers(0, 2**32 - 1), count=st.integers(1, 4),
     scheduler=st.none() | st.sampled_from(["euler", "ddim"]), model=st.none() | st.text(max_size=10),
     init_image=st.none() | st.binary(max_size=32), strength=st.none() | st.floats(0.05, 1),
+    loras=st.lists(st.tuples(st.text(max_size=10), st.floats(-2, 2)), max_size=3).map(tuple),
 )
 
 
@@ -40,7 +41,22 @@ def test_integer_guidance_reads_as_float_and_unknown_keys_are_ignored() -> None:
     assert request.guidance == 7.0 and isinstance(request.guidance, float)
 
 
+def test_a_row_from_before_loras_loads_without_them_and_loras_round_trip() -> None:
+    old_row = {"prompt": "a fox", "negative_prompt": "", "width": 64, "height": 64, "steps": 2, "guidance": 7.0,
+               "seed": 5, "count": 1, "scheduler": "default", "model": "tiny", "strength": None}
+    assert request_from_dict(old_row) == GenerationRequest("a fox", width=64, height=64, steps=2, guidance=7.0,
+                                                           seed=5, scheduler="default", model="tiny")
+    with_loras = GenerationRequest("a fox", loras=(("ink", 0.8), ("fur", 1.0)))
+    stored = json.loads(json.dumps(request_to_dict(with_loras)))
+    assert stored["loras"] == [["ink", 0.8], ["fur", 1.0]]
+    assert request_from_dict({**stored, "loras": [["ink", 0.8], ["fur", 1]]}) == with_loras  # JSON's 1 for 1.0
+
+
 @pytest.mark.parametrize("data, message", [
+    ({"prompt": "x", "loras": [["ink"]]}, "loras is not a list of \\[name, number\\] pairs"),
+    ({"prompt": "x", "loras": [["ink", "0.8"]]}, "loras is not a list of"),
+    ({"prompt": "x", "loras": [["ink", True]]}, "loras is not a list of"),
+    ({"prompt": "x", "loras": {"ink": 0.8}}, "loras is not a list of"),
     ({"prompt": "x", "seed": "42"}, "seed has a str"),
     ({"prompt": "x", "count": True}, "count has a bool"),
     ({"prompt": "x", "steps": 2.5}, "steps has a float"),

@@ -1,6 +1,6 @@
 """config.yaml as one pydantic model (``AppConfig``), its loader, limit resolution and live reload.
 
-Sections: ``models``/``executor`` (validated by ``generation.config``), ``limits`` (defaults),
+Sections: ``models``/``executor``/``loras`` (validated by ``generation.config``), ``limits`` (defaults),
 ``guilds`` (per-server overrides), ``scheduler``, ``discord`` and ``bot``.
 
 Limit resolution (``resolve_limits``): defaults ← the guild's ``limits`` ← the user's role overrides.
@@ -30,7 +30,7 @@ from generation.configfile import parse_yaml, read_config_text, validate_section
 from generation.errors import ConfigError
 
 _log = logging.getLogger(__name__)
-GENERATION_KEYS = ("models", "executor")
+GENERATION_KEYS = ("models", "executor", "loras")
 
 
 class _Strict(BaseModel):

@@ -82,6 +82,6 @@ async def result_message(storage: Storage, stored: JobRecord, content: ResultCon
         request.prompt, stored.user_id, content.seeds, request.model or "",
         (request.width or 0, request.height or 0), request.steps or 0, content.total_s,
         negative=request.negative_prompt, guidance=request.guidance,
-        strength=request.strength if request.mode == "img2img" else None, note=note,
+        strength=request.strength if request.mode == "img2img" else None, loras=request.loras, note=note,
     )
     return text, [(encoded.data, encoded.filename)]

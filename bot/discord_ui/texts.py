@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import discord.utils
 
 from bot.core.text import format_duration
+from generation.request import LoraChoice, lora_tags
 
 MESSAGE_LIMIT = 2000
 _ZWSP = "\u200b"
@@ -56,14 +57,17 @@ def result_message_text(
     negative: str = "",
     guidance: float | None = None,
     strength: float | None = None,
+    loras: Sequence[LoraChoice] = (),
     note: str = "",
 ) -> str:
-    """The result message: prompt, who asked, seeds, model, size, steps, time; at most 2000 chars.
+    """The result message: prompt, who asked, seeds, model, LoRAs, size, steps, time; at most 2000 chars.
 
     ``note`` is bot-written text (e.g. "Variation of image 2", "scaled to fit") and is not escaped.
     """
     details = [f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(str(seed) for seed in seeds)}",
                f"Model {sanitize_user_text(model)}", f"{size[0]}×{size[1]}", f"{steps} steps"]
+    if loras:  # as A1111 writes them, so the recipe can be typed again
+        details.insert(2, f"LoRA{'s' if len(loras) > 1 else ''} {_fit(lora_tags(loras), 600)}")
     if guidance is not None:
         details.append(f"CFG {guidance:g}")
     if strength is not None:

@@ -2,7 +2,8 @@
 
 Every field but ``init_image`` goes into the dict (the image bytes live in the ``init_image`` blob
 column). Reading is strict about types so a corrupt row fails loudly instead of generating garbage;
-keys this version does not know are ignored with a warning (written by a newer bot).
+keys this version does not know are ignored with a warning (written by a newer bot), and fields a row
+lacks take their defaults (rows written before LoRAs have no ``loras``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from generation.request import GenerationRequest
 _log = logging.getLogger(__name__)
 
 _SKIPPED = frozenset({"init_image"})
+_PAIRS = frozenset({"loras"})  # tuples of (name, weight): JSON lists of [name, weight]
 
 
 def _field_types() -> dict[str, tuple[type, ...]]:
@@ -27,7 +29,7 @@ def _field_types() -> dict[str, tuple[type, ...]]:
     hints = typing.get_type_hints(GenerationRequest)
     allowed: dict[str, tuple[type, ...]] = {}
     for name, hint in hints.items():
-        if name in _SKIPPED:
+        if name in _SKIPPED or name in _PAIRS:
             continue
         args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) else (hint,)
         if typing.get_origin(hint) is typing.Literal:
@@ -38,7 +40,19 @@ def _field_types() -> dict[str, tuple[type, ...]]:
 
 def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
     """The request's fields (without the init image) as JSON-safe values."""
-    return {f.name: getattr(request, f.name) for f in fields(GenerationRequest) if f.name not in _SKIPPED}
+    data = {f.name: getattr(request, f.name) for f in fields(GenerationRequest) if f.name not in _SKIPPED}
+    for name in _PAIRS:
+        data[name] = [[key, value] for key, value in data[name]]
+    return data
+
+
+def _pairs(name: str, value: Any) -> tuple[tuple[str, float], ...]:
+    """A stored list of [name, weight] pairs, checked as strictly as the plain fields."""
+    if not isinstance(value, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+            and isinstance(pair[1], int | float) and not isinstance(pair[1], bool) for pair in value):
+        raise StorageError(f"stored request field {name} is not a list of [name, number] pairs")
+    return tuple((key, float(number)) for key, number in value)
 
 
 def request_from_dict(data: Mapping[str, Any], init_image: bytes | None = None) -> GenerationRequest:
@@ -46,6 +60,9 @@ def request_from_dict(data: Mapping[str, Any], init_image: bytes | None = None) 
     allowed = _field_types()
     values: dict[str, Any] = {}
     for name, value in data.items():
+        if name in _PAIRS:
+            values[name] = _pairs(name, value)
+            continue
         if name not in allowed:
             _log.warning("ignoring unknown stored request field %r", name)
             continue

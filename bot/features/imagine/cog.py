@@ -21,8 +21,8 @@ from bot.discord_ui.outbox import Outbox
 from bot.discord_ui.presenter import DiscordPresenter, StatusTarget
 from bot.discord_ui.replies import reply_error
 from bot.discord_ui.texts import sanitize_user_text
-from bot.features.imagine.compose import Attachment, Composed
-from bot.features.imagine.flags import Options
+from bot.features.imagine.compose import Attachment, Composed, loras_for, resolve_model
+from bot.features.imagine.flags import Options, read_prompt_flags
 from bot.features.imagine.recorder import JobRecorder
 from bot.features.imagine.service import FullSizeInstead, ImagineService
 from bot.features.imagine.views import COG_NAME, status_view
@@ -74,6 +74,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         seed="Seed for repeatable images",
         model="Which model", style="A style preset that wraps your prompt", image="Start from this image",
         strength="How much to change the image (0.05-1)",
+        lora="A LoRA at its default weight; type <lora:NAME:WEIGHT> in the prompt for a weight or several",
     )
     async def imagine(
         self, interaction: discord.Interaction[Any], prompt: app_commands.Range[str, 1, 2000],
@@ -82,10 +83,11 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None, model: str | None = None, style: str | None = None,
         image: discord.Attachment | None = None, strength: app_commands.Range[float, 0.05, 1.0] | None = None,
+        lora: str | None = None,
     ) -> None:
         self._service.check_where(requester_of(interaction))  # before the options and any download
         explicit = Options(negative=negative, aspect=aspect, count=count, steps=steps, guidance=guidance, seed=seed,
-                           model=model, style=style, strength=strength)
+                           model=model, style=style, strength=strength, loras=((lora, None),) if lora else ())
         attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
         drafted = self._service.draft(prompt, explicit, attachment)  # bad options fail before the download
         if image is not None:
@@ -121,6 +123,19 @@ class ImagineCog(commands.Cog, name=COG_NAME):
     @imagine.autocomplete("style")
     async def _style_names(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
         return _choices(sorted(self._config.current.bot.styles), current)
+
+    @imagine.autocomplete("lora")
+    async def _lora_names(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+        """Only the LoRAs made for the model chosen so far (the option, else a --model flag, else the default)."""
+        config = self._config.current
+        namespace = interaction.namespace
+        typed, _ = read_prompt_flags(getattr(namespace, "prompt", None) or "")
+        chosen = getattr(namespace, "model", None) or typed.options.model
+        try:
+            _, model = resolve_model(config, chosen)
+        except InvalidRequest:  # not a configured model (yet): offer what fits the default one
+            _, model = resolve_model(config, None)
+        return _choices(loras_for(config.generation, model), current)
 
     @imagine.autocomplete("aspect")
     async def _aspects(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:

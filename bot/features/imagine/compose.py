@@ -11,11 +11,18 @@ import math
 from dataclasses import dataclass, replace
 
 from bot.core.config import AppConfig
-from bot.features.imagine.flags import Options, ParsedFlags, aspect_to_size, merge_options, read_prompt_flags
-from generation.config import ModelConfig
+from bot.features.imagine.flags import (
+    LoraAsked,
+    Options,
+    ParsedFlags,
+    aspect_to_size,
+    merge_options,
+    read_prompt_flags,
+)
+from generation.config import GenerationConfig, ModelConfig
 from generation.errors import ConfigError, InvalidRequest
 from generation.imagefiles import ALLOWED_CONTENT_TYPES, ALLOWED_FORMATS, input_image_problem
-from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, validate
+from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, LoraCatalog, LoraChoice, validate
 
 MAX_INIT_IMAGE_BYTES = 8 * 1024 * 1024
 # Stands in for the image while it downloads, so that image-only options (strength) are checked now.
@@ -46,6 +53,23 @@ def resolve_model(config: AppConfig, name: str | None) -> tuple[str, ModelConfig
     raise InvalidRequest([f"model {name!r} is not available; allowed: {allowed}"])
 
 
+def loras_for(generation: GenerationConfig, model: ModelConfig) -> list[str]:
+    """The configured LoRAs made for ``model``'s family, by name."""
+    return sorted(name for name, lora in generation.loras.items() if model.family in lora.families)
+
+
+def _weighted(generation: GenerationConfig, asked: tuple[LoraAsked, ...]) -> tuple[LoraChoice, ...]:
+    """Each LoRA with its weight: the one typed, else its configured default (an unknown name is left for
+    ``validate`` to refuse with the list of LoRAs that fit)."""
+    def weight_of(name: str, weight: float | None) -> float:
+        if weight is not None:
+            return weight
+        lora = generation.loras.get(name)
+        return lora.default_weight if lora is not None else 0.0
+
+    return tuple((name, weight_of(name, weight)) for name, weight in asked)
+
+
 @dataclass(frozen=True)
 class Attachment:
     """What Discord says of an attached file before it is downloaded (the content type is the uploader's claim)."""
@@ -62,16 +86,17 @@ class Draft:
     request: GenerationRequest
     model_name: str
     model: ModelConfig
+    loras: LoraCatalog  # the configured LoRAs when it was drafted, like ``model``
 
     def priced(self, image_coming: bool) -> Composed:
         """The request as it will run, with a stand-in for an image still to come: what admission prices."""
         request = replace(self.request, init_image=_IMAGE_TO_COME if image_coming else None)
-        return Composed(validate(request, self.model_name, self.model), self.model)
+        return Composed(validate(request, self.model_name, self.model, loras=self.loras), self.model)
 
     def with_image(self, init_image: bytes | None) -> Composed:
         """The request that will run, validated with its image (or without one)."""
         request = replace(self.request, init_image=init_image)
-        return Composed(validate(request, self.model_name, self.model), self.model)
+        return Composed(validate(request, self.model_name, self.model, loras=self.loras), self.model)
 
 
 def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment: Attachment | None = None) -> Draft:
@@ -109,15 +134,16 @@ def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment:
     request = GenerationRequest(
         prompt=prompt, negative_prompt=options.negative or "", width=width, height=height, steps=options.steps,
         guidance=options.guidance, seed=options.seed, count=options.count or 1, model=model_name,
-        strength=options.strength,
+        strength=options.strength, loras=_weighted(config.generation, options.loras),
     )
     try:
-        validate(replace(request, init_image=_IMAGE_TO_COME if attachment is not None else None), model_name, model)
+        validate(replace(request, init_image=_IMAGE_TO_COME if attachment is not None else None), model_name, model,
+                 loras=config.generation)
     except InvalidRequest as exc:
         problems.extend(exc.problems)
     if problems:
         raise InvalidRequest(problems)
-    return Draft(request, model_name, model)
+    return Draft(request, model_name, model, config.generation)
 
 
 def attachment_problems(attachment: Attachment) -> list[str]:
@@ -176,6 +202,6 @@ def derive(config: AppConfig, parent: GenerationRequest, **changes: object) -> C
         raise InvalidRequest([f"{exc.problems[0]} (the model of the original image was removed)"]) from exc
     request = replace(parent, **changes)  # type: ignore[arg-type]
     try:
-        return Composed(validate(request, parent.model or "", model), model)
+        return Composed(validate(request, parent.model or "", model, loras=config.generation), model)
     except ConfigError as exc:
         raise InvalidRequest([str(exc)]) from exc

@@ -8,6 +8,8 @@ pixel budget) are left to ``generation.request.validate``.
 Grammar: a flag is ``--name`` (or ``—name``/``–name``: phones turn ``--`` into a dash) at the start
 of the text or after whitespace. Single-value flags take the next word and leave any further words
 in the prompt; ``--no`` takes every word up to the next flag (Midjourney puts flags last).
+LoRAs use A1111's syntax anywhere in the text: ``<lora:NAME>`` (its default weight) or
+``<lora:NAME:WEIGHT>``; tags are taken out before flags are read, so the model never sees them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, cast
 
+from generation.config import LORA_WEIGHT_LIMIT
 from generation.errors import InvalidRequest
 from generation.request import MAX_IMAGES_PER_REQUEST, MAX_SEED
 
@@ -29,6 +32,10 @@ _FLAG = re.compile(r"(?:(?<=\s)|^)(?:--|—|–)([A-Za-z][A-Za-z0-9_-]*)")
 _RATIO = re.compile(r"^(\d{1,4}):(\d{1,4})$")
 _SIZE = re.compile(r"^(\d{1,5})[xX×](\d{1,5})$")
 MAX_ASPECT_RATIO = 4.0  # arbitrary W:H are computed between 1:4 and 4:1
+_LORA_TAG = re.compile(r"<\s*lora\s*:([^<>]*)>", re.IGNORECASE)
+_LORA_OPEN = re.compile(r"<\s*lora\s*:", re.IGNORECASE)  # what is left of a tag without its ">"
+_LORA_SYNTAX = "allowed: <lora:NAME> or <lora:NAME:WEIGHT>"
+LoraAsked = tuple[str, float | None]  # (name, weight); None: the LoRA's default_weight
 
 # Canonical option name for each accepted spelling.
 _ALIASES: dict[str, str] = {
@@ -64,6 +71,7 @@ class Options:
     model: str | None = None
     style: str | None = None
     strength: float | None = None
+    loras: tuple[LoraAsked, ...] = ()  # in the order given
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,41 @@ def _convert(name: str, flag: str, text: str) -> object:
     return converters[name]() if name in converters else text
 
 
+def _lora_weight(tag: str, text: str) -> float:
+    limit = f"{-LORA_WEIGHT_LIMIT:g} to {LORA_WEIGHT_LIMIT:g}"
+    try:
+        weight = float(text)
+    except ValueError:
+        raise ValueError(f"{tag} has weight {text!r}, not a number; allowed: {limit}, e.g. 0.8") from None
+    if not (math.isfinite(weight) and abs(weight) <= LORA_WEIGHT_LIMIT):
+        raise ValueError(f"{tag} has weight {text}, out of range; allowed: {limit}")
+    return weight
+
+
+def read_lora_tags(text: str) -> tuple[str, tuple[LoraAsked, ...], list[str]]:
+    """The text without its ``<lora:...>`` tags, the LoRAs they ask for, and one sentence per bad tag."""
+    loras: list[LoraAsked] = []
+    problems: list[str] = []
+
+    def take(match: re.Match[str]) -> str:
+        tag = match[0] if len(match[0]) <= 80 else f"{match[0][:77]}...>"
+        parts = [part.strip() for part in match[1].split(":")]
+        try:
+            if not parts[0]:
+                raise ValueError(f"{tag} names no LoRA; {_LORA_SYNTAX}")
+            if len(parts) > 2:
+                raise ValueError(f"{tag} has more than one weight; {_LORA_SYNTAX}")
+            loras.append((parts[0], _lora_weight(tag, parts[1]) if len(parts) == 2 and parts[1] else None))
+        except ValueError as exc:
+            problems.append(str(exc))
+        return " "
+
+    text = _LORA_TAG.sub(take, text)
+    if _LORA_OPEN.search(text):
+        problems.append(f"a <lora: tag is not closed with >; {_LORA_SYNTAX}")
+    return text, tuple(loras), problems
+
+
 def parse_prompt_flags(text: str) -> ParsedFlags:
     """Split ``text`` into the prompt and its flags; raise ``InvalidRequest`` listing every bad flag."""
     parsed, problems = read_prompt_flags(text)
@@ -133,11 +176,11 @@ def parse_prompt_flags(text: str) -> ParsedFlags:
 def read_prompt_flags(text: str) -> tuple[ParsedFlags, list[str]]:
     """The prompt and its good flags, and one sentence per bad flag: so that a caller can check the
     good ones further and report every problem in one reply."""
+    text, loras, problems = read_lora_tags(text)
     matches = list(_FLAG.finditer(text))
     prompt_parts = [text[: matches[0].start()] if matches else text]
-    values: dict[str, object] = {}
+    values: dict[str, object] = {"loras": loras} if loras else {}
     negatives: list[str] = []
-    problems: list[str] = []
     for position, match in enumerate(matches):
         end = matches[position + 1].start() if position + 1 < len(matches) else len(text)
         words = text[match.end() : end].split()
@@ -177,12 +220,16 @@ def read_prompt_flags(text: str) -> tuple[ParsedFlags, list[str]]:
 def merge_options(flags: ParsedFlags, explicit: Options) -> ParsedFlags:
     """Flags overlaid by explicit slash-command options: each explicit (non-None) value wins.
 
-    The shape is one choice: an explicit aspect or size drops both shape flags.
+    The shape is one choice: an explicit aspect or size drops both shape flags. Explicit LoRAs are added
+    to those typed in the prompt; a LoRA named in both keeps the prompt's weight (the option has none).
     """
     merged = flags.options
     if explicit.aspect is not None or explicit.size is not None:
         merged = replace(merged, aspect=None, size=None)
-    overrides = {f.name: getattr(explicit, f.name) for f in fields(Options) if getattr(explicit, f.name) is not None}
+    typed = {name for name, _ in merged.loras}
+    merged = replace(merged, loras=merged.loras + tuple(lora for lora in explicit.loras if lora[0] not in typed))
+    overrides = {f.name: getattr(explicit, f.name) for f in fields(Options)
+                 if f.name != "loras" and getattr(explicit, f.name) is not None}
     return ParsedFlags(prompt=flags.prompt, options=replace(merged, **overrides))
 
 

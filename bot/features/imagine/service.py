@@ -220,7 +220,7 @@ class ImagineService:
                 continue
             try:
                 name, model = resolve_model(config, stored.request.model)
-                request = validate(stored.request, name, model)
+                request = validate(stored.request, name, model, loras=config.generation)
             except InvalidRequest as exc:
                 reason = f"It no longer fits this bot's settings: {exc}"
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))

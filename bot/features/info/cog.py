@@ -13,11 +13,19 @@ from bot.core.text import format_duration
 from bot.discord_ui.interactions import NO_MENTIONS, requester_of
 from bot.discord_ui.texts import sanitize_user_text
 from bot.scheduler import Scheduler
+from generation.config import LORA_WEIGHT_LIMIT
 
 FLAGS_HELP = (
     "`--ar W:H` aspect ratio · `--size WxH` · `--seed N` · `--no words` things to avoid · `--steps N` · "
     "`--count N` (1-4) · `--cfg N` guidance · `--model NAME` · `--style NAME` · `--strength F` (with an image)"
 )
+
+
+def _loras_help(names: list[str], cap: int) -> str:
+    shown = ", ".join(f"`{name}`" for name in names[:30]) + (f" and {len(names) - 30} more" if len(names) > 30 else "")
+    weights = f"{-LORA_WEIGHT_LIMIT:g} to {LORA_WEIGHT_LIMIT:g}"
+    return (f"LoRAs: `<lora:NAME:WEIGHT>` in the prompt (weight {weights}; left out: the LoRA's default) or the "
+            f"`lora` option, at most {cap} per request: {shown}")
 
 
 def _bucket(bucket: Bucket | None) -> str:
@@ -67,6 +75,8 @@ class InfoCog(commands.Cog, name="Info"):
             FLAGS_HELP,
             f"Models: {models} · aspects: {', '.join(config.bot.aspects)} · "
             f"styles: {', '.join(config.bot.styles) or 'none'}",
+            *([_loras_help(sorted(config.generation.loras), config.generation.max_loras_per_request)]
+              if config.generation.loras else []),
             "Under each result: **U** one image at full size (2× upscaled where the model allows), "
             "**V** variations of it, 🔄 new seed, 🗑 delete (yours, or as a moderator).",
             f"Your limits here: {_bucket(limits.user_rate)}; at most {_cap(limits.max_queued_per_user)} queued; "
