@@ -98,6 +98,8 @@ class GenerationConfig(_Strict):
     default_model: str = "tiny"
     models: dict[str, ModelConfig] = Field(default_factory=_builtin_models)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    cache_dir: str | None = Field(default=None, description="models.cache_dir: where hub downloads are kept "
+                                  "(default: huggingface_hub's cache under HF_HOME)")
 
     @model_validator(mode="after")
     def _default_model_exists(self) -> GenerationConfig:
@@ -129,6 +131,10 @@ class GenerationConfig(_Strict):
         return self.model_copy(update={"default_model": name, "models": {**self.models, name: model}})
 
 
+# Keys of the models: mapping that are settings, not model names.
+_MODELS_SETTINGS = ("default", "cache_dir")
+
+
 def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dict[Any, int]) -> GenerationConfig:
     """Validate the ``models:`` and ``executor:`` sections of an already parsed config file."""
     models_section = data.get("models") or {}
@@ -136,8 +142,9 @@ def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dic
         raise ConfigError(f"{source}: models must be a mapping with 'default' and named entries")
     section = {
         "default_model": models_section.get("default", "tiny"),
-        "models": {k: v for k, v in models_section.items() if k != "default"} or _builtin_models(),
+        "models": {k: v for k, v in models_section.items() if k not in _MODELS_SETTINGS} or _builtin_models(),
         "executor": data.get("executor") or {},
+        "cache_dir": models_section.get("cache_dir"),
     }
     if section["default_model"] not in section["models"]:
         line = lines.get(("models", "default")) or lines.get(("models",))
@@ -145,11 +152,14 @@ def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dic
         allowed = ", ".join(sorted(section["models"]))
         raise ConfigError(f"{source}: invalid configuration: models.default{where}: default model "
                           f"{section['default_model']!r} is not configured; configured models: {allowed}")
+    if ("models", "cache_dir") in lines:  # an error names the line where the file has the key
+        lines = {**lines, ("cache_dir",): lines[("models", "cache_dir")]}
     try:
         return validate_section(GenerationConfig, section, source, lines)
     except ConfigError as exc:
         # The section was reshaped, so rename its keys back to what the file says.
-        raise ConfigError(str(exc).replace("default_model", "models.default")) from exc
+        raise ConfigError(str(exc).replace("default_model", "models.default")
+                          .replace(" cache_dir", " models.cache_dir")) from exc
 
 
 def load_generation_config(path: Path | None) -> GenerationConfig:
