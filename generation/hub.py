@@ -101,6 +101,15 @@ def fetch_pipeline(
             # The hub cannot be reached: a complete cached snapshot still serves.
             _log.warning("model hub unreachable; looking for %s in the local cache", repo_id)
             return _from_cache(repo_id, revision, variant, cache, skip, on_progress)
+        except HfHubHTTPError as exc:
+            if not _is_outage(exc):
+                raise
+            # The hub is down or busy: a cached model still starts; otherwise its own answer explains.
+            _log.warning("model hub answered %s; looking for %s in the local cache", exc.response.status_code, repo_id)
+            try:
+                return _from_cache(repo_id, revision, variant, cache, skip, on_progress)
+            except LocalEntryNotFoundError:
+                raise exc from None
         sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or ()}
         if MODEL_INDEX not in sizes:
             raise ModelLoadError(
@@ -120,6 +129,10 @@ def fetch_pipeline(
     except Exception as exc:
         reason = explain_failure(exc, repo_id=repo_id, revision=revision, cache_dir=cache)
         raise ModelLoadError(reason) from exc
+
+
+def _is_outage(exc: HfHubHTTPError) -> bool:
+    return exc.response is not None and (exc.response.status_code >= 500 or exc.response.status_code == 429)
 
 
 def choose_files(
@@ -295,7 +308,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        # Python's own rule: an explicit cause, else the implicit context unless "from None" hid it.
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
 
 
 def is_hub_failure(exc: BaseException) -> bool:

@@ -228,6 +228,16 @@ def test_an_unreachable_hub_serves_a_cached_model_and_names_one_that_is_not(
         load_model("v2", hub_model(revision="v2"), CPU, cache_dir=cache)
 
 
+def test_a_hub_outage_still_starts_a_cached_model_and_says_try_later_for_others(hub: FakeHub, tmp_path: Path) -> None:
+    cache = str(tmp_path / "c")
+    load_model("hub", hub_model(), CPU, cache_dir=cache)
+    hub.outage = 503
+    load_model("hub", hub_model(), CPU, cache_dir=cache)
+    with pytest.raises(ModelLoadError) as error:
+        load_model("v2", hub_model(revision="v2"), CPU, cache_dir=cache)
+    assert str(error.value) == "model v2: the model hub answered HTTP 503 for hub repo 'tiny/sd'; try again later"
+
+
 def test_an_offline_cache_missing_a_weight_file_is_not_taken_for_a_model(
     hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -58,6 +58,7 @@ class FakeHub:
         self.requests: list[HubRequest] = []
         self.failures: list[str] = []
         self._cuts: dict[str, int] = {}
+        self.outage: int | None = None  # an HTTP status (503) every hub request gets while set
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -148,10 +149,13 @@ class FakeHub:
     def _error(self, request: web.Request, status: int, code: str, message: str,
                headers: dict[str, str] | None = None) -> web.Response:
         self._record(request, status)
+        error_headers = {"X-Error-Code": code} if code else {}
         return web.json_response({"error": message}, status=status,
-                                 headers={"X-Error-Code": code, "X-Error-Message": message, **(headers or {})})
+                                 headers={**error_headers, "X-Error-Message": message, **(headers or {})})
 
     def _repo(self, request: web.Request) -> tuple[FakeRepo | None, web.Response | None]:
+        if self.outage is not None:
+            return None, self._error(request, self.outage, "", "Service Unavailable")
         repo_id = f"{request.match_info['owner']}/{request.match_info['name']}"
         repo = self.repos.get(repo_id)
         if repo is None:
