@@ -245,6 +245,10 @@ def test_an_offline_cache_missing_a_weight_file_is_not_taken_for_a_model(
                             on_progress=None)
     (folder / UNET).unlink()
     go_offline(monkeypatch)
+    asked = len(hub.requests)
+    fetch_pipeline("tiny/sd", revision=None, variant=None, token=None, cache_dir=str(tmp_path / "c"),
+                   on_progress=None, skip=("unet",))  # all there but the UNet: served offline
+    assert len(hub.requests) == asked
     with pytest.raises(ModelLoadError, match="is not fully in the local cache"):
         fetch_pipeline("tiny/sd", revision=None, variant=None, token=None, cache_dir=str(tmp_path / "c"),
                        on_progress=None)
@@ -260,8 +264,10 @@ def test_a_single_file_checkpoint_loads_with_its_family_configs_from_the_hub(
     assert all(SD1_CONFIG_REPO in r.path for r in hub.recorded("GET", "/resolve/"))
     assert np.array_equal(picture(loaded.pipe), picture(build_builtin("builtin:tiny")))
 
-    go_offline(monkeypatch)  # cached afterwards: loads without the hub
+    go_offline(monkeypatch)  # cached afterwards: loads without asking the hub anything
+    asked = len(hub.requests)
     load_model("ckpt", model, CPU, cache_dir=str(tmp_path / "c"))
+    assert len(hub.requests) == asked
     with pytest.raises(ModelLoadError) as error:
         load_model("ckpt", model, CPU, cache_dir=str(tmp_path / "empty"))
     message = str(error.value)
