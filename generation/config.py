@@ -137,9 +137,10 @@ class GenerationConfig(_Strict):
     """The parts of config.yaml that ``generation`` reads."""
 
     default_model: str = "tiny"
-    cache_dir: str | None = None  # downloaded weights (None: huggingface_hub's cache, HF_HOME)
     models: dict[str, ModelConfig] = Field(default_factory=_builtin_models)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    cache_dir: str | None = Field(default=None, description="models.cache_dir: where hub downloads are kept "
+                                  "(default: huggingface_hub's cache under HF_HOME)")
     loras: dict[str, LoraConfig] = Field(default_factory=dict)
     max_loras_per_request: Annotated[int, within(1, 10)] = 3
 
@@ -192,6 +193,10 @@ class GenerationConfig(_Strict):
         return self.model_copy(update={"default_model": name, "models": {**self.models, name: model}})
 
 
+# Keys of the models: mapping that are settings, not model names.
+_MODELS_SETTINGS = ("default", "cache_dir")
+
+
 def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dict[Any, int]) -> GenerationConfig:
     """Validate the ``models:``, ``executor:`` and ``loras:`` sections of an already parsed config file."""
     models_section = data.get("models") or {}
@@ -202,7 +207,7 @@ def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dic
         raise ConfigError(f"{source}: loras must be a mapping of names to LoRAs (and {LORA_RESERVED_KEY})")
     section = {
         "default_model": models_section.get("default", "tiny"),
-        "models": {k: v for k, v in models_section.items() if k not in ("default", "cache_dir")} or _builtin_models(),
+        "models": {k: v for k, v in models_section.items() if k not in _MODELS_SETTINGS} or _builtin_models(),
         "cache_dir": models_section.get("cache_dir"),
         "executor": data.get("executor") or {},
         "loras": {k: v for k, v in loras_section.items() if k != LORA_RESERVED_KEY},
@@ -217,11 +222,13 @@ def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dic
         allowed = ", ".join(sorted(section["models"]))
         raise ConfigError(f"{source}: invalid configuration: models.default{where}: default model "
                           f"{section['default_model']!r} is not configured; configured models: {allowed}")
+    if ("models", "cache_dir") in lines:  # an error names the line where the file has the key
+        lines = {**lines, ("cache_dir",): lines[("models", "cache_dir")]}
     try:
         return validate_section(GenerationConfig, section, source, lines)
     except ConfigError as exc:
         # The section was reshaped, so rename its keys back to what the file says.
-        message = str(exc).replace("default_model", "models.default")
+        message = str(exc).replace("default_model", "models.default").replace(" cache_dir", " models.cache_dir")
         raise ConfigError(message.replace("max_loras_per_request", f"loras.{LORA_RESERVED_KEY}")) from exc
 
 

@@ -1,8 +1,9 @@
 """Loading models from their sources, and a small LRU of loaded ones.
 
 Sources: ``builtin:tiny`` / ``builtin:sd15-random`` (built in code), a local diffusers folder, a
-single ``.safetensors``/``.ckpt`` checkpoint, or a hub repo id (cached by huggingface_hub; revision,
-variant and ``HF_TOKEN`` honoured). txt2img and img2img pipelines share one set of components.
+single ``.safetensors``/``.ckpt`` checkpoint, or a hub repo id (downloaded by ``generation.hub`` with
+byte progress into ``models.cache_dir`` or huggingface_hub's cache; revision, variant and ``HF_TOKEN``
+honoured). txt2img and img2img pipelines share one set of components.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from generation.builtin import BUILTIN_SOURCES, build_builtin
 from generation.config import ExecutorConfig, ModelConfig
 from generation.devices import Placement, choose_placement, free_memory, optimise
 from generation.errors import ModelLoadError
+from generation.hub import ProgressCallback, explain_failure, fetch_pipeline, is_hub_failure
 from generation.schedulers import make_scheduler
-from generation.warmup import DownloadCallback
 
 _log = logging.getLogger(__name__)
 
@@ -86,7 +87,10 @@ def _pipeline_class(model: ModelConfig) -> Any:
     return getattr(diffusers, _PIPELINES[model.family])
 
 
-def _from_source(name: str, model: ModelConfig, placement: Placement) -> Any:
+def _from_source(
+    name: str, model: ModelConfig, placement: Placement, on_progress: ProgressCallback | None = None,
+    cache_dir: str | None = None,
+) -> Any:
     source, kind = model.source, _source_kind(model.source)
     cls = _pipeline_class(model)
     if kind == "builtin":
@@ -103,17 +107,29 @@ def _from_source(name: str, model: ModelConfig, placement: Placement) -> Any:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if model.vae:
         kwargs["vae"] = _load_vae(model.vae, placement)
+    token = os.environ.get("HF_TOKEN") or None
     if kind == "single_file":
-        return _from_single_file(name, model, cls, kwargs)
+        return _from_single_file(name, model, cls, {**kwargs, "token": token, "cache_dir": cache_dir})
+    variant = variant_for(model, placement)
+    if variant:
+        kwargs["variant"] = variant
+    folder = os.path.expanduser(source)
     if kind == "hub":
-        kwargs.update(revision=model.revision, variant=variant_for(model, placement), token=os.environ.get("HF_TOKEN"))
-    elif variant_for(model, placement):
-        kwargs["variant"] = variant_for(model, placement)
+        try:
+            folder = str(fetch_pipeline(source, revision=model.revision, variant=variant, token=token,
+                                        cache_dir=cache_dir, on_progress=on_progress, skip=_unused_components(model)))
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"model {name}: {exc}") from exc
     try:
-        return cls.from_pretrained(os.path.expanduser(source), **kwargs)
-    except Exception as exc:  # diffusers/hub raise many types; all mean "this source did not load"
-        where = "local folder" if kind == "folder" else "hub repo (offline or not cached?)"
-        raise ModelLoadError(f"model {name}: cannot load {where} {source!r}: {_first_line(exc)}") from exc
+        return cls.from_pretrained(folder, **kwargs)
+    except Exception as exc:  # diffusers raises many types; all mean "this source did not load"
+        where = "local folder" if kind == "folder" else f"hub repo {source!r} downloaded to"
+        raise ModelLoadError(f"model {name}: cannot load {where} {folder!r}: {_first_line(exc)}") from exc
+
+
+def _unused_components(model: ModelConfig) -> tuple[str, ...]:
+    # Not downloaded: the safety checker is ~1.2 GB and off unless asked for; a configured VAE replaces the repo's.
+    return (*(() if model.safety_checker else ("safety_checker",)), *(("vae",) if model.vae else ()))
 
 
 def _from_single_file(name: str, model: ModelConfig, cls: Any, kwargs: dict[str, Any]) -> Any:
@@ -123,12 +139,25 @@ def _from_single_file(name: str, model: ModelConfig, cls: Any, kwargs: dict[str,
     try:
         return cls.from_single_file(str(path), **kwargs)
     except Exception as exc:
-        # diffusers fetches the family's config files from the hub for single files; offline that fails.
+        if not is_hub_failure(exc):
+            raise ModelLoadError(f"model {name}: cannot load checkpoint {path}: {_first_line(exc)}") from exc
+        # diffusers fetches the family's config files (never weights) from the hub for a single file.
+        repo = _single_file_config_repo(model)
+        reason = explain_failure(exc, repo_id=repo, revision=None, cache_dir=kwargs.get("cache_dir"))
         raise ModelLoadError(
-            f"model {name}: cannot load checkpoint {path}: {_first_line(exc)}. A single-file checkpoint needs its "
-            f"family's config from the Hugging Face hub once (it is cached afterwards); offline, convert it to a "
-            f"diffusers folder and use that folder as the source"
+            f"model {name}: cannot load checkpoint {path}: it needs its family's config files from the model hub "
+            f"once (they are cached afterwards): {reason}; offline, convert it to a diffusers folder and use that "
+            f"folder as the source"
         ) from exc
+
+
+def _single_file_config_repo(model: ModelConfig) -> str:
+    """The hub repo whose config files diffusers reads for a plain checkpoint of this family (inpainting and
+    other variants of a family use another: diffusers tells them apart by the checkpoint's keys)."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_DEFAULT_PIPELINE_PATHS
+
+    kind = {"sd1": "v1", "sd2": "v2", "sdxl": "xl_base"}[model.family]
+    return str(DIFFUSERS_DEFAULT_PIPELINE_PATHS[kind]["pretrained_model_name_or_path"])
 
 
 def _load_vae(source: str, placement: Placement) -> Any:
@@ -171,13 +200,17 @@ def _first_line(exc: BaseException) -> str:
     return text[0].rstrip(".") if text else type(exc).__name__
 
 
-def load_model(name: str, model: ModelConfig, executor: ExecutorConfig,
-               on_progress: DownloadCallback | None = None) -> LoadedModel:
+def load_model(
+    name: str, model: ModelConfig, executor: ExecutorConfig, on_progress: ProgressCallback | None = None, *,
+    cache_dir: str | None = None,
+) -> LoadedModel:
     """Load ``model`` onto the configured device; every failure is a ModelLoadError naming the model.
-    ``on_progress`` hears the download's byte counts (hub sources that are not fully cached)."""
+
+    ``on_progress`` hears the bytes of a hub download (nothing for other sources); ``cache_dir`` is where
+    hub files are kept (default: huggingface_hub's, from ``HF_HOME``)."""
     placement = choose_placement(executor, model)
     started = time.perf_counter()
-    pipe = _from_source(name, model, placement)
+    pipe = _from_source(name, model, placement, on_progress, cache_dir)
     if model.fuse_lora:
         _fuse_lora(name, pipe, model.fuse_lora)
     optimise(pipe, executor, placement)
@@ -204,20 +237,22 @@ class ModelCache:
     Not thread-safe by design: only the executor's worker thread touches it.
     """
 
-    def __init__(self, executor: ExecutorConfig) -> None:
+    def __init__(self, executor: ExecutorConfig, *, cache_dir: str | None = None) -> None:
         self._executor = executor
+        self.cache_dir = cache_dir  # models.cache_dir: where hub downloads go
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
 
-    def get(self, name: str, model: ModelConfig,
-            on_progress: DownloadCallback | None = None) -> tuple[LoadedModel, bool]:
-        """The loaded model and whether this call loaded it."""
+    def get(
+        self, name: str, model: ModelConfig, on_progress: ProgressCallback | None = None
+    ) -> tuple[LoadedModel, bool]:
+        """The loaded model and whether this call loaded it (``on_progress`` hears a hub download's bytes)."""
         loaded = self._models.get(name)
         if loaded is not None and _weights_key(loaded.config) == _weights_key(model):
             loaded.config = model  # a limit or default changed, not the weights: no reload
             self._models.move_to_end(name)
             return loaded, False
         self._evict(keep=self._executor.max_loaded_models - 1, also=name)
-        loaded = load_model(name, model, self._executor, on_progress)
+        loaded = load_model(name, model, self._executor, on_progress, cache_dir=self.cache_dir)
         self._models[name] = loaded
         return loaded, True
 

@@ -81,7 +81,7 @@ class Runner:
 
     def __init__(self, config: GenerationConfig, *, fault_hook: FaultHook | None = None) -> None:
         self._config = config
-        self._models = ModelCache(config.executor)
+        self._models = ModelCache(config.executor, cache_dir=config.cache_dir)
         self._fault_hook = fault_hook
         if config.executor.threads:
             torch.set_num_threads(config.executor.threads)
@@ -101,6 +101,7 @@ class Runner:
         model whose entry changed is reloaded on its next use (the cache compares configs).
         """
         self._config = config.model_copy(update={"executor": self._config.executor})
+        self._models.cache_dir = config.cache_dir
 
     @property
     def fault_hook(self) -> FaultHook | None:

@@ -23,6 +23,7 @@ class DownloadProgress:
 
     done_bytes: int
     total_bytes: int
+    current_file: str | None = None
 
     @property
     def fraction(self) -> float:
