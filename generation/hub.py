@@ -86,7 +86,7 @@ def fetch_pipeline(
             info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, token=token)
         except (httpx2.TransportError, OfflineModeIsEnabled):
             # The hub cannot be reached: a complete cached snapshot still serves.
-            _log.warning("model hub unreachable; looking for %s in the local cache", repo_id)
+            _log.info("model hub unreachable; looking for %s in the local cache", repo_id)
             return _from_cache(repo_id, revision, variant, cache, skip, on_progress)
         except HfHubHTTPError as exc:
             if not _is_outage(exc):

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("IMAGINE_")}
-    environment.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), **(env or {}))
+    environment.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "generation", *args],
         cwd=cwd,
@@ -218,3 +219,27 @@ def test_cli_init_takes_only_png_jpeg_or_webp(tmp_path: Path) -> None:
                        "--out", str(tmp_path / f"{fmt}.png"), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         assert (tmp_path / f"{fmt}.png").exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again when the block ends: nothing listens there
+
+
+def test_the_shipped_default_model_without_network_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Issue: "`python -m generation "a photo of an astronaut riding a horse on mars" --model sd15` on a machine
+    without network prints one clear line and exits 2. It does not print a traceback." Run from the project
+    folder, so the shipped ./config.yaml names sd15; the cache is empty and the hub cannot be reached."""
+    prompt = "a photo of an astronaut riding a horse on mars"
+    for offline, endpoint in (("1", "http://127.0.0.1:9"), ("0", f"http://127.0.0.1:{_closed_port()}")):
+        done = run_cli(prompt, "--model", "sd15", "--out", str(tmp_path / "out"), cwd=REPO,
+                       env={"HF_HUB_OFFLINE": offline, "HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf")})
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: model sd15: cannot reach the model hub at ") and "Traceback" not in done.stderr
+        assert f"(HF_HUB_OFFLINE is {'set' if offline == '1' else 'not set'})" in lines[0]
+        assert "hub repo 'stable-diffusion-v1-5/stable-diffusion-v1-5'" in lines[0]
+    assert not (tmp_path / "out").exists()

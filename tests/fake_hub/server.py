@@ -58,6 +58,8 @@ class FakeHub:
         self.requests: list[HubRequest] = []
         self.failures: list[str] = []
         self._cuts: dict[str, int] = {}
+        self._holds: dict[str, int] = {}
+        self._released = threading.Event()
         self.outage: int | None = None  # an HTTP status (503) every hub request gets while set
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -78,6 +80,16 @@ class FakeHub:
         """The next body sent of the file at ``path`` (any repo) stops after ``n_bytes``: the connection drops."""
         with self._lock:
             self._cuts[path] = n_bytes
+
+    def hold_after(self, path: str, n_bytes: int) -> None:
+        """The next body sent of the file at ``path`` pauses after ``n_bytes`` until ``release()``: a slow
+        download a test can look at midway."""
+        with self._lock:
+            self._holds[path] = n_bytes
+            self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     def recorded(self, method: str | None = None, contains: str = "") -> list[HubRequest]:
         with self._lock:
@@ -104,6 +116,7 @@ class FakeHub:
 
     def stop(self) -> None:
         """Close the port: later requests are refused, as by a hub that cannot be reached."""
+        self._released.set()  # a held download must not keep the server's thread
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
@@ -286,9 +299,14 @@ class FakeHub:
             return response
         with self._lock:
             cut = self._cuts.pop(file.path, None)
+            hold = self._holds.pop(file.path, None)
         body = file.data[start:end]
         self._record(request, status, len(body) if cut is None else min(cut, len(body)))
         await response.prepare(request)
+        if hold is not None:
+            await response.write(body[:hold])
+            await asyncio.get_running_loop().run_in_executor(None, self._released.wait)
+            body = body[hold:]
         if cut is None:
             await response.write(body)
             await response.write_eof()

@@ -1,0 +1,48 @@
+"""The real first start, offline: the bot's default model is a hub repo (served by the fake hub over
+loopback), and a request that arrives while it downloads waits with the download's real progress."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from generation.builtin import build_builtin
+from generation.config import ExecutorConfig, GenerationConfig
+from tests.bot_harness import is_result, running_bot, tiny_app_config, tiny_model
+from tests.fake_discord import FakeDiscord
+from tests.fake_hub import FakeHub, FakeRepo, point_hub_at, read_folder
+
+UNET = "unet/diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    build_builtin("builtin:tiny").save_pretrained(tmp_path / "repo")
+    with FakeHub([FakeRepo.of("community/sd15-tiny", {"main": read_folder(tmp_path / "repo")})]) as fake:
+        point_hub_at(monkeypatch, fake.endpoint, tmp_path / "hf-home")
+        yield fake
+    fake.assert_no_failures()
+
+
+async def test_a_request_waits_with_the_real_download_progress_then_gets_its_image(
+        fake: FakeDiscord, hub: FakeHub, tmp_path: Path) -> None:
+    """Issue: "Start-up loads the default model at once, in the background, while the bot connects. Requests
+    that arrive meanwhile are queued. Their status says "Loading model sd15 — 45 % (1.9 of 4.3 GB)", with
+    progress taken from the real download's byte counts"."""
+    hub.hold_after(UNET, 20_000)  # the download stops partway until the test has looked
+    generation = GenerationConfig(default_model="sd15", models={"sd15": tiny_model(source="community/sd15-tiny")},
+                                  executor=ExecutorConfig(device="cpu"), cache_dir=str(tmp_path / "weights"))
+    async with running_bot(fake, tmp_path, tiny_app_config(fake, generation=generation)):
+        handle = await fake.slash("imagine", {"prompt": "a harbour at dawn"}, user="alice")
+        waiting = await handle.wait_original(lambda m: "Loading model sd15 —" in m.content)
+        shown = re.fullmatch(r"Queued — next in line\n⏳ Loading model sd15 — (\d+) % \(([\d.]+) of ([\d.]+) MB\); "
+                             r"requests start as soon as it is ready\.", waiting.content)
+        assert shown is not None, waiting.content
+        assert 0 <= int(shown[1]) < 100 and float(shown[2]) < float(shown[3])
+        hub.release()
+        result = await handle.wait_original(is_result)
+    assert "a harbour at dawn" in result.content
+    assert any(path.name == "model_index.json" for path in (tmp_path / "weights").rglob("*"))  # models.cache_dir
