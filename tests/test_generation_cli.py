@@ -239,7 +239,7 @@ def test_the_shipped_default_model_without_network_is_one_line_and_exit_2(tmp_pa
                        env={"HF_HUB_OFFLINE": offline, "HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf")})
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1, done.stderr
-        assert lines[0].startswith("error: model sd15: cannot reach the model hub at ") and "Traceback" not in done.stderr
+        assert lines[0].startswith("error: model sd15: cannot reach the model hub at ")
         assert f"(HF_HUB_OFFLINE is {'set' if offline == '1' else 'not set'})" in lines[0]
         assert "hub repo 'stable-diffusion-v1-5/stable-diffusion-v1-5'" in lines[0]
     assert not (tmp_path / "out").exists()
