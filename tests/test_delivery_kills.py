@@ -122,6 +122,7 @@ def ended_at_least(fake: FakeDiscord, requests: list[tuple[str, InteractionHandl
     return sum(bool(endings_of(fake, prompt, handle)) for prompt, handle in requests) >= count
 
 
+@pytest.mark.timeout(600)  # six bot lives and 40 jobs: minutes on a loaded 2-core machine, not the usual 120 s
 async def test_soak_forty_requests_through_five_random_kills(fake: FakeDiscord, tmp_path: Path) -> None:
     """40 requests from three members while the bot is SIGKILLed 5 times at moments picked by a seeded
     random generator, then started once more. Every acknowledged request ends exactly once."""
