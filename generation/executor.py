@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from generation.errors import ExecutorClosed
+from generation.errors import ExecutorClosed, GenerationCancelled
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.request import GenerationRequest, ProgressEvent
 from generation.warmup import DownloadCallback, DownloadProgress, Warmed
@@ -46,7 +46,8 @@ class SyncRunner(Protocol):
 
     def use_models(self, config: GenerationConfig) -> None: ...
 
-    def prepare(self, name: str | None, on_download: DownloadCallback | None = None) -> Warmed: ...
+    def prepare(self, name: str | None, on_download: DownloadCallback | None = None, *,
+                interrupt: CancelToken | None = None) -> Warmed: ...
 
 
 class GpuExecutor:
@@ -81,8 +82,17 @@ class GpuExecutor:
         if self._closing is not None:
             raise ExecutorClosed("the generator is shutting down and takes no new work; try again after the restart")
         loop = asyncio.get_running_loop()
-        forward = _download_forwarder(loop, on_download) if on_download is not None else None
-        return await asyncio.wrap_future(self._pool.submit(self._runner.prepare, model, forward))
+        stop = CancelToken()  # a shutdown stops a long download at its next chunk, the warm-up at its next step
+        future = self._pool.submit(self._runner.prepare, model, _download_forwarder(loop, on_download, stop),
+                                   interrupt=stop)
+        self._interrupts.add(stop)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            stop.cancel()
+            raise
+        finally:
+            self._interrupts.discard(stop)
 
     @property
     def closed(self) -> bool:
@@ -142,8 +152,13 @@ def _forwarder(loop: asyncio.AbstractEventLoop, on_progress: ProgressCallback) -
     return forward
 
 
-def _download_forwarder(loop: asyncio.AbstractEventLoop, on_download: DownloadCallback) -> DownloadCallback:
+def _download_forwarder(loop: asyncio.AbstractEventLoop, on_download: DownloadCallback | None,
+                        stop: CancelToken) -> DownloadCallback:
     def forward(progress: DownloadProgress) -> None:
+        if stop.cancelled:
+            raise GenerationCancelled("the model load was stopped (the bot is shutting down)")
+        if on_download is None:
+            return
         try:
             loop.call_soon_threadsafe(on_download, progress)
         except RuntimeError:

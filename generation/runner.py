@@ -112,10 +112,12 @@ class Runner:
         model_name, model_config = self._config.model(name)
         return self._models.get(model_name, model_config, on_download)[0]
 
-    def prepare(self, name: str | None, on_download: DownloadCallback | None = None) -> Warmed:
+    def prepare(self, name: str | None, on_download: DownloadCallback | None = None, *,
+                interrupt: CancelToken | None = None) -> Warmed:
         """Load a model (``on_download`` hears the download's progress) and measure it with a warm-up run.
 
-        Raises ModelLoadError when it cannot be loaded, GenerationFailed when the warm-up fails."""
+        Raises ModelLoadError when it cannot be loaded, GenerationFailed when the warm-up fails, and
+        GenerationCancelled when ``interrupt`` is set (``on_download`` may raise it too, to stop a download)."""
         model_name, model_config = self._config.model(name)
         loaded, _ = self._models.get(model_name, model_config, on_download)
         timed: GenerationRequest | None = None
@@ -123,7 +125,9 @@ class Runner:
         for steps in (WARMUP_STEPS, MEASURE_STEPS):
             request = validate(GenerationRequest("warm-up", steps=min(steps, model_config.max_steps), seed=0),
                                model_name, model_config)
-            outcome = self.run([request])[0]
+            outcome = self.run([request], interrupt=interrupt)[0]
+            if isinstance(outcome, GenerationCancelled):
+                raise outcome
             if isinstance(outcome, ImagineError):
                 raise GenerationFailed(f"model {model_name}: the warm-up generation failed: {outcome}")
             timed, timings = request, outcome.timings

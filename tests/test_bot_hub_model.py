@@ -46,3 +46,23 @@ async def test_a_request_waits_with_the_real_download_progress_then_gets_its_ima
         result = await handle.wait_original(is_result)
     assert "a harbour at dawn" in result.content
     assert any(path.name == "model_index.json" for path in (tmp_path / "weights").rglob("*"))  # models.cache_dir
+
+
+async def test_a_shutdown_during_the_download_stops_it_and_keeps_the_request(fake: FakeDiscord, hub: FakeHub,
+                                                                              tmp_path: Path) -> None:
+    """A bot stopped while its first download runs stops the download at its next chunk (it does not wait for
+    gigabytes), and the request that waited is kept for the next start rather than started meanwhile."""
+    hub.hold_after(UNET, 20_000)
+    cache = tmp_path / "weights"
+    generation = GenerationConfig(default_model="sd15", models={"sd15": tiny_model(source="community/sd15-tiny")},
+                                  executor=ExecutorConfig(device="cpu"), cache_dir=str(cache))
+    async with running_bot(fake, tmp_path, tiny_app_config(fake, generation=generation)) as bot:
+        handle = await fake.slash("imagine", {"prompt": "a harbour at night"}, user="alice")
+        await handle.wait_original(lambda m: "Loading model sd15 —" in m.content)
+        warmup = bot.services.warmup
+        assert warmup is not None
+        await warmup.stop()  # what the shutdown does first
+        hub.release()  # the next chunk arrives; the download stops there
+    assert not any(path.name == UNET.rsplit("/", 1)[1] for path in cache.rglob("*"))  # no whole UNet stored
+    status = await handle.wait_original(lambda m: "continues when the bot is back" in m.content)
+    assert status.content.startswith("⏸")

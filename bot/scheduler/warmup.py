@@ -111,7 +111,6 @@ class ModelWarmup:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._scheduler.hold_for_model(None)
 
     async def _run(self) -> None:
         delay = RETRY_FIRST_S
@@ -160,15 +159,17 @@ class ModelWarmup:
         scheduler.hold_for_model(name)
         scheduler.repush_positions()
         _log.info("loading model %s in the background; requests wait in the queue meanwhile", name)
+        # Cancelled (the bot is shutting down): the hold stays, so nothing starts before the drain hands the
+        # queued jobs back for the next start.
         try:
             warmed = await self._executor.prepare(name, lambda progress: self._on_download(name, progress))
         except ImagineError as exc:
+            scheduler.hold_for_model(None)
             lines = str(exc).strip().splitlines()
             why = lines[0].rstrip(".").removeprefix(f"model {name}: ") if lines else type(exc).__name__
             self._state = ModelState(name, "failed", error=why)
             return why
-        finally:
-            scheduler.hold_for_model(None)
+        scheduler.hold_for_model(None)
         self._state = ModelState(name, "ready", warmed=warmed)
         scheduler.model_unavailable(name, None)
         scheduler.measured_speed(warmed.seconds_per_cost)
