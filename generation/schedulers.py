@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import diffusers
@@ -34,4 +35,9 @@ def make_scheduler(name: str, base: Any) -> Any:
     if name not in _TABLE:
         raise InvalidRequest([f"scheduler {name!r} is unknown; allowed: default, {', '.join(_TABLE)}"])
     class_name, extra = _TABLE[name]
-    return getattr(diffusers, class_name).from_config(base.config, **extra)
+    cls = getattr(diffusers, class_name)
+    # Only the keys this class takes: diffusers warns on every call about the others (a PNDM model's
+    # skip_prk_steps passed to LCM, say), which would fill the log with one line per batch.
+    accepted = inspect.signature(cls.__init__).parameters
+    config = {key: value for key, value in base.config.items() if key in accepted or key.startswith("_")}
+    return cls.from_config(config, **extra)
