@@ -21,6 +21,7 @@ from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
 from tests.test_bot_process import ROOT, bot_env
 
 ENDINGS = ("❌", "✖", "⌛", "⛔")  # how an explanation (a job that ends without images) begins
+REFUSED = "⏳ Not now"  # how a refusal begins (a private reply)
 
 
 class BotProcess:
@@ -59,9 +60,11 @@ def endings_of(fake: FakeDiscord, prompt: str, handle: InteractionHandle) -> lis
     named = f"**{prompt}**"
     found = []
     for message in fake.messages:
-        if message.ephemeral or message.deleted:
+        if message.deleted or (message.ephemeral and message.id not in own):
             continue
-        ending = is_result(message) or any(mark in message.content for mark in ENDINGS)
+        # A refusal is the request's private answer (a full queue, say, while the model loads at start-up).
+        refused = message.ephemeral and message.content.startswith(REFUSED)
+        ending = refused or is_result(message) or any(mark in message.content for mark in ENDINGS)
         if ending and (message.id in own or named in message.content):
             found.append(message)
     return found
@@ -160,7 +163,9 @@ async def test_soak_forty_requests_through_five_random_kills(fake: FakeDiscord, 
     counts = [len(endings_of(fake, p, h)) for p, h in acknowledged]
     results = sum(is_result(m) for p, h in acknowledged for m in endings_of(fake, p, h))
     explained = sum(bool(endings_of(fake, p, h)) for p, h in handles if not h.response_type)
-    print(f"soak: {len(handles)} requests, 5 kills, {len(acknowledged)} acknowledged, {results} results, "
+    refused = sum(m.ephemeral for p, h in acknowledged for m in endings_of(fake, p, h))
+    print(f"soak: {len(handles)} requests, 5 kills, {len(acknowledged)} acknowledged, {results} results, {refused} "
+          f"refused, "
           f"{sum(c > 1 for c in counts)} duplicated, {sum(c == 0 for c in counts)} silent; of "
           f"{len(handles) - len(acknowledged)} never acknowledged, {explained} explained in the channel")
     for (prompt, handle), count in zip(acknowledged, counts, strict=True):
