@@ -65,6 +65,9 @@ async def _serve(bot: ImagineBot, token: str) -> None:
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
     async with bot:
         await bot.start(token)
+    # discord.py's exit waits for its own close only; wait for ours too (storage closes last), or
+    # asyncio.run cancels it half way and the log ends with a traceback from the database pool.
+    await bot.close()
 
 
 def main(argv: list[str] | None = None) -> int:
