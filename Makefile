@@ -1,6 +1,8 @@
 # Two commands on a fresh machine: `make run` (set up and start the bot), `make test` (set up and test).
 # `make install` is run's set-up step alone (what an update needs before the service restarts).
 PYTHON ?= python3
+# This machine's own settings (TORCH_SPEC, TORCH_INDEX_URL), kept out of git: every make here reads them.
+-include local.mk
 VENV := .venv
 BIN := $(VENV)/bin
 # torch is installed here only, before requirements.txt (which does not pin it). TORCH_SPEC picks the version;
