@@ -25,6 +25,8 @@ from tests.fake_discord.models import (
 )
 from tests.test_bot_process import ROOT, bot_env
 
+README = ROOT / "README.md"
+
 # Discord's permission bits: View Channel 1<<10, Send Messages 1<<11, Attach Files 1<<15,
 # Read Message History 1<<16, Send Messages in Threads 1<<38.
 PERMISSIONS = 274878008320
@@ -38,8 +40,8 @@ NO_ATTACH = ("🚫 The bot can't post images in this channel: it lacks the Attac
 
 
 def test_the_invite_link_asks_for_both_scopes_and_exactly_the_needed_permissions() -> None:
-    """README: "invite it with the `bot` and `applications.commands` scopes and the permissions View Channel,
-    Send Messages, Send Messages in Threads, Attach Files and Read Message History"."""
+    """README: "Invite the bot with the `bot` and `applications.commands` scopes and the permissions *View
+    Channel*, *Send Messages*, *Send Messages in Threads*, *Attach Files* and *Read Message History*"."""
     assert NEEDED.value == PERMISSIONS == (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 38)
     assert invite_url(1234567890123) == ("https://discord.com/oauth2/authorize?client_id=1234567890123"
                                          "&scope=bot+applications.commands&permissions=274878008320")
@@ -55,8 +57,10 @@ def _warnings(records: list[logging.LogRecord]) -> list[str]:
 
 async def test_start_up_logs_no_warning_asks_for_no_privileged_intent_and_prints_the_invite_link(
         fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 11: "a start-up against the fake Discord whose log has no WARNING lines". The voice switches are
-    set as a fresh process without PyNaCl and davey has them (an earlier test may have spent them)."""
+    """Issue 11: "a start-up against the fake Discord whose log has no WARNING lines"; README: "It asks Discord
+    for one gateway intent, *Guilds*, and no privileged intent", and "near the top of its log is a line like"
+    the one it shows. The voice switches are set as a fresh process without PyNaCl and davey has them (an
+    earlier test may have spent them)."""
     monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
     monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
     caplog.set_level(logging.INFO)
@@ -69,9 +73,9 @@ async def test_start_up_logs_no_warning_asks_for_no_privileged_intent_and_prints
     assert _warnings(start_up) == []
     assert intents == GUILDS_INTENT and not intents & PRIVILEGED
     invite = invite_url(fake.state.application_id)
-    assert [record.getMessage() for record in start_up if invite in record.getMessage()] == [
-        "invite link (scopes bot and applications.commands; permissions View Channel, Send Messages, Send Messages "
-        f"in Threads, Attach Files, Read Message History): {invite}"]
+    said = [record.getMessage() for record in start_up if invite in record.getMessage()]
+    shown = next(line.strip() for line in README.read_text().splitlines() if line.strip().startswith("invite link"))
+    assert said == [shown.replace("<application id>", str(fake.state.application_id))]
 
 
 async def test_python_m_bot_starts_without_a_warning_line(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -114,8 +118,9 @@ def _deny(channel: FakeChannel, permission: int) -> None:
 
 async def test_a_channel_without_attach_files_refuses_imagine_privately_and_the_log_says_so_once_per_server(
         fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Issue 11: "it also warns, once, per server, when a channel lacks a permission it needs, instead of
-    failing silently". Nothing is stored or run for the refused requests; other channels work."""
+    """README: "Where a channel withholds a permission the bot needs ..., `/imagine` there answers the member
+    privately, saying what is missing, and the log says it once per server, with the invite link." Nothing is
+    stored or run for the refused requests; other channels work."""
     _deny(fake.channel("imagine"), ATTACH_FILES)
     caplog.set_level(logging.INFO)
     async with running_bot(fake, tmp_path) as bot:

@@ -1,5 +1,6 @@
-"""Runs from anywhere: relative paths in config.yaml are relative to the file's folder, and the data folder is
-beside it (or IMAGINE_DATA_DIR), whatever the current directory is (README "Running it from anywhere")."""
+"""README "Install it, and run it from anywhere": "Relative paths inside it (`models.cache_dir`, a local model,
+VAE or LoRA file, a SQLite `bot.database_url`) are relative to the file's folder, and the data folder ... sits
+beside it unless `IMAGINE_DATA_DIR` names another"."""
 
 from __future__ import annotations
 

@@ -120,8 +120,9 @@ async def test_the_documented_backup_copies_a_live_database(tmp_path: Path, pref
 
 
 def test_torch_comes_from_the_makefile_only_and_a_changed_spec_installs_it_again(tmp_path: Path) -> None:
-    """Issue 11: "`requirements.txt` pins torch again on the next step, and the install marker ignores
-    `TORCH_SPEC`". The Makefile runs with a stand-in for python and pip that records what it is asked."""
+    """README: "A changed `TORCH_SPEC` or `TORCH_INDEX_URL` installs torch again (the old build is removed
+    first); the same ones again install nothing." The Makefile runs with a stand-in for python and pip that
+    records what it is asked."""
     for name in ("requirements.txt", "requirements-dev.txt"):
         assert not [line for line in (ROOT / name).read_text().splitlines() if re.match(r"torch\b", line)], name
     if shutil.which("make") is None:
@@ -155,8 +156,9 @@ def test_torch_comes_from_the_makefile_only_and_a_changed_spec_installs_it_again
 
 
 def test_the_package_installs_offline_and_imagine_bot_runs_from_any_folder(tmp_path: Path) -> None:
-    """README: "`pip install -e .` ... installs the `imagine-bot` command"; built here from a copy of the
-    project, without the network (the build uses this environment's setuptools)."""
+    """README: "`pip install -e .` in the project folder installs the packages `bot` and `generation` and the
+    `imagine-bot` command", whose `--help` it runs; built here from a copy of the project, without the network
+    (the build uses this environment's setuptools), and run from another folder."""
     source, target, elsewhere = tmp_path / "source", tmp_path / "site", tmp_path / "elsewhere"
     source.mkdir()
     elsewhere.mkdir()
@@ -171,6 +173,7 @@ def test_the_package_installs_offline_and_imagine_bot_runs_from_any_folder(tmp_p
                 for path in (ROOT / package).rglob("__init__.py")}
     assert {str(path.parent.relative_to(target)) for path in target.rglob("__init__.py")} == packages
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target), "HOME": str(tmp_path)}
+    assert ".venv/bin/imagine-bot --help\n" in (ROOT / "README.md").read_text()
     done = subprocess.run([str(target / "bin" / "imagine-bot"), "--help"], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
