@@ -30,6 +30,7 @@ from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_r
 from bot.services import build_services
 from bot.storage import Storage
 from generation.errors import ConfigError
+from generation.paths import folder_of
 
 _log = logging.getLogger("bot")
 EXIT_USAGE = 2
@@ -38,6 +39,12 @@ TOKEN_HELP = (
     "DISCORD_TOKEN is not set. Create an application at https://discord.com/developers/applications, "
     "add a bot, copy its token, then run: DISCORD_TOKEN=<token> make run"
 )
+
+
+def _program() -> str:
+    """The name the admin typed: ``imagine-bot`` (the console script) or ``python -m bot``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name and name != "__main__.py" else "python -m bot"
 
 
 def _say(message: str) -> None:
@@ -58,6 +65,15 @@ def _config_path(arg: str | None) -> Path | None:
     return default if default.exists() else None
 
 
+def data_dir(config_path: Path | None) -> Path:
+    """Where the database and images live: ``IMAGINE_DATA_DIR`` (relative to the current directory, like any
+    path given on a command line), else ``data/`` beside the config file, so that a service started from ``/``
+    and ``make run`` in the project folder use the same data; without a config file, ``./data``."""
+    if os.environ.get("IMAGINE_DATA_DIR"):
+        return Path(os.path.abspath(os.environ["IMAGINE_DATA_DIR"]))
+    return (folder_of(config_path) if config_path is not None else Path.cwd()) / "data"
+
+
 async def _serve(bot: ImagineBot, token: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -65,10 +81,13 @@ async def _serve(bot: ImagineBot, token: str) -> None:
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
     async with bot:
         await bot.start(token)
+    # discord.py's exit waits for its own close only; wait for ours too (storage closes last), or
+    # asyncio.run cancels it half way and the log ends with a traceback from the database pool.
+    await bot.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot", description="Run the /imagine Discord bot.")
+    parser = argparse.ArgumentParser(prog=_program(), description="Run the /imagine Discord bot.")
     parser.add_argument("--config", help="config file (default: $IMAGINE_CONFIG, else ./config.yaml)")
     parser.add_argument("--exit-on-connect-failure", action="store_true",
                         help="exit with code 3 when Discord cannot be reached at start-up, instead of retrying "
@@ -101,13 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not reachable:
         return EXIT_UNREACHABLE
-    data_dir = Path(os.environ.get("IMAGINE_DATA_DIR", "data"))
     # The local GPU executor: the one place in bot/ that reaches past generation's torch-free interface
     # (an import contract allows exactly this import). A remote executor will be picked here too.
     from generation.executor import GpuExecutor
 
     executor = GpuExecutor.from_config(config.generation)
-    services = build_services(store, Storage(data_dir, config.bot.database_url), executor,
+    services = build_services(store, Storage(data_dir(path), config.bot.database_url), executor,
                               checkpoints=checkpoints)
     bot = ImagineBot(services)
     try:

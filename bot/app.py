@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_ui.invite import LABELS, SCOPES, invite_url
 from bot.discord_ui.replies import reply_error
 from bot.services import Services
 
@@ -27,15 +28,24 @@ _log = logging.getLogger(__name__)
 FEATURES: tuple[str, ...] = ("bot.features.imagine", "bot.features.info", "bot.features.retention")
 
 
-def _no_prefix(bot: commands.Bot, message: discord.Message) -> list[str]:
-    return []
+def intents() -> discord.Intents:
+    """The one gateway intent the bot asks for: Guilds (servers, channels, threads and roles in the cache,
+    which interactions are resolved against). Slash commands and buttons arrive without any intent, so no
+    message events are requested at all, and nothing privileged (Message Content, Server Members, Presence)."""
+    return discord.Intents(guilds=True)
 
 
 class ImagineBot(commands.Bot):
     def __init__(self, services: Services, *, features: Sequence[str] = FEATURES, drain_timeout_s: float = 30.0,
                  watch_config: bool = True, **options: Any) -> None:
-        # No prefix commands: a prefix that never matches keeps @mentions of the bot out of the error log.
-        super().__init__(command_prefix=_no_prefix, intents=discord.Intents.default(),
+        # commands.Bot for its extensions and cogs only. No prefix commands: an empty prefix list never matches
+        # (and no message events arrive to match against); discord.py warns about the Message Content intent
+        # only for a bot that has a prefix, so this bot starts without that misleading warning.
+        # This bot never joins voice: discord.py's one-time "PyNaCl/davey is not installed" warnings do not
+        # apply, and these class switches are discord.py's own way to turn them off.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
+        super().__init__(command_prefix=(), intents=intents(),
                          allowed_mentions=discord.AllowedMentions.none(), help_command=None, **options)
         self.services = services
         self._features = tuple(features)
@@ -55,10 +65,19 @@ class ImagineBot(commands.Bot):
         for feature in self._features:
             await self.load_extension(feature)
         await self._sync_commands()
+        self._say_invite()
         config = services.config
         if self._watch_config and config.path is not None:
             self._watcher = asyncio.create_task(config.watch(asyncio.sleep), name="config-watch")
             self._sighup = config.install_sighup(asyncio.get_running_loop())
+
+    def _say_invite(self) -> None:
+        """The link that adds this very bot to a server, with the scopes and permissions it needs: built from
+        the application id Discord returned at login, so an admin never assembles it by hand."""
+        if self.application_id is None:  # discord.py sets it at login, before setup_hook; never None in practice
+            return
+        _log.info("invite link (scopes %s; permissions %s): %s", " and ".join(SCOPES), ", ".join(LABELS.values()),
+                  invite_url(self.application_id))
 
     async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
         await reply_error(interaction, error)

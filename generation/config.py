@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from generation.configfile import parse_yaml, read_config_text, validate_section, within
 from generation.errors import ConfigError
+from generation.paths import anchored_path, anchored_source, folder_of
 
 Family = Literal["sd1", "sd2", "sdxl"]
 DType = Literal["auto", "float16", "bfloat16", "float32"]
@@ -187,6 +188,24 @@ class GenerationConfig(_Strict):
         allowed = ", ".join(self.enabled_names())
         raise ConfigError(f"unknown model {name_or_source!r}; configured models: {allowed}")
 
+    def anchored(self, base: Path) -> GenerationConfig:
+        """A copy whose relative local paths (model, VAE, preview decoder and fused LoRA sources, LoRA files,
+        ``models.cache_dir``) are relative to ``base``, the config file's folder (``generation.paths``)."""
+        def model_at(model: ModelConfig) -> ModelConfig:
+            fields = ("source", "vae", "preview_decoder", "fuse_lora")
+            update = {name: anchored_source(getattr(model, name), base) for name in fields if getattr(model, name)}
+            return model.model_copy(update=update)
+
+        def lora_at(lora: LoraConfig) -> LoraConfig:
+            local = lora.source.endswith(".safetensors")
+            return lora.model_copy(update={"source": anchored_path(lora.source, base)}) if local else lora
+
+        return self.model_copy(update={
+            "models": {name: model_at(model) for name, model in self.models.items()},
+            "loras": {name: lora_at(lora) for name, lora in self.loras.items()},
+            "cache_dir": anchored_path(self.cache_dir, base) if self.cache_dir else None,
+        })
+
     def with_default_model(self, name_or_source: str) -> GenerationConfig:
         """A copy whose default model is ``name_or_source`` (how IMAGINE_MODEL overrides the file)."""
         name, model = self.model(name_or_source)
@@ -233,8 +252,9 @@ def generation_config_from_mapping(data: dict[str, Any], source: str, lines: dic
 
 
 def load_generation_config(path: Path | None) -> GenerationConfig:
-    """Read ``models:``/``executor:``/``loras:`` from a config file; other sections are the bot's and ignored here."""
+    """Read ``models:``/``executor:``/``loras:`` from a config file; other sections are the bot's and ignored here.
+    Relative paths in it are relative to the file's folder."""
     if path is None:
         return GenerationConfig()
     data, lines = parse_yaml(read_config_text(path), str(path))
-    return generation_config_from_mapping(data, str(path), lines)
+    return generation_config_from_mapping(data, str(path), lines).anchored(folder_of(path))

@@ -23,12 +23,12 @@ from generation.config import ExecutorConfig, ModelConfig
 from generation.devices import Placement, choose_placement, free_memory, optimise
 from generation.errors import ModelLoadError
 from generation.hub import ProgressCallback, explain_failure, fetch_pipeline, is_hub_failure
+from generation.paths import SINGLE_FILE_SUFFIXES
 from generation.schedulers import make_scheduler
 
 _log = logging.getLogger(__name__)
 
 _PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
-_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _source_kind(source: str) -> str:
     if source.startswith("builtin:"):
         return "builtin"
     path = Path(source).expanduser()
-    if path.suffix in _SINGLE_FILE_SUFFIXES:
+    if path.suffix in SINGLE_FILE_SUFFIXES:
         return "single_file"
     if path.is_dir():
         return "folder"
@@ -162,7 +162,7 @@ def _single_file_config_repo(model: ModelConfig) -> str:
 
 def _load_vae(source: str, placement: Placement) -> Any:
     try:
-        if source.endswith(_SINGLE_FILE_SUFFIXES):
+        if source.endswith(SINGLE_FILE_SUFFIXES):
             return diffusers.AutoencoderKL.from_single_file(source, dtype=placement.dtype)
         return diffusers.AutoencoderKL.from_pretrained(source, dtype=placement.dtype)
     except Exception as exc:

@@ -51,6 +51,7 @@ guilds:
 
 
 def test_shipped_config_is_valid_and_documents_every_limit() -> None:
+    """Every key is shown with a comment; a server's keys in the commented-out example of ``guilds:``."""
     config = load_config(REPO / "config.yaml")
     lines = (REPO / "config.yaml").read_text().splitlines()
     keys = [
@@ -61,12 +62,32 @@ def test_shipped_config_is_valid_and_documents_every_limit() -> None:
         *BotConfig.model_fields,
     ]
     for key in keys:
-        index = next((i for i, line in enumerate(lines) if line.strip().startswith(f"{key}:")), None)
+        example = key in GuildConfig.model_fields and key != "limits"
+        index = next((i for i, line in enumerate(lines)
+                      if (line.strip().lstrip("#").strip() if example else line.strip()).startswith(f"{key}:")), None)
         assert index is not None, f"config.yaml does not show {key}"
         assert "#" in lines[index] or "#" in lines[index - 1], f"config.yaml does not explain {key}"
     assert config.scheduler.batch_window_ms == 30
     assert config.generation.executor.max_batch_images == 4
     assert config.bot.aspects["16:9"] == "912x512"
+
+
+def test_the_shipped_config_names_no_server_and_its_commented_example_is_valid() -> None:
+    """Issue 11: the example server "looks like something you must edit": it is commented out, and following
+    the comment (replace ``{}`` by the lines without their ``#``) gives a valid server entry."""
+    text = (REPO / "config.yaml").read_text()
+    assert load_config(REPO / "config.yaml").guilds == {}
+    lines = text.splitlines()
+    start = lines.index("guilds: {}")
+    example = []
+    for line in lines[start + 1:]:
+        if not line.startswith("#  "):
+            break
+        example.append(line[1:])
+    enabled = "\n".join([*lines[:start], "guilds:", *example, *lines[start + 1 + len(example):]])
+    guild = parse_config(enabled).guilds[123456789012345678]
+    assert guild.weight == 2.0 and guild.limits.daily_images_per_user == 50
+    assert guild.roles[234567890123456789].max_queued_per_user == 6
 
 
 def test_defaults_without_a_file_match_the_shipped_file() -> None:

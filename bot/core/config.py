@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from generation.config import GenerationConfig, generation_config_from_mapping
 from generation.configfile import parse_yaml, read_config_text, validate_section, within
 from generation.errors import ConfigError
+from generation.paths import folder_of
 
 _log = logging.getLogger(__name__)
 GENERATION_KEYS = ("models", "executor", "loras")
@@ -214,8 +215,26 @@ def parse_config(text: str, source: str = "config.yaml") -> AppConfig:
 
 
 def load_config(path: Path | str) -> AppConfig:
+    """Read and validate a config file. Relative paths in it (model and LoRA files, ``models.cache_dir``, a
+    SQLite ``bot.database_url``) are relative to the file's folder, wherever the bot is started from."""
     path = Path(path)
-    return parse_config(read_config_text(path), str(path))
+    return anchored(parse_config(read_config_text(path), str(path)), folder_of(path))
+
+
+# sqlite:///relative/file.db has a relative path; sqlite:////abs/file.db and sqlite:///:memory: do not.
+_SQLITE_RELATIVE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/|:memory:)([^?]+)(\?.*)?$")
+
+
+def anchored(config: AppConfig, base: Path) -> AppConfig:
+    """``config`` with its relative paths made relative to ``base`` (see ``load_config``)."""
+    update: dict[str, Any] = {"generation": config.generation.anchored(base)}
+    url = config.bot.database_url
+    match = _SQLITE_RELATIVE.match(url) if url else None
+    if match is not None:
+        prefix, path, query = match.groups()
+        bot = config.bot.model_copy(update={"database_url": f"{prefix}{base / path}{query or ''}"})
+        update["bot"] = bot
+    return config.model_copy(update=update)
 
 
 def _generosity(value: Any) -> tuple[float, float]:

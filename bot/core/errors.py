@@ -25,7 +25,8 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── ModelUnavailable           the model failed to load at start-up; the bot retries (``retry_after``)
     │   └── ShuttingDown               the bot is draining its queue before a restart
     ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job)
-    │   └── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
+    │   ├── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
+    │   └── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
     ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
     ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
     └── StorageError                   the database or the stored images could not do what was asked
@@ -104,6 +105,23 @@ class DirectMessagesOff(NotPermitted):
     def __init__(self) -> None:
         super().__init__("/imagine works in servers only on this bot; use it in a channel of a server that has the "
                          "bot (its operator can allow direct messages with bot.allow_dms).")
+
+
+class BotLacksPermissions(NotPermitted):
+    """The bot cannot show results in this channel: the server withholds ``missing`` (Discord's names of the
+    permissions) from it there. Raised before anything is stored, so the member is told at once instead of
+    their job failing unseen when the bot later posts to the channel."""
+
+    def __init__(self, missing: Sequence[str], needed: Sequence[str]) -> None:
+        self.missing = list(missing)
+        what = "permission" if len(self.missing) == 1 else "permissions"
+        super().__init__(f"The bot can't post images in this channel: it lacks the {_listed(self.missing)} {what} "
+                         f"here. A server admin can give the bot {_listed(needed)} in this channel; until then, "
+                         "use /imagine in another channel.")
+
+
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 class JobNotFound(ImagineError):

@@ -152,6 +152,8 @@ class FakeChannel:
     # Set by FakeGuild / the fake; DM channels have no guild.
     guild_id: int | None = None
     recipients: list[FakeUser] = field(default_factory=list)
+    # What the bot may do here after the channel's overwrites (sent as app_permissions); None = the guild's.
+    bot_permissions: int | None = None
 
     def to_json(self) -> JSON:
         if self.type == DM:

@@ -74,7 +74,7 @@ class Resolved:
 
     def channel(self, value: Any) -> str:
         channel = self.fake.channel(value)
-        perms = self.fake.state.bot_permissions(self.guild or self.fake.guild())
+        perms = self.fake.state.bot_permissions(self.guild or self.fake.guild(), channel)
         data = {**channel.to_json(), "permissions": str(perms)}
         return self.add("channels", channel.id, data)
 
@@ -206,7 +206,7 @@ def base_payload(
             guild_locale=guild.preferred_locale,
             guild={"id": str(guild.id), "locale": guild.preferred_locale, "features": []},
             member=member.to_json(permissions=guild.permissions_of(member)),
-            app_permissions=str(state.bot_permissions(guild)),
+            app_permissions=str(state.bot_permissions(guild, channel)),
         )
     else:
         payload.update(user=user.to_json(), app_permissions=str(state.bot_permissions(fake.guild())))

@@ -173,7 +173,10 @@ class FakeState:
     def bot_member(self, guild: FakeGuild) -> FakeMember:
         return FakeMember(self.bot_user)
 
-    def bot_permissions(self, guild: FakeGuild) -> int:
+    def bot_permissions(self, guild: FakeGuild, channel: FakeChannel | None = None) -> int:
+        """The bot's permissions in ``channel`` (its overwrites, when a test set them), else in ``guild``."""
+        if channel is not None and channel.bot_permissions is not None:
+            return channel.bot_permissions
         return ALL_PERMISSIONS if guild.bot_permissions is None else guild.bot_permissions
 
     def size_limit(self, guild_id: int | None) -> int:

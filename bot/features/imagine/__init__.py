@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from discord.ext import commands
 
+from bot.discord_ui.channel_access import ChannelAccess
 from bot.discord_ui.outbox import Outbox
 from bot.discord_ui.presenter import DiscordPresenter
 from bot.features.imagine.cog import ImagineCog
@@ -37,7 +38,7 @@ async def setup(bot: commands.Bot) -> None:
     presenter.on_failed_attempt(outbox.wake)
     # The cog subscribes the recorder to job events in cog_load, before any job is resumed below.
     await bot.add_cog(ImagineCog(services.config, service, presenter, events=services.events, recorder=recorder,
-                                 outbox=outbox))
+                                 outbox=outbox, access=ChannelAccess()))
     bot.add_dynamic_items(*DYNAMIC_ITEMS)
     await service.resume(presenter.adopt_original)  # resumed jobs' status messages are found in storage
     outbox.start()  # owed ends (dropped jobs' explanations too) are shown from storage, at once

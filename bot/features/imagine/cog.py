@@ -14,6 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.config import ConfigStore
+from bot.discord_ui.channel_access import ChannelAccess
 from bot.discord_ui.custom_ids import Action
 from bot.discord_ui.images import encode_to_fit, read_parameters, upload_limit
 from bot.discord_ui.interactions import NO_MENTIONS, requester_of
@@ -42,8 +43,9 @@ def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
 
 class ImagineCog(commands.Cog, name=COG_NAME):
     def __init__(self, config: ConfigStore, service: ImagineService, presenter: DiscordPresenter, *,
-                 events: JobEvents, recorder: JobRecorder, outbox: Outbox) -> None:
+                 events: JobEvents, recorder: JobRecorder, outbox: Outbox, access: ChannelAccess) -> None:
         self._config = config
+        self._access = access
         self._service = service
         self._presenter = presenter
         self._events = events
@@ -86,6 +88,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         lora: str | None = None,
     ) -> None:
         self._service.check_where(requester_of(interaction))  # before the options and any download
+        self._access.check(interaction)  # a channel where the bot could not post its result
         explicit = Options(negative=negative, aspect=aspect, count=count, steps=steps, guidance=guidance, seed=seed,
                            model=model, style=style, strength=strength, loras=((lora, None),) if lora else ())
         attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
@@ -190,6 +193,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
             await interaction.response.defer()
             await interaction.delete_original_response()
             return
+        self._access.check(interaction)  # a follow-up is a new job: shown in this channel too
         # Loading the image and storing the new job can outlast Discord's 3 s window: acknowledge first.
         await interaction.response.defer(thinking=True)
         try:
