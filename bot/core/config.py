@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.core.policy import ContentConfig, ObservabilityConfig, SafetyConfig
 from generation.config import GenerationConfig, generation_config_from_mapping
 from generation.configfile import parse_yaml, read_config_text, validate_section, within
 from generation.errors import ConfigError
@@ -111,6 +112,8 @@ class GuildConfig(_Strict):
     moderator_roles: list[int] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
     roles: dict[int, UserLimits] = Field(default_factory=dict)
+    content: ContentConfig = Field(default_factory=ContentConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
 
 
 class SchedulerConfig(_Strict):
@@ -189,6 +192,9 @@ class _FileSections(_Strict):
     discord: DiscordConfig = Field(default_factory=DiscordConfig)
     bot: BotConfig = Field(default_factory=BotConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    content: ContentConfig = Field(default_factory=ContentConfig)
+    safety: SafetyConfig = Field(default_factory=lambda: SafetyConfig(mode="blur", nsfw_channel_mode="off"))
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
 
 class AppConfig(_FileSections):
