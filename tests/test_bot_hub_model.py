@@ -11,7 +11,7 @@ import pytest
 
 from generation.builtin import build_builtin
 from generation.config import ExecutorConfig, GenerationConfig
-from tests.bot_harness import is_result, running_bot, tiny_app_config, tiny_model
+from tests.bot_harness import WatchedStorage, is_result, running_bot, tiny_app_config, tiny_model
 from tests.fake_discord import FakeDiscord
 from tests.fake_hub import FakeHub, FakeRepo, point_hub_at, read_folder
 
@@ -59,6 +59,9 @@ async def test_a_shutdown_during_the_download_stops_it_and_keeps_the_request(fak
     async with running_bot(fake, tmp_path, tiny_app_config(fake, generation=generation)) as bot:
         handle = await fake.slash("imagine", {"prompt": "a harbour at night"}, user="alice")
         await handle.wait_original(lambda m: "Loading model sd15 —" in m.content)
+        storage = bot.services.storage
+        assert isinstance(storage, WatchedStorage)
+        await storage.wait_until(lambda: _status_recorded(storage), what="the status message recorded")
         warmup = bot.services.warmup
         assert warmup is not None
         await warmup.stop()  # what the shutdown does first
@@ -66,3 +69,8 @@ async def test_a_shutdown_during_the_download_stops_it_and_keeps_the_request(fak
     assert not any(path.name == UNET.rsplit("/", 1)[1] for path in cache.rglob("*"))  # no whole UNet stored
     status = await handle.wait_original(lambda m: "continues when the bot is back" in m.content)
     assert status.content.startswith("⏸")
+
+
+async def _status_recorded(storage: WatchedStorage) -> bool:
+    jobs = await storage.jobs_in_states(["queued"])
+    return bool(jobs) and all(job.status_message_id is not None for job in jobs)
