@@ -17,6 +17,7 @@ from PIL import Image, PngImagePlugin
 
 from generation.config import LORA_WEIGHT_LIMIT, SCHEDULERS, LoraConfig, ModelConfig
 from generation.errors import InvalidRequest
+from generation.samplers import sampler_name
 
 MAX_IMAGES_PER_REQUEST = 4
 MAX_PROMPT_CHARS = 2000
@@ -257,8 +258,9 @@ class Timings:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Step ``step`` of ``total`` finished for a batch (``total`` counts the steps actually run, e.g.
-    steps x strength for img2img; a call retried after running out of memory starts again at 1).
+    """Step ``step`` of ``total`` finished for a batch, counted as the member asked: ``total`` is the request's
+    steps and ``step`` runs 1 to ``total`` (the pipeline's own count, which PNDM's warm-up step and img2img's
+    strength change, is scaled to it); a call retried after running out of memory starts again at 1.
 
     ``previews`` holds, on preview steps, one cheap look per batch member (its first image; None
     for members that are done or cancelled), empty otherwise. ``preview`` is set only when the batch
@@ -281,6 +283,8 @@ class GenerationResult:
     timings: Timings
     nsfw: list[bool] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The model's own scheduler in A1111's words ("PNDM"), which ``scheduler: default`` ran: the runner knows it.
+    model_sampler: str | None = None
 
     def parameters_text(self, index: int) -> str:
         """The widely read "parameters" text chunk: prompt, negative prompt, then key: value pairs."""
@@ -289,10 +293,13 @@ class GenerationResult:
         lines = [f"{request.prompt} {lora_tags(request.loras)}" if request.loras else request.prompt]
         if request.negative_prompt:
             lines.append(f"Negative prompt: {request.negative_prompt}")
-        pairs = [
-            ("Steps", request.steps), ("Sampler", request.scheduler), ("CFG scale", request.guidance),
+        sampler = sampler_name(request.scheduler, self.model_sampler)  # never "default": tools can't read it
+        pairs: list[tuple[str, object]] = [
+            ("Steps", request.steps), ("Sampler", sampler), ("CFG scale", request.guidance),
             ("Seed", self.seeds[index]), ("Size", f"{request.width}x{request.height}"), ("Model", request.model),
         ]
+        if sampler is None:  # the model's scheduler is unknown here: leave the field out rather than guess
+            pairs.pop(1)
         if request.mode == "img2img":
             pairs.append(("Denoising strength", request.strength))
         lines.append(", ".join(f"{key}: {value}" for key, value in pairs))
