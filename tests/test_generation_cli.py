@@ -116,7 +116,8 @@ def test_cli_init_and_strength_repaint_an_input_image(tmp_path: Path) -> None:
 def test_cli_model_scheduler_and_guidance_are_used_and_recorded(tmp_path: Path) -> None:
     """README: "--model NAME|SOURCE ... --guidance G ... --scheduler NAME ... --config PATH". A model named in
     the config file is selected over its default (its own default size applies), and the chosen scheduler and
-    guidance are recorded as "Sampler" (in A1111's words) and "CFG scale"; a text-to-image file has no "Denoising strength"."""
+    guidance are recorded as "Sampler" (in A1111's words) and "CFG scale"; a text-to-image file has no
+    "Denoising strength"."""
     config = tmp_path / "config.yaml"
     config.write_text(PIXIE_CONFIG)
     done = run_cli(
