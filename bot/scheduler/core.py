@@ -178,8 +178,8 @@ class SchedulerCore:
                 return deadline
             self.by_age.popleft()
             self.finish(job, JobState.EXPIRED, error=JobExpired(
-                f"Your request waited {format_duration(now - job.enqueued_at)} in the queue, longer than "
-                f"scheduler.max_wait_s ({max_wait:g} s), and was dropped; please submit it again."))
+                f"This request waited {format_duration(max_wait)} in the queue, the longest this bot allows, "
+                "and was dropped; please run it again."))
         return None
 
     # --- batches ------------------------------------------------------------------------------
@@ -274,12 +274,13 @@ class SchedulerCore:
         return left / self.config.scheduler.concurrency
 
     def ordered(self) -> Iterable[tuple[int, Job, float]]:
-        """(position, job, eta seconds) for every queued job that can run, in fair order."""
+        """(position, job, seconds until it starts) for every queued job that can run, in fair order: what
+        members are told ("starts in about 2 min"), so a job's own run time is not in its figure."""
         spc = self.eta.seconds_per_cost / self.config.scheduler.concurrency
         ahead = self.backlog_s()
         for position, job in enumerate(self.queue.order(), start=1):
-            ahead += job.cost * spc
             yield position, job, ahead
+            ahead += job.cost * spc
 
     def locate(self, job: Job) -> tuple[int | None, float | None]:
         if job.state is not JobState.QUEUED:
