@@ -195,8 +195,8 @@ def validate(
             )
     if width * height > limits.max_pixels:
         problems.append(
-            f"size {width}x{height} is {width * height} pixels; "
-            f"allowed: at most {limits.max_pixels} pixels for model {model_name}"
+            f"size {width}x{height} is {width * height:,} pixels; "
+            f"allowed: at most {limits.max_pixels:,} pixels for model {model_name}"
         )
     for problem in (
         _range_problem("steps", steps, 1, limits.max_steps),
@@ -220,9 +220,9 @@ def validate(
         if problem:
             problems.append(problem)
         elif strength * steps < 1:
-            problems.append(
-                f"strength {strength:g} with {steps} steps runs no denoising step; allowed: strength x steps >= 1"
-            )
+            least = math.ceil(100 / steps) / 100  # the smallest strength, in hundredths, that runs one step
+            problems.append(f"strength {strength:g} with {steps} steps changes nothing; allowed: strength × steps "
+                            f"of at least 1 (with {steps} steps: strength {least:g} or more)")
     elif strength is not None:
         problems.append("strength is only used with an input image; attach an image or leave strength out")
     if problems:

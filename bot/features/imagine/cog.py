@@ -20,7 +20,7 @@ from bot.discord_ui.interactions import NO_MENTIONS, requester_of
 from bot.discord_ui.outbox import Outbox
 from bot.discord_ui.presenter import DiscordPresenter, StatusTarget
 from bot.discord_ui.replies import reply_error
-from bot.discord_ui.texts import sanitize_user_text
+from bot.discord_ui.texts import CANCELLED_REPLY, STARTING_TEXT, full_size_text
 from bot.features.imagine.compose import Attachment, Composed, loras_for, resolve_model
 from bot.features.imagine.flags import Options, read_prompt_flags
 from bot.features.imagine.recorder import JobRecorder
@@ -160,7 +160,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
 
     async def _post_status(self, interaction: discord.Interaction[Any], job_id: str) -> int:
         position, eta = self._service.queue_place(job_id)
-        text = self._presenter.queued_status(position, eta) if position else "Starting…"
+        text = self._presenter.queued_status(position, eta) if position else STARTING_TEXT
         if interaction.response.is_done():
             message = await interaction.edit_original_response(content=text, view=status_view(job_id),
                                                                allowed_mentions=NO_MENTIONS)
@@ -183,7 +183,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         requester = requester_of(interaction)
         if action == "cancel":
             await self._service.cancel(job_id, requester)
-            await interaction.response.send_message("Cancelled.", ephemeral=True)
+            await interaction.response.send_message(CANCELLED_REPLY, ephemeral=True)
             return
         if action == "delete":
             await self._service.delete(job_id, requester)
@@ -204,8 +204,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
 
     @staticmethod
     async def _send_full_image(interaction: discord.Interaction[Any], plan: FullSizeInstead) -> None:
-        text = (f"Image {plan.index + 1} of <@{plan.owner_id}>'s request at full size (seed {plan.seed}). "
-                f"A 2× upscale isn't available here: {sanitize_user_text(plan.reason)}")
+        text = full_size_text(plan.index, plan.owner_id, plan.seed, plan.reason)
         limit = upload_limit(interaction.filesize_limit)
         name = f"image_{plan.index + 1}"
         if len(plan.image) > limit:  # re-encode (keeping the recipe) only when the PNG is too large for this server
@@ -215,5 +214,5 @@ class ImagineCog(commands.Cog, name=COG_NAME):
             file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
         else:
             file = discord.File(io.BytesIO(plan.image), filename=f"{name}.png")
-        await interaction.edit_original_response(content=text[:2000], attachments=[file],
+        await interaction.edit_original_response(content=text, attachments=[file],
                                                  allowed_mentions=NO_MENTIONS)

@@ -211,7 +211,7 @@ class ImagineService:
         for stored in await self._storage.requeue_interrupted():
             if stored.status_message_id is None and await adopt_status(stored) is None:
                 # Stopped before showing it: its owner saw only an error or nothing, so don't run it.
-                reason = "it was never shown (the bot stopped before posting its status)"
+                reason = "the bot stopped before it could show it; please run it again"
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
                 continue
             if stored.kind in ("upscale", "variation") and stored.request.init_image is None:
@@ -222,7 +222,7 @@ class ImagineService:
                 name, model = resolve_model(config, stored.request.model)
                 request = validate(stored.request, name, model, loras=config.generation)
             except InvalidRequest as exc:
-                reason = f"It no longer fits this bot's settings: {exc}"
+                reason = f"it no longer fits this bot's settings ({exc})"
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
                 continue
             job = Job.create(stored.id, request, user_id=stored.user_id, guild_id=stored.guild_id or 0,
