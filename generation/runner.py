@@ -302,8 +302,8 @@ class _Call:
             return
         member = self._members[items[0][0]]
         member.error = FixableFailure(
-            f"out of GPU memory generating {self._width}x{self._height} even one image at a time "
-            f"(request for {member.request.count} image(s)); try a smaller size"
+            f"the GPU ran out of memory at {self._width}x{self._height}, even one image at a time; "
+            "try a smaller size"
         )
 
     def _denoise_and_decode(self, items: list[_Item]) -> None:

@@ -66,6 +66,12 @@ class EtaModel:
             self.seconds_per_cost += smoothing * (seconds / cost - self.seconds_per_cost)
 
 
+def expired_text(max_wait_s: float) -> str:
+    """What the requester of a job that waited too long reads (stored as its error; the presenter adds ⌛)."""
+    return (f"This request waited {format_duration(max_wait_s)} in the queue, the longest this bot allows, and was "
+            "dropped; please run it again.")
+
+
 def _release(job: Job) -> None:
     """Drop a finished job's images: its subscribers took what they needed while it was being reported."""
     job.result = None
@@ -177,9 +183,7 @@ class SchedulerCore:
             if deadline - now > EPSILON_S:
                 return deadline
             self.by_age.popleft()
-            self.finish(job, JobState.EXPIRED, error=JobExpired(
-                f"This request waited {format_duration(max_wait)} in the queue, the longest this bot allows, "
-                "and was dropped; please run it again."))
+            self.finish(job, JobState.EXPIRED, error=JobExpired(expired_text(max_wait)))
         return None
 
     # --- batches ------------------------------------------------------------------------------
