@@ -1,5 +1,7 @@
-"""``python -m generation --out``: a file in the format its name says, numbered when there are several, or a
-folder; and the files' ``Sampler`` in the names SD tools read. Run in-process (``cli.main``) to stay quick."""
+"""README: "`--out` is a file named `.png`, `.webp` or `.jpg`/`.jpeg`, written in that format (several images:
+`fox-1.png`, `fox-2.png`, …), or a folder" and "with the sampler by its usual name (`Sampler: DPM++ 2M Karras`,
+`Euler a`, `PNDM`, …; `scheduler: default` is recorded as the model's own scheduler)". Run in-process
+(``cli.main``) to stay quick."""
 
 from __future__ import annotations
 

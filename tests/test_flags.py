@@ -75,7 +75,9 @@ def test_stylize_is_not_steps_and_unknown_flags_list_the_known_ones() -> None:
 
 
 def test_sameseed_is_refused_with_what_to_type_instead() -> None:
-    """Midjourney's --sameseed shares one starting noise across a grid; here each image has its own seed."""
+    """README: "Midjourney flags that would mean something else here are refused with a hint rather than
+    misread: ... `--sameseed`"; Midjourney's shares one starting noise across a grid, here each image has its
+    own seed."""
     (problem,) = problems_of("cat --sameseed 7")
     assert problem.startswith("--sameseed is not a known flag; every image here has its own seed (N, N+1, …); "
                               "use --seed N")

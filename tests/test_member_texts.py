@@ -1,4 +1,6 @@
-"""Every message template a member can read, rendered with representative values and compared with the reviewed
+"""README: "Every text a member can read is kept, rendered, in `tests/snapshots/member_texts.txt`."
+
+Every message template a member can read, rendered with representative values and compared with the reviewed
 snapshot ``tests/snapshots/member_texts.txt``, so that a wording change is a deliberate, reviewed change.
 
 Refusals come from the real admission code (a scheduler on simulated time) and reach the text through the same
