@@ -70,7 +70,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
     @app_commands.describe(
         prompt="What to draw; Midjourney-style flags such as --ar 3:2 --seed 42 --no text work too",
         negative="What to keep out of the image", aspect="Aspect ratio", count="How many images (1-4)",
-        steps="Denoising steps", guidance="How closely to follow the prompt (CFG scale)",
+        steps="Denoising steps: more is slower and finer", guidance="How closely to follow the prompt (CFG scale)",
         seed="Seed for repeatable images",
         model="Which model", style="A style preset that wraps your prompt", image="Start from this image",
         strength="How much to change the image (0.05-1)",
@@ -108,8 +108,8 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         try:
             return await image.read()
         except discord.HTTPException as exc:
-            raise InvalidRequest(
-                [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
+            _log.warning("attachment %s could not be downloaded: %s", image.filename, exc)  # the status is for us
+            raise InvalidRequest(["the attachment could not be downloaded; please attach it again"]) from exc
 
     @staticmethod
     async def _drop_thinking(interaction: discord.Interaction[Any]) -> None:
