@@ -238,6 +238,15 @@ def validate(
     )
 
 
+def denoising_steps(request: GenerationRequest) -> int:
+    """The denoising steps a validated request runs, as its requester counts them: its steps, or with an input
+    image steps x strength (diffusers' own rounding; ``validate`` makes it at least 1)."""
+    assert request.steps is not None
+    if request.mode == "img2img" and request.strength is not None:
+        return max(1, min(int(request.steps * request.strength), request.steps))
+    return request.steps
+
+
 def estimate_cost(request: GenerationRequest, cost_weight: float = 1.0) -> float:
     """Work units of a validated request: images x pixels/512^2 x steps/25 x the model's weight."""
     assert request.width is not None and request.height is not None and request.steps is not None
@@ -259,8 +268,9 @@ class Timings:
 @dataclass(frozen=True)
 class ProgressEvent:
     """Step ``step`` of ``total`` finished for a batch, counted as the member asked: ``total`` is the request's
-    steps and ``step`` runs 1 to ``total`` (the pipeline's own count, which PNDM's warm-up step and img2img's
-    strength change, is scaled to it); a call retried after running out of memory starts again at 1.
+    ``denoising_steps`` (its steps; with an input image, steps x strength) and ``step`` runs 1 to ``total``
+    (the pipeline's own count, which PNDM's warm-up step changes, is scaled to it); a call retried after
+    running out of memory starts again at 1.
 
     ``previews`` holds, on preview steps, one cheap look per batch member (its first image; None
     for members that are done or cancelled), empty otherwise. ``preview`` is set only when the batch

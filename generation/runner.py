@@ -35,6 +35,7 @@ from generation.request import (
     Timings,
     active_loras,
     compatibility_key,
+    denoising_steps,
     validate,
 )
 from generation.samplers import sampler_of
@@ -240,8 +241,8 @@ _Item = tuple[int, int]  # (member index, image index within the request)
 def shown_step(done: int, run: int, asked: int) -> int:
     """Step ``done`` of the ``run`` the pipeline makes, counted as the member counts: 1 to the ``asked`` steps.
 
-    The pipeline's count differs from what was asked: PNDM adds a warm-up step (26 for 25), and image-to-image
-    runs only steps x strength of them. Scaling keeps "step 4/4" for "the last step of the 4 asked for"."""
+    The pipeline's count can differ from what was asked: PNDM adds a warm-up step (26 for 25), second-order
+    schedulers count each step twice. Scaling keeps "step 4/4" for "the last of the 4 steps asked for"."""
     return max(1, min(asked, done * asked // max(run, 1)))
 
 
@@ -362,7 +363,7 @@ class _Call:
         every = self._executor.preview_every_steps
         rows_of_first_image = {index: row for row, (index, image) in reversed(list(enumerate(items)))}
 
-        asked = self._steps
+        asked = denoising_steps(self._request)  # one compatibility key: the same for every member
         last_shown = 0
 
         def callback(pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:

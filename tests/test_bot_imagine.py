@@ -183,7 +183,7 @@ async def test_help_shows_your_own_limits_and_daily_images_left(fake: FakeDiscor
 
 
 async def test_progress_shows_queue_place_then_steps_with_a_preview(fake: FakeDiscord, tmp_path: Path) -> None:
-    """README: "steps count from 1 to the steps you asked for, with a preview (256 px on its long side)"."""
+    """README: "steps count from 1 to the steps you asked for ..., with a preview (256 px on its long side)"."""
     async with running_bot(fake, tmp_path):
         handle = await fake.slash("imagine", {"prompt": "a comet --steps 4"}, user="alice")
         result = await handle.wait_original(is_result)
