@@ -4,6 +4,10 @@ Exit codes: 0 done; 2 bad input or set-up (arguments, config file, request field
 model that cannot be loaded: offline and not cached, gated, missing); 1 the generation failed; 130
 interrupted. The config is ``--config``, else ``IMAGINE_CONFIG``, else ``./config.yaml`` when present
 (as the bot reads it), else the built-in defaults.
+
+``--out`` is a file whose name says its format (``.png``, ``.webp``, ``.jpg``/``.jpeg``; several images get
+``-1``, ``-2`` ... before the suffix) or a folder (``imagine-SEED.png`` in it). Every file carries its
+parameters where SD tools read them.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from PIL import Image
+
 from generation.config import SCHEDULERS, GenerationConfig, load_generation_config
 from generation.errors import ConfigError, ImagineError, InvalidRequest, ModelLoadError
-from generation.imagefiles import ALLOWED_FORMATS, input_image_problem
+from generation.imagefiles import ALLOWED_FORMATS, encode_with_parameters, input_image_problem
 from generation.request import MAX_INIT_IMAGE_SIDE, GenerationRequest, GenerationResult, ProgressEvent, validate
 from generation.warmup import DownloadProgress
 
@@ -60,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strength", type=float, help="how much of the input image to repaint (0.05 to 1)")
     parser.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
                         help="a LoRA from the config's loras: (repeatable); weight default: its default_weight")
-    parser.add_argument("--out", type=Path, default=Path("out"), help="a .png file or a folder (default: out/)")
+    parser.add_argument("--out", type=Path, default=Path("out"),
+                        help="a .png, .webp or .jpg file (several images: NAME-1, NAME-2, ...) or a folder "
+                        "(default: out/)")
     parser.add_argument("--config", type=Path,
                         help="config.yaml (default: env IMAGINE_CONFIG, else ./config.yaml, else built-in)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -118,12 +126,31 @@ def _read_input_image(path: Path) -> bytes:
     raise BadInput(f"input image {path} {reason}")
 
 
-def _paths(out: Path, seeds: list[int]) -> list[Path]:
-    if out.suffix.lower() == ".png":
-        if len(seeds) == 1:
-            return [out]
-        return [out.with_name(f"{out.stem}-{index + 1}.png") for index in range(len(seeds))]
-    return [out / f"imagine-{seed}.png" for seed in seeds]
+FILE_FORMATS = {".png": "PNG", ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}
+_OUT_ALLOWED = "allowed: a .png, .webp, .jpg or .jpeg file, or a folder"
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an ``--out`` that would not be written as asked: another image format's name
+    (``x.gif`` would otherwise become a folder, as ``x.jpg`` once did), or an existing file that is no image."""
+    suffix = out.suffix.lower()
+    if out.is_dir() or suffix in FILE_FORMATS:
+        return
+    if suffix in Image.registered_extensions():
+        raise BadInput(f"--out {out}: {suffix} files cannot be written; {_OUT_ALLOWED}")
+    if out.exists():
+        raise BadInput(f"--out {out} is an existing file, not a folder; {_OUT_ALLOWED}")
+
+
+def output_files(out: Path, seeds: list[int]) -> list[tuple[Path, str]]:
+    """Where each image goes and in which format: a file named ``out`` (numbered when there are several), or
+    ``imagine-SEED.png`` files in the folder ``out`` (one that exists stays a folder, whatever its name)."""
+    fmt = FILE_FORMATS.get(out.suffix.lower())
+    if fmt is None or out.is_dir():
+        return [(out / f"imagine-{seed}.png", "PNG") for seed in seeds]
+    if len(seeds) == 1:
+        return [(out, fmt)]
+    return [(out.with_name(f"{out.stem}-{index + 1}{out.suffix}"), fmt) for index in range(len(seeds))]
 
 
 class _ProgressBar:
@@ -162,11 +189,13 @@ class _DownloadBar:
 
 
 def _save(result: GenerationResult, out: Path) -> list[Path]:
-    paths = _paths(out, result.seeds)
-    for index, path in enumerate(paths):
+    files = output_files(out, result.seeds)
+    for index, (path, fmt) in enumerate(files):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(result.png_bytes(index))
-    return paths
+        data = result.png_bytes(index) if fmt == "PNG" else \
+            encode_with_parameters(result.images[index], fmt, result.parameters_text(index), quality=95)
+        path.write_bytes(data)
+    return [path for path, _ in files]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_out(args.out)
         config = _config(args)
         request = _request(args, config)
     except (ConfigError, InvalidRequest, BadInput) as exc:

@@ -80,9 +80,10 @@ def truncation_warnings(tokenizer: Any, prompt: str, negative_prompt: str) -> li
         if len(ids) > limit:
             # The last kept position holds the end token, so content tokens past limit-1 are dropped.
             dropped = tokenizer.decode(ids[limit - 1:-1], skip_special_tokens=True).strip()
+            # Said to members: "tokens" is the one word of jargon, and the numbers show what it means.
             warnings.append(
-                f"{label} is {len(ids)} tokens but the text encoder reads only {limit}; "
-                f"ignored: \"{_clip(dropped)}\""
+                f"The {label} is too long for the model ({len(ids)} tokens; it reads only {limit}), so it ignored "
+                f"\"{_clip(dropped)}\""
             )
     return warnings
 

@@ -5,6 +5,9 @@ Ghostscript) and some through parsers that see little use and have had their sha
 fixes (TIFF, PSD, ...). Every decode of an input image (an uploaded attachment, ``--init``, a stored
 result used for a follow-up) goes through ``open_image``, which tries only the three formats a user
 is told are allowed. Torch-free: the bot uses it too.
+
+It also holds the one way an image file carries its parameters (A1111's "parameters" PNG text chunk; an
+EXIF UserComment in WebP and JPEG), written by the bot's uploads and the CLI's files alike.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ import io
 from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
 ALLOWED_FORMATS = "PNG, JPEG or WebP"
+OUTPUT_FORMATS = ("PNG", "WEBP", "JPEG")
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+_UNICODE_PREFIX = b"UNICODE\x00"  # EXIF UserComment character code, as read by common SD tools
 # Content types Discord reports for the allowed formats (it derives them from the file name).
 ALLOWED_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/webp"})
 
@@ -79,4 +86,41 @@ def input_image_problem(data: bytes, max_side: int) -> InputImageProblem | None:
         return InputImageProblem("other_format", other=other) if other else InputImageProblem("not_an_image")
     except Exception:  # Pillow raises many types (SyntaxError, struct.error, OSError) for broken files
         return InputImageProblem("damaged")
+    return None
+
+
+def _exif_with_parameters(parameters_text: str) -> bytes:
+    exif = Image.Exif()
+    exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _UNICODE_PREFIX + parameters_text.encode("utf-16-be")
+    return exif.tobytes()
+
+
+def encode_with_parameters(image: Image.Image, fmt: str, parameters_text: str, *, lossless: bool = False,
+                           quality: int = 90) -> bytes:
+    """``image`` as ``fmt`` (one of ``OUTPUT_FORMATS``) carrying ``parameters_text`` where SD tools read it."""
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", parameters_text)
+        image.save(buffer, format="PNG", pnginfo=info)
+    elif fmt == "WEBP":
+        exif = _exif_with_parameters(parameters_text)
+        image.save(buffer, format="WEBP", lossless=lossless, quality=quality, exif=exif)
+    elif fmt == "JPEG":
+        exif = _exif_with_parameters(parameters_text)
+        image.convert("RGB").save(buffer, format="JPEG", quality=quality, exif=exif)
+    else:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    return buffer.getvalue()
+
+
+def read_parameters(data: bytes) -> str | None:
+    """The generation parameters an encoded image carries (PNG text chunk or EXIF UserComment)."""
+    with open_image(data) as image:  # PNG, WebP or JPEG, never another decoder
+        text = image.info.get("parameters")
+        if isinstance(text, str):
+            return text
+        comment = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    if isinstance(comment, bytes) and comment.startswith(_UNICODE_PREFIX):
+        return comment[len(_UNICODE_PREFIX) :].decode("utf-16-be", errors="replace")
     return None

@@ -17,6 +17,7 @@ from PIL import Image, PngImagePlugin
 
 from generation.config import LORA_WEIGHT_LIMIT, SCHEDULERS, LoraConfig, ModelConfig
 from generation.errors import InvalidRequest
+from generation.samplers import sampler_name
 
 MAX_IMAGES_PER_REQUEST = 4
 MAX_PROMPT_CHARS = 2000
@@ -194,8 +195,8 @@ def validate(
             )
     if width * height > limits.max_pixels:
         problems.append(
-            f"size {width}x{height} is {width * height} pixels; "
-            f"allowed: at most {limits.max_pixels} pixels for model {model_name}"
+            f"size {width}x{height} is {width * height:,} pixels; "
+            f"allowed: at most {limits.max_pixels:,} pixels for model {model_name}"
         )
     for problem in (
         _range_problem("steps", steps, 1, limits.max_steps),
@@ -219,9 +220,9 @@ def validate(
         if problem:
             problems.append(problem)
         elif strength * steps < 1:
-            problems.append(
-                f"strength {strength:g} with {steps} steps runs no denoising step; allowed: strength x steps >= 1"
-            )
+            least = math.ceil(100 / steps) / 100  # the smallest strength, in hundredths, that runs one step
+            problems.append(f"strength {strength:g} with {steps} steps changes nothing; allowed: strength × steps "
+                            f"of at least 1 (with {steps} steps: strength {least:g} or more)")
     elif strength is not None:
         problems.append("strength is only used with an input image; attach an image or leave strength out")
     if problems:
@@ -235,6 +236,15 @@ def validate(
         request, prompt=prompt, width=width, height=height, steps=steps, guidance=guidance,
         scheduler=scheduler, model=model_name, seed=seed, strength=strength,
     )
+
+
+def denoising_steps(request: GenerationRequest) -> int:
+    """The denoising steps a validated request runs, as its requester counts them: its steps, or with an input
+    image steps x strength (diffusers' own rounding; ``validate`` makes it at least 1)."""
+    assert request.steps is not None
+    if request.mode == "img2img" and request.strength is not None:
+        return max(1, min(int(request.steps * request.strength), request.steps))
+    return request.steps
 
 
 def estimate_cost(request: GenerationRequest, cost_weight: float = 1.0) -> float:
@@ -257,8 +267,10 @@ class Timings:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Step ``step`` of ``total`` finished for a batch (``total`` counts the steps actually run, e.g.
-    steps x strength for img2img; a call retried after running out of memory starts again at 1).
+    """Step ``step`` of ``total`` finished for a batch, counted as the member asked: ``total`` is the request's
+    ``denoising_steps`` (its steps; with an input image, steps x strength) and ``step`` runs 1 to ``total``
+    (the pipeline's own count, which PNDM's warm-up step changes, is scaled to it); a call retried after
+    running out of memory starts again at 1.
 
     ``previews`` holds, on preview steps, one cheap look per batch member (its first image; None
     for members that are done or cancelled), empty otherwise. ``preview`` is set only when the batch
@@ -281,6 +293,8 @@ class GenerationResult:
     timings: Timings
     nsfw: list[bool] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The model's own scheduler in A1111's words ("PNDM"), which ``scheduler: default`` ran: the runner knows it.
+    model_sampler: str | None = None
 
     def parameters_text(self, index: int) -> str:
         """The widely read "parameters" text chunk: prompt, negative prompt, then key: value pairs."""
@@ -289,10 +303,13 @@ class GenerationResult:
         lines = [f"{request.prompt} {lora_tags(request.loras)}" if request.loras else request.prompt]
         if request.negative_prompt:
             lines.append(f"Negative prompt: {request.negative_prompt}")
-        pairs = [
-            ("Steps", request.steps), ("Sampler", request.scheduler), ("CFG scale", request.guidance),
+        sampler = sampler_name(request.scheduler, self.model_sampler)  # never "default": tools can't read it
+        pairs: list[tuple[str, object]] = [
+            ("Steps", request.steps), ("Sampler", sampler), ("CFG scale", request.guidance),
             ("Seed", self.seeds[index]), ("Size", f"{request.width}x{request.height}"), ("Model", request.model),
         ]
+        if sampler is None:  # the model's scheduler is unknown here: leave the field out rather than guess
+            pairs.pop(1)
         if request.mode == "img2img":
             pairs.append(("Denoising strength", request.strength))
         lines.append(", ".join(f"{key}: {value}" for key, value in pairs))

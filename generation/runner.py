@@ -35,8 +35,10 @@ from generation.request import (
     Timings,
     active_loras,
     compatibility_key,
+    denoising_steps,
     validate,
 )
+from generation.samplers import sampler_of
 from generation.warmup import MEASURE_STEPS, WARMUP_STEPS, DownloadCallback, Warmed, measured
 
 _log = logging.getLogger(__name__)
@@ -172,7 +174,9 @@ class Runner:
             self._prepare(loaded, member, config)
         self._use_loras(loaded, members, config)
         _Call(self, loaded, members, on_progress, interrupt).run_all()
-        return [self._outcome(member, load_s) for member in members]
+        base = loaded.base_scheduler  # what "default" runs (make_scheduler copies its class and config)
+        model_sampler = sampler_of(type(base).__name__, base.config)
+        return [self._outcome(member, load_s, model_sampler) for member in members]
 
     @staticmethod
     def _use_loras(loaded: LoadedModel, members: list[_Member], config: GenerationConfig) -> None:
@@ -218,7 +222,7 @@ class Runner:
         assert request.width is not None and request.height is not None
         member.init_image = rgb.resize((request.width, request.height), Image.Resampling.LANCZOS)
 
-    def _outcome(self, member: _Member, load_s: float) -> Outcome:
+    def _outcome(self, member: _Member, load_s: float, model_sampler: str) -> Outcome:
         if member.error is not None:
             return member.error
         count = member.request.count
@@ -231,10 +235,19 @@ class Runner:
             timings=Timings(load_s=load_s, denoise_s=member.denoise_s, decode_s=member.decode_s),
             nsfw=[member.nsfw[index] for index in range(count)] if member.nsfw else [],
             warnings=member.warnings,
+            model_sampler=model_sampler,
         )
 
 
 _Item = tuple[int, int]  # (member index, image index within the request)
+
+
+def shown_step(done: int, run: int, asked: int) -> int:
+    """Step ``done`` of the ``run`` the pipeline makes, counted as the member counts: 1 to the ``asked`` steps.
+
+    The pipeline's count can differ from what was asked: PNDM adds a warm-up step (26 for 25), second-order
+    schedulers count each step twice. Scaling keeps "step 4/4" for "the last of the 4 steps asked for"."""
+    return max(1, min(asked, done * asked // max(run, 1)))
 
 
 class _Call:
@@ -294,8 +307,8 @@ class _Call:
             return
         member = self._members[items[0][0]]
         member.error = FixableFailure(
-            f"out of GPU memory generating {self._width}x{self._height} even one image at a time "
-            f"(request for {member.request.count} image(s)); try a smaller size"
+            f"the GPU ran out of memory at {self._width}x{self._height}, even one image at a time; "
+            "try a smaller size"
         )
 
     def _denoise_and_decode(self, items: list[_Item]) -> None:
@@ -354,23 +367,28 @@ class _Call:
         every = self._executor.preview_every_steps
         rows_of_first_image = {index: row for row, (index, image) in reversed(list(enumerate(items)))}
 
+        asked = denoising_steps(self._request)  # one compatibility key: the same for every member
+        last_shown = 0
+
         def callback(pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            nonlocal last_shown
             if self._interrupted() or not any(self._members[index].live for index, _ in items):
                 # diffusers skips the remaining steps once ``interrupt`` is true.
                 pipe._interrupt = True
                 return {}
-            total = int(pipe.num_timesteps)
-            done = step + 1
-            if self._on_progress is not None:
-                try:
-                    previews: tuple[Image.Image | None, ...] = ()
-                    if every and done % every == 0 and done < total:
-                        previews = self._previews(tensors["latents"], rows_of_first_image)
-                    event = ProgressEvent(step=done, total=total,
-                                          preview=previews[0] if len(previews) == 1 else None, previews=previews)
-                    self._on_progress(event)
-                except Exception:
-                    _log.exception("progress callback failed; generation continues")
+            shown = shown_step(step + 1, int(pipe.num_timesteps), asked)
+            if self._on_progress is None or shown == last_shown:
+                return {}
+            last_shown = shown
+            try:
+                previews: tuple[Image.Image | None, ...] = ()
+                if every and shown % every == 0 and shown < asked:
+                    previews = self._previews(tensors["latents"], rows_of_first_image)
+                event = ProgressEvent(step=shown, total=asked,
+                                      preview=previews[0] if len(previews) == 1 else None, previews=previews)
+                self._on_progress(event)
+            except Exception:
+                _log.exception("progress callback failed; generation continues")
             return {}
 
         return callback

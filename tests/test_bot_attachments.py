@@ -51,7 +51,7 @@ async def test_result_fits_a_small_upload_limit(fake: FakeDiscord, tmp_path: Pat
         assert attachment.size <= 20_000  # the fake also answers 413 (a test failure) above the limit
         image = decode(result)
         assert 64 <= image.width < 512 and image.width == image.height  # the 2x2 grid, scaled down
-        assert "scaled down to fit this server's upload limit" in result.content
+        assert "Scaled down to fit this server's upload limit; the U buttons give full size." in result.content
         assert read_parameters(attachment.data) is not None  # the recipe survives re-encoding
 
 

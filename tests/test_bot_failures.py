@@ -90,4 +90,4 @@ def test_replies_keep_operator_texts_out_of_chat(caplog: pytest.LogCaptureFixtur
     assert failure_text("failed", str(failure)) == (
         "❌ This image could not be made (reference `abcd1234`); please try again.")
     assert failure_text("failed", "out of GPU memory; try a smaller size") == (
-        "❌ This image could not be made. out of GPU memory; try a smaller size")
+        "❌ This image could not be made: out of GPU memory; try a smaller size.")

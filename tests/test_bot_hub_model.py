@@ -38,7 +38,7 @@ async def test_a_request_waits_with_the_real_download_progress_then_gets_its_ima
     async with running_bot(fake, tmp_path, tiny_app_config(fake, generation=generation)):
         handle = await fake.slash("imagine", {"prompt": "a harbour at dawn"}, user="alice")
         waiting = await handle.wait_original(lambda m: "Loading model sd15 —" in m.content)
-        shown = re.fullmatch(r"Queued — next in line\n⏳ Loading model sd15 — (\d+) % \(([\d.]+) of ([\d.]+) MB\); "
+        shown = re.fullmatch(r"Queued — next in line\n⏳ Loading model sd15 — (\d+)% \(([\d.]+) of ([\d.]+) MB\); "
                              r"requests start as soon as it is ready\.", waiting.content)
         assert shown is not None, waiting.content
         assert 0 <= int(shown[1]) < 100 and float(shown[2]) < float(shown[3])

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
+from PIL import Image
 
-from bot.core.config import BotConfig, ConfigStore
+from bot.core.config import BotConfig, Bucket, ConfigStore
 from bot.discord_ui.images import read_parameters
 from bot.storage import JobRecord, Storage
 from generation.request import GenerationRequest, ProgressEvent
 from tests.bot_harness import (
+    UNLIMITED,
     WAIT_S,
     GateExecutor,
     WatchedStorage,
@@ -27,6 +30,7 @@ from tests.bot_harness import (
     tiny_executor,
 )
 from tests.fake_discord import FakeDiscord
+from tests.frozen_clock import FrozenClock
 
 
 async def test_imagine_posts_a_grid_with_buttons_and_parameters(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -80,10 +84,6 @@ async def test_flags_options_aspect_style_and_seed(fake: FakeDiscord, tmp_path: 
 
 
 def decode_bytes(data: bytes) -> bytes:
-    import io
-
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB").tobytes()
 
@@ -152,29 +152,57 @@ async def test_queue_and_help_reply_privately(fake: FakeDiscord, tmp_path: Path)
         queue = await fake.slash("queue", user="alice")
         reply = await queue.wait_original()
         assert reply.ephemeral
-        assert "You have no jobs waiting or running." in reply.content and "This server: 0 queued" in reply.content
+        assert reply.content == ("You have nothing waiting or running.\n"
+                                 "This server: 0 waiting, 0 running · all servers: 0 waiting")
         help_ = await fake.slash("help", user="alice")
         reply = await help_.wait_original()
         assert reply.ephemeral
         assert "--ar W:H" in reply.content and "Models: tiny" in reply.content and "1:1" in reply.content
-        assert "Your limits here: no limit" in reply.content
+        assert ("**Your limits here:** no rate limit · no cap on waiting requests · no daily image limit."
+                in reply.content)
+        assert reply.content.endswith("More in the member guide: README → Using it")
     assert public(fake) == []
 
 
+async def test_help_shows_your_own_limits_and_daily_images_left(fake: FakeDiscord, clock: FrozenClock,
+                                                                tmp_path: Path) -> None:
+    """README: "`/help` shows the flags and your limits here: your rate, how many requests may wait, and how many
+    of your daily images are left"; in plain words, never config keys."""
+    await clock.advance((19 * 3600 - clock.time()) % 86400)  # 19:00 UTC: the daily images reset in 5 h
+    limits = UNLIMITED.model_copy(update={"user_rate": Bucket(amount=6, window_s=60, burst=3),
+                                          "max_queued_per_user": 2, "daily_images_per_user": 5})
+    async with running_bot(fake, tmp_path, tiny_app_config(fake, limits=limits)):
+        await (await fake.slash("imagine", {"prompt": "two foxes --count 2"}, user="alice")).wait_original(is_result)
+        alice = await (await fake.slash("help", user="alice")).wait_original()
+        carol = await (await fake.slash("help", user="carol")).wait_original()
+    assert alice.ephemeral and ("**Your limits here:** you can make 6 requests a minute (3 at once) · up to 2 "
+                                "requests waiting at a time · 3 of your 5 daily images left (they reset at 00:00 UTC, "
+                                "in 5 h).") in alice.content
+    assert "· 5 of your 5 daily images left" in carol.content  # each member's own count
+    assert "limits." not in alice.content and "burst" not in alice.content
+
+
 async def test_progress_shows_queue_place_then_steps_with_a_preview(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: "steps count from 1 to the steps you asked for ..., with a preview (256 px on its long side)"."""
     async with running_bot(fake, tmp_path):
         handle = await fake.slash("imagine", {"prompt": "a comet --steps 4"}, user="alice")
         result = await handle.wait_original(is_result)
         contents = result.contents
         assert contents[0].startswith("Queued — next in line")
         steps = [text.split("(step ")[1].rstrip(")") for text in contents if text.startswith("Generating")]
-        total = int(steps[0].split("/")[1])  # the steps the scheduler runs (PNDM adds a warm-up step)
         first = int(steps[0].split("/")[0])  # steps before the status message was recorded collapse into one
-        assert total >= 4 and steps == [f"{step}/{total}" for step in range(first, total)]
+        # Counted as asked, though the tiny model's PNDM runs a warm-up step more; the last step is the result.
+        assert steps == [f"{step}/4" for step in range(first, 4)]
         assert not contents[-2].startswith("**")  # the result came last, once
         with_preview = [v for v in result.versions if v.content.startswith("Generating")]
         assert all(version.attachment_names == ["preview.png"] for version in with_preview)
         assert result.versions[-1].attachment_names[0].startswith("imagine_")
+    # The 64×64 request's linear preview is the latent's 8×8: sent scaled up to be seen.
+    previews = [file.data for request in fake.requests for file in request.files if file.filename == "preview.png"]
+    assert previews
+    for data in previews:
+        with Image.open(io.BytesIO(data)) as preview:
+            assert preview.size == (256, 256)
 
 
 class SteppingExecutor(GateExecutor):
@@ -216,8 +244,8 @@ class SlowToRecordStorage(WatchedStorage):
 
 async def test_progress_before_the_status_is_recorded_is_held_and_the_latest_shown(fake: FakeDiscord,
                                                                                   tmp_path: Path) -> None:
-    """README: "One status message shows the queue position and ETA, then progress". Steps made while
-    the status message is still being recorded are not lost: the latest is shown once it is."""
+    """README: "One status message shows the queue position and when the request starts, then progress". Steps
+    made while the status message is still being recorded are not lost: the latest is shown once it is."""
     store = ConfigStore(initial=tiny_app_config(fake))
     storage = SlowToRecordStorage(tmp_path)
     gpu = SteppingExecutor()

@@ -59,15 +59,15 @@ async def test_refusals_name_the_limit_and_when_to_retry(fake: FakeDiscord, tmp_
         full = await fake.slash("imagine", {"prompt": "three"}, user="alice")
         reply = await full.wait_original()
         assert reply.ephemeral
-        assert "limits.max_queued_per_user" in reply.content and "Try again when one of them starts" in reply.content
+        assert reply.content == ("⏳ You already have 1 request waiting (the limit is 1); try again when one of "
+                                 "them starts.")
 
         gpu.gate.set()
         await first.wait_original(is_result)
         await second.wait_original(is_result)
         limited = await fake.slash("imagine", {"prompt": "four"}, user="alice")
         reply = await limited.wait_original()
-        assert reply.ephemeral and "limits.user_rate allows 2 requests per 3600 s" in reply.content
-        assert "Try again in 30 min" in reply.content
+        assert reply.ephemeral and reply.content == "⏳ You can make 2 requests an hour; try again in 30 min."
     assert not any(word in m.content for m in public(fake) for word in ("three", "four"))
 
 
@@ -103,7 +103,9 @@ async def test_restart_resumes_queued_jobs_and_explains_dropped_ones(fake: FakeD
             result = await handle.wait_original(is_result)  # the same status message, edited to the result
             assert f"Seed {seed} ·" in result.content and decode(result).size == (64, 64)
         dropped = await retired.wait_original(lambda m: "dropped" in m.content)
-        assert "model 'retired' is not available; allowed: tiny" in dropped.content and dropped.components == []
+        assert dropped.content == ("❌ This request was dropped when the bot restarted: it no longer fits this bot's "
+                                   "settings (model 'retired' is not available; allowed: tiny).")
+        assert dropped.components == []
     assert len(gpu.batches) == 1  # bot A only ever started the first job
 
 
@@ -121,5 +123,5 @@ async def test_a_job_stored_but_never_shown_is_not_run_after_a_restart(fake: Fak
     gpu = GateExecutor()
     async with running_bot(fake, tmp_path, config, executor=gpu, database_url=database_url) as bot:
         [dropped] = await bot.services.storage.jobs_in_states(["dropped"])
-        assert dropped.id == ghost.id and "never shown" in (dropped.error or "")
+        assert dropped.id == ghost.id and "not been shown" in (dropped.error or "")
         assert bot.services.scheduler.snapshot().total_queued == 0 and gpu.batches == []

@@ -55,7 +55,7 @@ async def test_a_lora_in_the_prompt_is_shown_recorded_and_kept_by_rerolls_and_va
         varied = await variation.wait_original(is_result)
     # The tag is gone from the prompt the model saw; the LoRA's trigger word was added, once.
     assert result.content.startswith(f"**a fox, inkwash** — <@{fake.user('alice').id}>\n")
-    assert "Seed 5 · Model tiny · LoRA <lora:ink:0.8> · 64×64 · 2 steps ·" in result.content
+    assert "Seed 5 · model tiny · LoRA <lora:ink:0.8> · 64×64 · 2 steps ·" in result.content
     assert parameters(result).splitlines()[0] == "a fox, inkwash <lora:ink:0.8>"
     for follow_up, note in ((rerolled, "Rerolled"), (varied, "Variations")):
         assert follow_up.content.startswith("**a fox, inkwash** —") and note in follow_up.content
@@ -98,8 +98,8 @@ async def test_a_lora_that_does_not_load_fails_its_job_with_a_clear_message(fake
         failed = await fake.slash("imagine", {"prompt": "a fox <lora:broken>"}, user="alice")
         shown = await failed.wait_original(lambda m: "could not be made" in m.content)
         fine = await (await fake.slash("imagine", {"prompt": "a fox"}, user="alice")).wait_original(is_result)
-    assert shown.content == ("❌ This image could not be made. LoRA 'broken' could not be loaded on this bot; "
-                             "try again without it (the bot's operators see why in its log)")
+    assert shown.content == ("❌ This image could not be made: LoRA 'broken' could not be loaded on this bot; "
+                             "try again without it (the bot's operators see why in its log).")
     assert "LoRA" not in fine.content
 
 

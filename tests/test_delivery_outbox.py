@@ -88,7 +88,7 @@ async def test_an_ending_that_cannot_be_stored_is_still_shown(fake: FakeDiscord,
     async with running_bot(fake, tmp_path, storage_class=FullDiskStorage):
         handle = await fake.slash("imagine", {"prompt": "a full disk"}, user="alice")
         ended = await handle.wait_original(lambda m: m.content.startswith("❌"))
-    assert ended.content == "❌ This image could not be made. the result could not be saved; please try again"
+    assert ended.content == "❌ This image could not be made: the result could not be saved; please try again."
     assert ended.components == [] and not any(is_result(m) for m in public(fake))
 
 

@@ -34,7 +34,7 @@ def test_flags_are_removed_from_the_prompt_and_typed() -> None:
 
 
 def test_aliases_and_size() -> None:
-    parsed = parse_prompt_flags("fox --aspect 2:3 --sameseed 7 --n 3 --cfg 4")
+    parsed = parse_prompt_flags("fox --aspect 2:3 --seed 7 --n 3 --cfg 4")
     assert parsed.options == Options(aspect="2:3", seed=7, count=3, guidance=4.0)
     assert parse_prompt_flags("fox --size 768x512").options.size == (768, 512)
 
@@ -72,6 +72,15 @@ def test_stylize_is_not_steps_and_unknown_flags_list_the_known_ones() -> None:
     assert problem.startswith("--s is not a known flag")
     assert "stylize" in problem and "--steps" in problem
     assert all(flag in problem for flag in KNOWN_FLAGS)
+
+
+def test_sameseed_is_refused_with_what_to_type_instead() -> None:
+    """README: "Midjourney flags that would mean something else here are refused with a hint rather than
+    misread: ... `--sameseed`"; Midjourney's shares one starting noise across a grid, here each image has its
+    own seed."""
+    (problem,) = problems_of("cat --sameseed 7")
+    assert problem.startswith("--sameseed is not a known flag; every image here has its own seed (N, N+1, …); "
+                              "use --seed N")
 
 
 def test_every_problem_is_reported_at_once() -> None:

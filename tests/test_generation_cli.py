@@ -51,7 +51,8 @@ def test_cli_writes_pngs_carrying_their_parameters(tmp_path: Path) -> None:
         env={"IMAGINE_CONFIG": str(config), "IMAGINE_MODEL": "pixie"},
     )
     assert done.returncode == 0, done.stderr
-    assert "step 4/4" in done.stderr  # the progress bar (PNDM runs one warm-up step more)
+    # The progress bar counts the 3 steps asked for (PNDM's extra warm-up step once showed "step 4/4").
+    assert "step 3/3" in done.stderr and "step 4" not in done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 2 and "seed 7" in lines[0] and "seed 8" in lines[1] and "denoise" in lines[0]
     with Image.open(tmp_path / "fox-2.png") as image:
@@ -115,7 +116,8 @@ def test_cli_init_and_strength_repaint_an_input_image(tmp_path: Path) -> None:
 def test_cli_model_scheduler_and_guidance_are_used_and_recorded(tmp_path: Path) -> None:
     """README: "--model NAME|SOURCE ... --guidance G ... --scheduler NAME ... --config PATH". A model named in
     the config file is selected over its default (its own default size applies), and the chosen scheduler and
-    guidance are recorded as "Sampler" and "CFG scale"; a text-to-image file has no "Denoising strength"."""
+    guidance are recorded as "Sampler" (in A1111's words) and "CFG scale"; a text-to-image file has no
+    "Denoising strength"."""
     config = tmp_path / "config.yaml"
     config.write_text(PIXIE_CONFIG)
     done = run_cli(
@@ -127,7 +129,7 @@ def test_cli_model_scheduler_and_guidance_are_used_and_recorded(tmp_path: Path) 
         assert image.format == "PNG" and image.size == (96, 64)  # pixie's default size, not other's 64x64
         parameters = image.text["parameters"]
     assert parameters == (
-        "a lighthouse\nSteps: 2, Sampler: euler_a, CFG scale: 3.5, Seed: 5, Size: 96x64, Model: pixie"
+        "a lighthouse\nSteps: 2, Sampler: Euler a, CFG scale: 3.5, Seed: 5, Size: 96x64, Model: pixie"
     )
 
 

@@ -157,7 +157,7 @@ def test_a1111_tags_in_the_png_parameters_and_the_result_message(generation: Gen
     result = GenerationResult(replace(request, width=64, height=64, steps=2, guidance=7.0), [], [1], Timings())
     assert result.parameters_text(0).splitlines()[0] == "a fox, ink style <lora:ink:0.8> <lora:fur:1>"
     text = result_message_text("a fox", 7, [1], "sd15", (64, 64), 2, 1.0, loras=[("ink_x", -0.5)])
-    assert "Seed 1 · Model sd15 · LoRA <lora:ink\\_x:-0.5> · 64×64 · 2 steps" in text
+    assert "Seed 1 · model sd15 · LoRA <lora:ink_x:-0.5> · 64×64 · 2 steps" in text
     assert "LoRAs <lora:ink:0.8> <lora:fur:1> ·" in result_message_text("a", 7, [1], "m", (64, 64), 2, 1.0,
                                                                           loras=request.loras)
 

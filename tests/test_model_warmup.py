@@ -64,21 +64,22 @@ async def test_requests_wait_with_the_download_progress_while_the_model_loads(fa
         await gpu.wait_attempts(1)
         gpu.report(int(1.935 * GB), int(4.3 * GB))
         handle = await fake.slash("imagine", {"prompt": "a red fox in snow"}, user="alice")
-        status = await handle.wait_original(lambda m: "45 %" in m.content)
-        assert status.content == ("Queued — next in line\n⏳ Loading model tiny — 45 % (1.9 of 4.3 GB); requests start "
+        status = await handle.wait_original(lambda m: "45%" in m.content)
+        assert status.content == ("Queued — next in line\n⏳ Loading model tiny — 45% (1.9 of 4.3 GB); requests start "
                                   "as soon as it is ready.")
         gpu.report(int(3.87 * GB), int(4.3 * GB))
-        await handle.wait_original(lambda m: "90 % (3.9 of 4.3 GB)" in m.content)
+        await handle.wait_original(lambda m: "90% (3.9 of 4.3 GB)" in m.content)
         assert gpu.batches == []  # nothing started while the model loaded
         gpu.loaded.set()
         result = await handle.wait_original(is_result)
     assert "a red fox in snow" in result.content
 
 
-async def test_a_model_that_cannot_load_is_refused_by_name_and_tried_again(fake: FakeDiscord, clock: FrozenClock,
-                                                                           tmp_path: Path) -> None:
+async def test_a_model_that_cannot_load_is_refused_by_name_and_tried_again(
+        fake: FakeDiscord, clock: FrozenClock, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Issue: "A download that fails ... leaves the bot up. Requests get one clear refusal naming the model and
-    the reason. It retries with backoff, and a config reload also triggers a retry"."""
+    the reason. It retries with backoff, and a config reload also triggers a retry". The reason is text for
+    operators (an environment variable, a path): members read when the bot tries again, the log says why."""
     offline = ModelLoadError("model tiny: cannot reach the model hub (HF_HUB_OFFLINE is set)")
     gpu = LoadingExecutor([offline, offline])
     gpu.loaded.set()
@@ -90,13 +91,17 @@ async def test_a_model_that_cannot_load_is_refused_by_name_and_tried_again(fake:
         refused = await fake.slash("imagine", {"prompt": "a lighthouse"}, user="alice")
         reply = await refused.wait_original()
         assert reply.ephemeral and reply.content == (
-            "⏳ Not now: Model tiny is not available: cannot reach the model hub (HF_HUB_OFFLINE is set). The bot "
-            "tries to load it again in 30 s; ask a moderator if this lasts.")
-        await clock.advance(30)  # the first retry, 30 s later, fails too: the wait doubles
+            "⏳ Model tiny can't be loaded right now; the bot tries again in 30 s. If this lasts, tell a moderator.")
+        assert any("model tiny could not be loaded: cannot reach the model hub (HF_HUB_OFFLINE is set)"
+                   in record.getMessage() for record in caplog.records)
+        await clock.advance(10)  # the refusal counts down to the next try
+        later = await (await fake.slash("imagine", {"prompt": "a lighthouse"}, user="alice")).wait_original()
+        assert "the bot tries again in 20 s." in later.content
+        await clock.advance(20)  # the first retry, 30 s later, fails too: the wait doubles
         await gpu.wait_attempts(2)
         assert (await warmup.wait_settled()).phase == "failed"
         again = await (await fake.slash("imagine", {"prompt": "a lighthouse"}, user="alice")).wait_original()
-        assert "tries to load it again in 1 min" in again.content
+        assert "the bot tries again in 1 min." in again.content
         bot.services.config.replace(config)  # a reload (the network is back, say) retries at once
         await gpu.wait_attempts(3)
         assert (await warmup.wait_settled()).phase == "ready"

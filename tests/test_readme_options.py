@@ -42,10 +42,10 @@ async def test_negative_and_guidance_options_are_shown_and_recorded(fake: FakeDi
                                               "guidance": 5.5, "seed": 11}, user="alice")
         result = await handle.wait_original(is_result)
     assert result.content.startswith(f"**a lighthouse** — {mention(fake, 'alice')}\nNegative: fog, people\n")
-    assert "Seed 11 · Model tiny · 64×64 · 2 steps · CFG 5.5 ·" in result.content
+    assert "Seed 11 · model tiny · 64×64 · 2 steps · guidance 5.5 ·" in result.content
     assert "rain" not in result.content and "--" not in result.content
     assert parameters(result) == ("a lighthouse\nNegative prompt: fog, people\n"
-                                  "Steps: 2, Sampler: default, CFG scale: 5.5, Seed: 11, Size: 64x64, Model: tiny")
+                                  "Steps: 2, Sampler: PNDM, CFG scale: 5.5, Seed: 11, Size: 64x64, Model: tiny")
 
 
 async def test_size_seed_count_no_steps_and_cfg_flags(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -58,10 +58,10 @@ async def test_size_seed_count_no_steps_and_cfg_flags(fake: FakeDiscord, tmp_pat
         result = await handle.wait_original(is_result)
     assert result.content.startswith(f"**a red barn** — {mention(fake, 'carol')}\n"
                                      "Negative: blurry, text, watermark\n")
-    assert "Seeds 7, 8, 9 · Model tiny · 96×64 · 3 steps · CFG 3.5 ·" in result.content
+    assert "Seeds 7, 8, 9 · model tiny · 96×64 · 3 steps · guidance 3.5 ·" in result.content
     assert decode(result).size == (192, 128)  # three 96x64 images in a 2x2 grid
     assert parameters(result) == ("a red barn\nNegative prompt: blurry, text, watermark\n"
-                                  "Steps: 3, Sampler: default, CFG scale: 3.5, Seed: 7, Size: 96x64, Model: tiny")
+                                  "Steps: 3, Sampler: PNDM, CFG scale: 3.5, Seed: 7, Size: 96x64, Model: tiny")
 
 
 async def test_n_guidance_and_model_flags_pick_a_configured_model(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -75,10 +75,10 @@ async def test_n_guidance_and_model_flags_pick_a_configured_model(fake: FakeDisc
         handle = await fake.slash("imagine", {"prompt": "a kite --seed 20"}, user="alice")
         default = await handle.wait_original(is_result)
     assert wide.content.startswith("**a kite** —")
-    assert "Seeds 20, 21 · Model tiny-wide · 128×64 · 3 steps · CFG 4 ·" in wide.content
+    assert "Seeds 20, 21 · model tiny-wide · 128×64 · 3 steps · guidance 4 ·" in wide.content
     assert decode(wide).size == (256, 64)  # two 128x64 images side by side
     assert parameters(wide).endswith("CFG scale: 4.0, Seed: 20, Size: 128x64, Model: tiny-wide")
-    assert "Seed 20 · Model tiny · 64×64 · 2 steps · CFG 7 ·" in default.content  # the default model's defaults
+    assert "Seed 20 · model tiny · 64×64 · 2 steps · guidance 7 ·" in default.content  # the default model's defaults
     assert parameters(default).endswith("Seed: 20, Size: 64x64, Model: tiny")
 
 
@@ -122,7 +122,7 @@ async def test_strength_flag_with_an_attached_image(fake: FakeDiscord, tmp_path:
                                   attachments={"image": upload}, user="alice")
         result = await handle.wait_original(is_result)
     assert result.content.startswith("**a fox painting** —")
-    assert "Seed 3 · Model tiny · 64×64 · 4 steps · CFG 7 · strength 0.5 ·" in result.content
+    assert "Seed 3 · model tiny · 64×64 · 4 steps · guidance 7 · strength 0.5 ·" in result.content
     assert decode(result).size == (64, 64)
     assert parameters(result).endswith("Seed: 3, Size: 64x64, Model: tiny, Denoising strength: 0.5")
 

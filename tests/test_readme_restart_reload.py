@@ -76,7 +76,7 @@ async def test_a_changed_file_is_served_without_a_restart(fake: FakeDiscord, tmp
 
         served = await fake.slash("imagine", {"prompt": "a kite --model pixie"}, user="alice")
         result = await served.wait_original(is_result)
-        assert "Model pixie" in result.content and decode(result).size == (96, 64)  # pixie's own defaults
+        assert "model pixie" in result.content and decode(result).size == (96, 64)  # pixie's own defaults
         assert store.current.limits.max_queued_per_user == 1
 
 
@@ -93,7 +93,7 @@ async def test_sighup_reloads_a_running_bot(fake: FakeDiscord, tmp_path: Path) -
         os.kill(os.getpid(), signal.SIGHUP)
         await asyncio.wait_for(changed.wait(), timeout=60)
         handle = await fake.slash("imagine", {"prompt": "a comet --model pixie"}, user="alice")
-        assert "Model pixie" in (await handle.wait_original(is_result)).content
+        assert "model pixie" in (await handle.wait_original(is_result)).content
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX only")
@@ -111,5 +111,5 @@ async def test_an_invalid_file_is_rejected_and_the_running_config_stays(fake: Fa
         reason = await asyncio.wait_for(rejected, timeout=60)
         assert "limits.max_queued_per_user (line 7)" in reason and store.current.limits.max_queued_per_user == 5
         handle = await fake.slash("imagine", {"prompt": "a comet --model pixie"}, user="alice")
-        assert "Model pixie" in (await handle.wait_original(is_result)).content  # still serving, as before
+        assert "model pixie" in (await handle.wait_original(is_result)).content  # still serving, as before
     assert all("pixie" in m.content for m in public(fake) if is_result(m))

@@ -115,7 +115,7 @@ def test_result_text_names_everything_a_user_needs() -> None:
                                guidance=7.5, note="Variation of image 2")
     assert text.splitlines() == [
         "**a fox** — <@42>", "Negative: text", "Variation of image 2",
-        "Seeds 7, 8, 9, 10 · Model sd15 · 768×512 · 30 steps · CFG 7.5 · 12 s",
+        "Seeds 7, 8, 9, 10 · model sd15 · 768×512 · 30 steps · guidance 7.5 · made in 12 s",
     ]
 
 
@@ -125,7 +125,7 @@ def test_long_prompts_are_cut_with_an_ellipsis_within_2000(prompt: str) -> None:
     assert len(text) <= MESSAGE_LIMIT
     assert "…**" in text and "@everyone" not in text
     assert len(text) > MESSAGE_LIMIT - 30  # the budget is used, not wasted
-    assert text.endswith("25 steps · 1.0 s")
+    assert text.endswith("25 steps · made in 1.0 s")
 
 
 def test_sanitize_keeps_plain_text() -> None:
@@ -136,10 +136,49 @@ def test_progress_and_queue_texts() -> None:
     assert progress_text(6, 20, eta_s=12.3) == "Generating ▰▰▰▰▱▱▱▱▱▱▱▱ 30% (step 6/20) · about 12 s left"
     assert progress_text(0, 0).startswith("Generating ▱▱▱")
     assert queued_text(1) == "Queued — next in line"
-    assert queued_text(4, 150) == "Queued — position 4 in the queue · starts in about 2 min 30 s"
+    assert queued_text(4, 150) == "Queued — 4th in line · starts in about 2 min 30 s"
+
+
+@pytest.mark.parametrize("start_s", [0.0, 0.004, 0.99])
+def test_a_job_about_to_start_says_starting_now_not_in_about_0_s(start_s: float) -> None:
+    assert queued_text(1, start_s) == "Queued — next in line · starting now"
+    assert queued_text(2, start_s) == "Queued — 2nd in line · starting now"
 
 
 def test_problem_replies_list_each_problem_safely() -> None:
     text = problems_text(["--seed @everyone is not a whole number; allowed: 0 to 4294967295", "count 9 too big"])
     assert text.splitlines()[1:] == [
-        "• \\--seed @\u200beveryone is not a whole number; allowed: 0 to 4294967295", "• count 9 too big"]
+        "• --seed @\u200beveryone is not a whole number; allowed: 0 to 4294967295", "• count 9 too big"]
+
+
+@pytest.mark.parametrize("typed, shown", [
+    ("--bogus", "--bogus"),  # mid-line a dash starts no list: no backslash
+    ("my_cool_style", "my_cool_style"),  # underscores inside a word are not italics in Discord
+    ("snake_case and _italic_ and a__b__c", r"snake_case and \_italic\_ and a\_\_b\_\_c"),
+    ("**bold** `code` ~~gone~~ ||spoiler|| a~b a|b", r"\*\*bold\*\* \`code\` \~\~gone\~\~ \|\|spoiler\|\| a~b a|b"),
+    (r"C:\path and a\*", r"C:\path and a\\\*"),  # a backslash is doubled only where it would escape
+    ("ends with \\", "ends with \\\\"),  # ...such as the bot's own closing ** right after it
+    ("[click](https://x.example/a_b_)", r"\[click](https://x.example/a_b_)"),  # no masked link; the URL intact
+    ("# not a heading > nor a quote - nor a list", "# not a heading > nor a quote - nor a list"),
+])
+def test_user_text_is_escaped_once_and_only_where_markdown_would_apply(typed: str, shown: str) -> None:
+    assert sanitize_user_text(typed) == shown
+
+
+def test_a_problem_quoting_user_text_is_escaped_once_through_the_error_reply() -> None:
+    r"""Members saw ``\--bogus`` and ``my\_cool\_style``: the reply escaped what the list escaped again."""
+    from bot.discord_ui.replies import error_text
+    from generation.errors import InvalidRequest
+
+    text = error_text(InvalidRequest(["--bogus is not a known flag", "style 'my_cool_style' is unknown"]))
+    assert text.splitlines()[1:] == ["• --bogus is not a known flag", "• style 'my_cool_style' is unknown"]
+
+
+@pytest.mark.parametrize("size, expected", [((39, 26), (256, 171)), ((8, 8), (256, 256)), ((64, 128), (128, 256)),
+                                            ((1024, 768), (256, 192))])
+def test_previews_are_scaled_to_256_px_on_the_long_side(size: tuple[int, int], expected: tuple[int, int]) -> None:
+    """A linear preview is the latent's size (39×26 for a 312×208 request): scaled up to be seen in Discord."""
+    from bot.discord_ui.presenter import preview_png
+
+    with Image.open(io.BytesIO(preview_png(noise(size)))) as preview:
+        assert preview.format == "PNG" and preview.size == expected

@@ -29,11 +29,12 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   └── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
     ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
     ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
-    └── StorageError                   the database or the stored images could not do what was asked
+    └── StorageError                   the database or the stored images could not do what was asked (for operators)
         └── IllegalTransition          the job's status cannot change that way (e.g. cancel a finished job)
 
-Refusals are raised at once by ``Scheduler.submit``: the message names the limit, its value, and when
-to retry or how long the queue is. ``bot.discord_ui.replies`` maps the whole tree to ephemeral replies.
+Refusals are raised at once by ``Scheduler.submit``: the message says in members' words what the limit
+allows and when to retry; the config key and its setting stay on the exception (``limit``, ``value``) for
+logs and moderators, never in the text. ``bot.discord_ui.replies`` maps the whole tree to ephemeral replies.
 Texts for operators (``shown_to_requester`` is False: a crash's exception text, a model's path in
 ``ModelLoadError``, a config file's path) never reach a chat: the requester gets ``InternalFailure``'s
 fixed text with a reference, and the log has the detail under the same reference.
@@ -103,8 +104,7 @@ class DirectMessagesOff(NotPermitted):
     """/imagine was used in a direct message, and this bot serves servers only (``bot.allow_dms: false``)."""
 
     def __init__(self) -> None:
-        super().__init__("/imagine works in servers only on this bot; use it in a channel of a server that has the "
-                         "bot (its operator can allow direct messages with bot.allow_dms).")
+        super().__init__("/imagine works only in servers on this bot; use it in a channel of a server the bot is in.")
 
 
 class BotLacksPermissions(NotPermitted):
@@ -129,11 +129,12 @@ class JobNotFound(ImagineError):
 
     def __init__(self, job_id: str, message: str | None = None) -> None:
         self.job_id = job_id
-        super().__init__(message or f"No job has id {job_id}; it may have been deleted.")
+        # The id stays on the exception for the log; a member reads which request, not its id.
+        super().__init__(message or "That request no longer exists; it may have been deleted.")
 
     @classmethod
     def not_in_queue(cls, job_id: str) -> JobNotFound:
-        return cls(job_id, f"No queued or running job has id {job_id}; it may have finished already.")
+        return cls(job_id, "That request is no longer waiting or running; it may have finished already.")
 
     @classmethod
     def not_stored(cls, job_id: str) -> JobNotFound:
@@ -141,7 +142,8 @@ class JobNotFound(ImagineError):
 
 
 class JobExpired(ImagineError):
-    """The job waited in the queue longer than ``scheduler.max_wait_s`` and was dropped."""
+    """The job waited in the queue longer than ``scheduler.max_wait_s`` and was dropped (the text says how long,
+    in members' words)."""
 
 
 class StorageError(ImagineError):
@@ -178,6 +180,6 @@ def new_reference() -> str:
 def shown_to_requester(error: BaseException) -> bool:
     """Whether ``error``'s text is fit for the person who asked: it says what they did or can do, and
     carries nothing of the machine (no exception text, paths or config file names)."""
-    if not isinstance(error, ImagineError) or isinstance(error, (ModelLoadError, ConfigError)):
-        return False
+    if not isinstance(error, ImagineError) or isinstance(error, (ModelLoadError, ConfigError, StorageError)):
+        return False  # a storage error names job ids and states: the requester gets a reference instead
     return not isinstance(error, GenerationFailed) or isinstance(error, (FixableFailure, InternalFailure))

@@ -6,23 +6,20 @@ callers run them in a thread (``asyncio.to_thread``) so the event loop never blo
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, PngImagePlugin, features
+from PIL import Image, features
 
-from generation.imagefiles import open_image
+from generation.imagefiles import encode_with_parameters
+from generation.imagefiles import read_parameters as read_parameters  # re-exported: the bot's callers read here
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's standard per-file limit
 UPLOAD_MARGIN = 16 * 1024  # headroom below the limit, so rounding on Discord's side never gives a 413
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
-_UNICODE_PREFIX = b"UNICODE\x00"  # EXIF UserComment character code, as read by common SD tools
 _MIN_SIDE = 64
 
 
@@ -59,25 +56,8 @@ def make_grid(images: Sequence[Image.Image]) -> Image.Image:
     return grid
 
 
-def _exif_with_parameters(parameters_text: str) -> bytes:
-    exif = Image.Exif()
-    exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _UNICODE_PREFIX + parameters_text.encode("utf-16-be")
-    return exif.tobytes()
-
-
 def _encode(image: Image.Image, fmt: str, parameters_text: str, *, lossless: bool, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "PNG":
-        info = PngImagePlugin.PngInfo()
-        info.add_text("parameters", parameters_text)
-        image.save(buffer, format="PNG", pnginfo=info)
-    elif fmt == "WEBP":
-        exif = _exif_with_parameters(parameters_text)
-        image.save(buffer, format="WEBP", lossless=lossless, quality=quality, exif=exif)
-    else:
-        exif = _exif_with_parameters(parameters_text)
-        image.convert("RGB").save(buffer, format="JPEG", quality=quality, exif=exif)
-    return buffer.getvalue()
+    return encode_with_parameters(image, fmt, parameters_text, lossless=lossless, quality=quality)
 
 
 def encode_to_fit(
@@ -110,15 +90,3 @@ def encode_to_fit(
 
 def _filename(basename: str, fmt: str) -> str:
     return f"{basename}.{ {'PNG': 'png', 'WEBP': 'webp', 'JPEG': 'jpg'}[fmt] }"
-
-
-def read_parameters(data: bytes) -> str | None:
-    """The generation parameters an encoded image carries (PNG text chunk or EXIF UserComment)."""
-    with open_image(data) as image:  # the bot's own encodes: PNG, WebP or JPEG, never another decoder
-        text = image.info.get("parameters")
-        if isinstance(text, str):
-            return text
-        comment = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    if isinstance(comment, bytes) and comment.startswith(_UNICODE_PREFIX):
-        return comment[len(_UNICODE_PREFIX) :].decode("utf-16-be", errors="replace")
-    return None

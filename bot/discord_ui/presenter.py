@@ -29,13 +29,16 @@ from bot.core.faults import Checkpoints
 from bot.discord_ui.interactions import NO_MENTIONS
 from bot.discord_ui.result_message import ResultContent, Upload, result_message, stored_result
 from bot.discord_ui.texts import (
+    DONE_BELOW_TEXT,
     IMAGES_GONE_TEXT,
     INTERRUPTED_TEXT,
+    PAUSED_TEXT,
     POSTING_RETRY_TEXT,
+    STARTING_TEXT,
+    about_request,
     failure_text,
     progress_text,
     queued_text,
-    sanitize_user_text,
     undeliverable_text,
 )
 from bot.storage import InteractionRef, JobRecord, Storage
@@ -43,7 +46,7 @@ from generation.request import GenerationResult, ProgressEvent
 
 _log = logging.getLogger(__name__)
 
-PREVIEW_SIDE = 256
+PREVIEW_SIDE = 256  # px on the long side of every preview, whatever the latent's size
 # Discord's answers for an interaction token that no longer works: 401/50027 Invalid Webhook Token,
 # 404/10015 Unknown Webhook.
 _DEAD_TOKEN_CODES = frozenset({50027, 10015})
@@ -197,16 +200,17 @@ class DiscordPresenter:
 
     # --- Presenter ----------------------------------------------------------------------------
     async def queued(self, job_id: str, position: int | None, eta_s: float | None) -> None:
-        text = self.queued_status(position, eta_s) if position is not None else \
-            "Queued — this server's queue is paused"
+        text = self.queued_status(position, eta_s) if position is not None else PAUSED_TEXT
         await self._render(job_id, lambda target: self._edit(target, text, view=self._views.status_view(job_id)))
 
     def queued_status(self, position: int, eta_s: float | None) -> str:
-        """A queued job's status text, with the model's loading progress while the model loads."""
+        """A queued job's status text (``eta_s``: until it starts), with the model's loading progress while the
+        model loads."""
         return queued_text(position, eta_s, loading=self._loading_line())
 
     async def started(self, job_id: str) -> None:
-        await self._render(job_id, lambda target: self._edit(target, "Starting…", view=self._views.status_view(job_id)))
+        await self._render(job_id, lambda target: self._edit(target, STARTING_TEXT,
+                                                             view=self._views.status_view(job_id)))
 
     async def progress(self, job_id: str, event: ProgressEvent) -> None:
         if event.step >= event.total:
@@ -230,7 +234,7 @@ class DiscordPresenter:
         shown.last_progress_edit = self._monotonic()
         uploads: list[Upload] = []
         if event.preview is not None:
-            uploads.append((await asyncio.to_thread(_preview_png, event.preview), "preview.png"))
+            uploads.append((await asyncio.to_thread(preview_png, event.preview), "preview.png"))
         await self._edit(target, progress_text(event.step, event.total), uploads=uploads,
                          view=self._views.status_view(job_id), only_if_token=True)
 
@@ -350,7 +354,7 @@ class DiscordPresenter:
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False,
                                                      users=[discord.Object(target.user_id)]))
         if target.message_id is not None and target.message_id != message.id:
-            await self._edit(target, "✅ Done — the result is posted below.", view=None)  # its cancel button goes
+            await self._edit(target, DONE_BELOW_TEXT, view=None)  # its cancel button goes
         return message.id
 
     async def _post_text(self, target: StatusTarget, stored: JobRecord, text: str) -> int | None:
@@ -359,7 +363,7 @@ class DiscordPresenter:
         if not target.channel_id:
             return None  # nowhere in a channel to say it: the outbox ends by telling the owner directly
         # A new message: name the request, since the user may have several.
-        about = f"<@{target.user_id}> **{sanitize_user_text(stored.request.prompt)[:300]}**: "
+        about = about_request(target.user_id, stored.request.prompt)
         message = await self._client.get_partial_messageable(target.channel_id).send(
             content=(about + text)[:2000], nonce=delivery_nonce(stored.id),
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False,
@@ -439,9 +443,13 @@ class DiscordPresenter:
         return True
 
 
-def _preview_png(image: Image.Image) -> bytes:
-    preview = image.copy()
-    preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+def preview_png(image: Image.Image) -> bytes:
+    """A preview PNG whose long side is ``PREVIEW_SIDE``: a linear preview is the latent's size (39×26 for a
+    312×208 request), too small to see in Discord, so it is scaled up (bilinear: cheap, and a blur suits a
+    rough look); a full-size one (a tiny autoencoder's) is scaled down to keep each progress edit small."""
+    scale = PREVIEW_SIDE / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    preview = image.resize(size, Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     preview.convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()

@@ -12,9 +12,9 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.core.errors import NotPermitted, Refused, new_reference, shown_to_requester
+from bot.core.errors import ChannelNotAllowed, NotPermitted, Refused, new_reference, shown_to_requester
 from bot.discord_ui.interactions import NO_MENTIONS
-from bot.discord_ui.texts import problems_text, sanitize_user_text
+from bot.discord_ui.texts import problems_text
 from generation.errors import ImagineError, InvalidRequest
 
 _log = logging.getLogger(__name__)
@@ -22,11 +22,11 @@ _log = logging.getLogger(__name__)
 
 def error_text(exc: BaseException) -> str:
     if isinstance(exc, InvalidRequest):
-        return problems_text([sanitize_user_text(problem) for problem in exc.problems])
-    if isinstance(exc, Refused):
-        return f"⏳ Not now: {exc}"
-    if isinstance(exc, NotPermitted):
+        return problems_text(exc.problems)  # escaped there, once
+    if isinstance(exc, (NotPermitted, ChannelNotAllowed)):  # not here, whenever it is tried
         return f"🚫 {exc}"
+    if isinstance(exc, Refused):  # each says when to try again
+        return f"⏳ {exc}"
     if isinstance(exc, ImagineError) and shown_to_requester(exc):
         return str(exc)[:2000]
     # Unexpected, or text for operators (a model's path, exception text): the detail goes to the log only.

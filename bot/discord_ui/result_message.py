@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from bot.discord_ui.images import EncodedImage, encode_to_fit, make_grid, read_parameters, upload_limit
-from bot.discord_ui.texts import kind_note, result_message_text, sanitize_user_text
+from bot.discord_ui.texts import SCALED_NOTE, kind_note, result_message_text, sanitize_user_text
 from bot.storage import JobRecord, Storage
 from generation.request import GenerationRequest, GenerationResult
 
@@ -73,8 +73,7 @@ async def result_message(storage: Storage, stored: JobRecord, content: ResultCon
             lambda: encode_to_fit(make_grid(content.images), limit, content.parameters, basename=basename))
     note = kind_note(stored.kind)
     if encoded.scaled:
-        note = (note + " · " if note else "") + \
-            "scaled down to fit this server's upload limit; U buttons give full size"
+        note = (note + "\n" if note else "") + SCALED_NOTE
     if content.warnings:
         note = (note + "\n" if note else "") + "\n".join(
             f"⚠ {sanitize_user_text(warning)}" for warning in content.warnings)  # warnings quote the prompt

@@ -1,48 +1,23 @@
 """Every text a member reads about a job: results, progress, queue places, refusals and failures.
 
-Prompts are user text: every echo goes through ``sanitize_user_text`` (markdown escaped, mentions
-broken with a zero-width space) even though messages are also sent with allowed mentions off.
+One voice: short sentences, a capital at the start of each message, durations through
+``format_duration``, no config keys or internal ids. Prompts are user text: every echo goes through
+``sanitize_user_text`` (``bot.discord_ui.markdown``: escaped once, mentions broken) even though
+messages are also sent with allowed mentions off. ``tests/snapshots/member_texts.txt`` holds every
+template rendered, so a wording change is a reviewed change.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-import discord.utils
-
-from bot.core.text import format_duration
+from bot.core.text import format_duration, ordinal
+from bot.discord_ui.markdown import fit_user_text as fit_user_text  # re-exported: texts' callers use it too
+from bot.discord_ui.markdown import sanitize_user_text as sanitize_user_text
 from generation.request import LoraChoice, lora_tags
 
 MESSAGE_LIMIT = 2000
-_ZWSP = "\u200b"
-
-
-def sanitize_user_text(text: str) -> str:
-    """User text made safe to echo: one line, markdown escaped, no mention that could ping."""
-    text = " ".join(text.split())  # newlines would allow headings, quotes and lists
-    text = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
-    # Defence in depth beyond discord.py's patterns: any "<@" and any @everyone/@here spelling.
-    text = re.sub(f"<@(?!{_ZWSP})", f"<@{_ZWSP}", text)
-    return re.sub(r"@(?=everyone|here)", f"@{_ZWSP}", text, flags=re.IGNORECASE)
-
-
-def _fit(text: str, budget: int) -> str:
-    """``sanitize_user_text(text)`` cut (with an ellipsis) to at most ``budget`` characters."""
-    safe = sanitize_user_text(text)
-    if len(safe) <= budget:
-        return safe
-
-    def cut(length: int) -> str:
-        # Cut the raw text, then escape: cutting escaped text could split an escape or a mention guard.
-        return sanitize_user_text(text[:length]).rstrip("\\") + "…"
-
-    low, high = 0, len(text)  # binary search: escaping lengthens text by a varying amount
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if len(cut(middle)) <= budget else (low, middle - 1)
-    fitted = cut(low)
-    return fitted if len(fitted) <= budget else ""
+STARTING_NOW_S = 1.0  # a start estimate under this reads "starting now", never "in about 0.0 s"
 
 
 def result_message_text(
@@ -62,23 +37,23 @@ def result_message_text(
 ) -> str:
     """The result message: prompt, who asked, seeds, model, LoRAs, size, steps, time; at most 2000 chars.
 
-    ``note`` is bot-written text (e.g. "Variation of image 2", "scaled to fit") and is not escaped.
+    ``note`` is bot-written text (e.g. "Variations", "scaled to fit") and is not escaped.
     """
     details = [f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(str(seed) for seed in seeds)}",
-               f"Model {sanitize_user_text(model)}", f"{size[0]}×{size[1]}", f"{steps} steps"]
+               f"model {sanitize_user_text(model)}", f"{size[0]}×{size[1]}", f"{steps} steps"]
     if loras:  # as A1111 writes them, so the recipe can be typed again
-        details.insert(2, f"LoRA{'s' if len(loras) > 1 else ''} {_fit(lora_tags(loras), 600)}")
-    if guidance is not None:
-        details.append(f"CFG {guidance:g}")
+        details.insert(2, f"LoRA{'s' if len(loras) > 1 else ''} {fit_user_text(lora_tags(loras), 600)}")
+    if guidance is not None:  # "guidance", as the option and /help call it (A1111's "CFG scale")
+        details.append(f"guidance {guidance:g}")
     if strength is not None:
         details.append(f"strength {strength:g}")
-    details.append(format_duration(elapsed_s))
+    details.append(f"made in {format_duration(elapsed_s)}")
     requester = f" — <@{requester_id}>"
-    negative_line = f"\nNegative: {_fit(negative, 300)}" if negative else ""
+    negative_line = f"\nNegative: {fit_user_text(negative, 300)}" if negative else ""
     note_line = f"\n{note}" if note else ""
     details_line = "\n" + " · ".join(details)
     fixed = len(requester) + len(negative_line) + len(note_line) + len(details_line) + 4  # 4: bold markers
-    text = f"**{_fit(prompt, MESSAGE_LIMIT - fixed)}**{requester}{negative_line}{note_line}{details_line}"
+    text = f"**{fit_user_text(prompt, MESSAGE_LIMIT - fixed)}**{requester}{negative_line}{note_line}{details_line}"
     return text[:MESSAGE_LIMIT]  # only a very long note can get here
 
 
@@ -87,35 +62,43 @@ def progress_bar(fraction: float, width: int = 12) -> str:
     return "▰" * filled + "▱" * (width - filled)
 
 
-def progress_text(step: int, total: int, position: int | None = None, eta_s: float | None = None) -> str:
-    """Status while running: a bar, the step, and (when known) the batch slot and time left.
-
-    ``position`` is the job's slot when several jobs share one pipeline call (shown when > 0).
-    """
+def progress_text(step: int, total: int, eta_s: float | None = None) -> str:
+    """Status while running: a bar, the step (1 to the steps asked for) and, when known, the time left."""
     fraction = step / total if total > 0 else 0.0
     text = f"Generating {progress_bar(fraction)} {round(fraction * 100)}% (step {step}/{total})"
-    if position is not None and position > 0:
-        text += f" · batch slot {position}"
     if eta_s is not None and eta_s >= 0:
         text += f" · about {format_duration(eta_s)} left"
     return text
 
 
-def queued_text(position: int, eta_s: float | None = None, *, loading: str | None = None) -> str:
-    """Status while queued: place in line and, when known, when it should start (``loading``: the model
-    is still loading, e.g. "Loading model sd15 — 45 % (1.9 of 4.3 GB)"; no ETA holds until it is done)."""
-    place = "next in line" if position <= 1 else f"position {position} in the queue"
-    text = f"Queued — {place}"
+def queue_place(position: int, start_s: float | None) -> str:
+    """'next in line · starting now', '3rd in line · starts in about 2 min' (``start_s``: until it starts)."""
+    place = "next in line" if position <= 1 else f"{ordinal(position)} in line"
+    if start_s is None or start_s < 0:
+        return place
+    if start_s < STARTING_NOW_S:
+        return f"{place} · starting now"
+    return f"{place} · starts in about {format_duration(start_s)}"
+
+
+def queued_text(position: int, start_s: float | None = None, *, loading: str | None = None) -> str:
+    """Status while queued: place in line and, when known, when it starts (``loading``: the model is still
+    loading, e.g. "Loading model sd15 — 45% (1.9 of 4.3 GB)"; no start time holds until it is done)."""
     if loading is not None:
-        return f"{text}\n⏳ {loading}; requests start as soon as it is ready."
-    if eta_s is not None and eta_s >= 0:
-        text += f" · starts in about {format_duration(eta_s)}"
-    return text
+        return f"Queued — {queue_place(position, None)}\n⏳ {loading}; requests start as soon as it is ready."
+    return f"Queued — {queue_place(position, start_s)}"
+
+
+PAUSED_TEXT = "Queued — a moderator paused this server's queue; your request keeps its place."
+STARTING_TEXT = "Starting…"
+CANCELLED_REPLY = "Cancelled."  # the private answer to ✖; the status message says "✖ Cancelled."
+DONE_BELOW_TEXT = "✅ Done — the result is posted below."
 
 
 def problems_text(problems: Sequence[str], *, heading: str = "That request can't run:") -> str:
-    """An ephemeral error reply listing each problem (they quote user input, so sanitised)."""
-    lines = [heading, *(f"• {_fit(problem, 400)}" for problem in problems[:10])]
+    """An ephemeral error reply listing each problem. Problems quote user input: they are escaped here, once
+    (callers pass them raw)."""
+    lines = [heading, *(f"• {fit_user_text(problem, 400)}" for problem in problems[:10])]
     if len(problems) > 10:
         lines.append(f"…and {len(problems) - 10} more")
     return "\n".join(lines)[:MESSAGE_LIMIT]
@@ -129,31 +112,54 @@ def kind_note(kind: str) -> str:
     return {"upscale": "Upscaled 2×", "variation": "Variations", "reroll": "Rerolled"}.get(kind, "")
 
 
+SCALED_NOTE = "Scaled down to fit this server's upload limit; the U buttons give full size."
 _NOT_MADE = "This image could not be made"
 
 
-def failure_text(status: str, error: str | None) -> str:
-    """What a job that ended without images says, in words a user understands.
+def _sentence(text: str) -> str:
+    """Stored error text as the end of a sentence: escaped once, ending in a full stop."""
+    text = fit_user_text(text.strip(), 1800)
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
 
-    ``error`` is the stored text the scheduler chose for the requester: for a failure whose detail is
-    for operators it is already the fixed "This image could not be made (reference `…`)…", shown once."""
+
+def failure_text(status: str, error: str | None) -> str:
+    """What a job that ended without images says, in words a member understands.
+
+    ``error`` is the stored text the scheduler chose for the requester: for a failure whose detail is for
+    operators it is already the fixed "This image could not be made (reference `…`)…", shown as it is."""
+    if status == "cancelled":
+        return "✖ Cancelled."  # who cancelled knows; the stored "The request was cancelled." adds nothing
     if status == "failed" and error and error.startswith(_NOT_MADE):
         return f"❌ {error}"[:MESSAGE_LIMIT]
+    if status == "expired":  # the stored text says how long it waited and that it was dropped, once
+        return f"⌛ {_sentence(error)}" if error else \
+            "⌛ This request waited too long in the queue and was dropped; please run it again."
     heading = {
-        "cancelled": "✖ Cancelled.",
-        "expired": "⌛ This request waited too long in the queue and was dropped; please try again.",
-        "failed": f"❌ {_NOT_MADE}.",
-        "dropped": "❌ This request was dropped when the bot restarted.",
-        "refused": "⛔ This request was not accepted.",
-    }.get(status, f"This request ended ({status}).")
-    return f"{heading} {error or ''}".strip()[:MESSAGE_LIMIT]
+        "failed": f"❌ {_NOT_MADE}",
+        "dropped": "❌ This request was dropped when the bot restarted",
+        "refused": "⛔ This request was not accepted",
+    }.get(status)
+    if heading is None:
+        return f"This request ended ({status})."
+    return (f"{heading}: {_sentence(error)}" if error else f"{heading}.")[:MESSAGE_LIMIT]
 
 
 IMAGES_GONE_TEXT = "❌ The images of this request are no longer stored; please run /imagine again."
-POSTING_RETRY_TEXT = "✅ The images are made, but posting them failed; trying again shortly."
+POSTING_RETRY_TEXT = "✅ The images are ready, but posting them failed; the bot tries again shortly."
+
+
+def about_request(user_id: int, prompt: str) -> str:
+    """The start of a new channel message about one request (its user may have several)."""
+    return f"<@{user_id}> **{fit_user_text(prompt, 300)}**: "
 
 
 def undeliverable_text(prompt: str, reference: str) -> str:
     """Told to the owner directly when their result or its explanation could not be posted at all."""
-    return (f"Your /imagine request **{sanitize_user_text(prompt)[:300]}** finished, but the bot could not post "
-            f"it in its channel after several tries (reference `{reference}`). Please run it again.")
+    return (f"Your /imagine request **{fit_user_text(prompt, 300)}** finished, but the bot could not post it in "
+            f"its channel after several tries (reference `{reference}`); please run it again.")
+
+
+def full_size_text(index: int, owner_id: int, seed: int, reason: str) -> str:
+    """A U click answered with the stored image because a 2× upscale cannot run (``reason``: why, raw)."""
+    return (f"Image {index + 1} of <@{owner_id}>'s request at full size (seed {seed}). A 2× upscale isn't "
+            f"available here: {_sentence(reason)}")[:MESSAGE_LIMIT]

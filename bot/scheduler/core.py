@@ -66,6 +66,12 @@ class EtaModel:
             self.seconds_per_cost += smoothing * (seconds / cost - self.seconds_per_cost)
 
 
+def expired_text(max_wait_s: float) -> str:
+    """What the requester of a job that waited too long reads (stored as its error; the presenter adds ⌛)."""
+    return (f"This request waited {format_duration(max_wait_s)} in the queue, the longest this bot allows, and was "
+            "dropped; please run it again.")
+
+
 def _release(job: Job) -> None:
     """Drop a finished job's images: its subscribers took what they needed while it was being reported."""
     job.result = None
@@ -177,9 +183,7 @@ class SchedulerCore:
             if deadline - now > EPSILON_S:
                 return deadline
             self.by_age.popleft()
-            self.finish(job, JobState.EXPIRED, error=JobExpired(
-                f"Your request waited {format_duration(now - job.enqueued_at)} in the queue, longer than "
-                f"scheduler.max_wait_s ({max_wait:g} s), and was dropped; please submit it again."))
+            self.finish(job, JobState.EXPIRED, error=JobExpired(expired_text(max_wait)))
         return None
 
     # --- batches ------------------------------------------------------------------------------
@@ -274,12 +278,13 @@ class SchedulerCore:
         return left / self.config.scheduler.concurrency
 
     def ordered(self) -> Iterable[tuple[int, Job, float]]:
-        """(position, job, eta seconds) for every queued job that can run, in fair order."""
+        """(position, job, seconds until it starts) for every queued job that can run, in fair order: what
+        members are told ("starts in about 2 min"), so a job's own run time is not in its figure."""
         spc = self.eta.seconds_per_cost / self.config.scheduler.concurrency
         ahead = self.backlog_s()
         for position, job in enumerate(self.queue.order(), start=1):
-            ahead += job.cost * spc
             yield position, job, ahead
+            ahead += job.cost * spc
 
     def locate(self, job: Job) -> tuple[int | None, float | None]:
         if job.state is not JobState.QUEUED:

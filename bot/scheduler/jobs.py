@@ -95,10 +95,11 @@ class JobListener(Protocol):
     """
 
     def queued(self, job: Job, position: int | None, eta_s: float | None) -> Awaitable[None] | None:
-        """Admitted (or readmitted). ``position`` 1 runs next; None while the guild is paused."""
+        """Admitted (or readmitted). ``position`` 1 runs next; None while the guild is paused. ``eta_s``: seconds
+        until it starts."""
 
     def position_changed(self, job: Job, position: int | None, eta_s: float | None) -> Awaitable[None] | None:
-        """The job moved in the queue, or its ETA shifted noticeably."""
+        """The job moved in the queue, or its start time shifted noticeably."""
 
     def started(self, job: Job) -> Awaitable[None] | None:
         """The job's batch went to the executor."""

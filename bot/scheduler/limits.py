@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from bot.core.config import Bucket, Limits, SchedulerConfig
 from bot.core.errors import QueueFull, QuotaExceeded, RateLimited
-from bot.core.text import format_duration
+from bot.core.text import format_duration, plural, rate_words
 from bot.scheduler.jobs import Job
 
 UserKey = tuple[int, int]
@@ -192,8 +192,9 @@ class Admission:
         return charge
 
     def _buckets(self, job: Job, limits: Limits) -> tuple[tuple[BucketSet, object, Bucket | None, str, str], ...]:
-        server = "This server is" if job.guild_id else "Your direct messages are"  # a DM user is a lane alone
-        return ((self.user_buckets, job.user_key, limits.user_rate, "limits.user_rate", "You are"),
+        # In direct messages the "server" bucket is the user's own lane: both limits are theirs.
+        server = "This server" if job.guild_id else "You"
+        return ((self.user_buckets, job.user_key, limits.user_rate, "limits.user_rate", "You"),
                 (self.guild_buckets, job.lane, limits.guild_rate, "limits.guild_rate", server))
 
     def check(self, job: Job, limits: Limits, scheduler: SchedulerConfig, occupancy: Occupancy,
@@ -205,9 +206,7 @@ class Admission:
                 continue
             wait = bucket_set.wait_time(key, now, 1.0 if spec.unit == "requests" else job.cost, spec)
             if wait > 0:
-                raise RateLimited(
-                    f"{who} sending requests too fast: {name} allows {spec.describe()}. "
-                    f"Try again in {format_duration(wait)}.", limit=name, value=spec.describe(), retry_after=wait)
+                raise RateLimited(rate_refusal(who, spec, wait), limit=name, value=spec.describe(), retry_after=wait)
         charge = None
         if limits.daily_images_per_user is not None:
             period, resets_at = quota_period(wall, limits.quota_reset_hour, limits.quota_timezone)
@@ -216,9 +215,7 @@ class Admission:
                 retry = max(0.0, resets_at - wall)
                 left = max(0, limits.daily_images_per_user - used)
                 raise QuotaExceeded(
-                    f"You have {left} of your {limits.daily_images_per_user} daily images left and this request "
-                    f"makes {job.images} (limits.daily_images_per_user). The quota resets at "
-                    f"{limits.quota_reset_hour:02d}:00 {limits.quota_timezone}, in {format_duration(retry)}.",
+                    quota_refusal(left, limits.daily_images_per_user, job.images) + " " + quota_reset(limits, retry),
                     limit="limits.daily_images_per_user", value=limits.daily_images_per_user,
                     retry_after=retry, resets_at=resets_at)
             charge = Charge(job.user_key, period, job.images)
@@ -231,14 +228,34 @@ class Admission:
     def _check_caps(job: Job, limits: Limits, scheduler: SchedulerConfig, occupancy: Occupancy) -> None:
         caps = (
             ("limits.max_queued_per_user", limits.max_queued_per_user, occupancy.queued_user[job.user_key],
-             "You already have {n} jobs waiting; the limit is {cap} per user. Try again when one of them starts."),
+             "You already have {n} waiting (the limit is {cap}); try again when one of them starts."),
             ("limits.max_queued_per_guild", limits.max_queued_per_guild, occupancy.queued_guild[job.lane],
-             ("This server's" if job.guild_id else "Your direct messages'")
-             + " queue is full: {n} jobs waiting, the limit is {cap}. Try again when it shrinks."),
+             ("This server's queue" if job.guild_id else "The queue of your direct messages")
+             + " is full ({n} waiting, the limit is {cap}); try again when one of them starts."),
             ("scheduler.max_queued", scheduler.max_queued, occupancy.queued_total,
-             "The bot's queue is full: {n} jobs waiting, the limit is {cap}. Try again in a few minutes."),
+             "The bot's queue is full ({n} waiting); try again in a few minutes."),
         )
         for name, cap, count, text in caps:
             if cap is not None and count >= cap:
-                raise QueueFull(text.format(n=count, cap=cap) + f" ({name})", limit=name, value=cap,
+                # The config key stays on the exception (limit, value) for the log; members read plain words.
+                raise QueueFull(text.format(n=plural(count, "request"), cap=cap), limit=name, value=cap,
                                 queue_length=count)
+
+
+def rate_refusal(who: str, spec: Bucket, wait_s: float) -> str:
+    """Why a token bucket refused, in members' words: 'You can make 6 requests a minute (3 at once); try again
+    in 20 s.' A bucket of cost units is GPU time: 'This server can use GPU time for about 240 images ...'."""
+    verb = "make" if spec.unit == "requests" else "use"
+    words = rate_words(spec.unit, spec.amount, spec.window_s, spec.capacity)
+    return f"{who} can {verb} {words}; try again in {format_duration(wait_s)}."
+
+
+def quota_refusal(left: int, daily: int, asked: int) -> str:
+    if left <= 0:
+        return f"You have used your {plural(daily, 'daily image')}."
+    return f"You have {left} of your {plural(daily, 'daily image')} left, and this request makes {asked}."
+
+
+def quota_reset(limits: Limits, in_s: float) -> str:
+    """When the daily images come back: 'They reset at 00:00 UTC, in 1 h 30 min.'"""
+    return f"They reset at {limits.quota_reset_hour:02d}:00 {limits.quota_timezone}, in {format_duration(in_s)}."

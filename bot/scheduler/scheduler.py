@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from bot.core.config import AppConfig, ConfigStore
 from bot.core.errors import ChannelNotAllowed, GuildPaused, JobNotFound, ModelUnavailable, Refused, ShuttingDown
 from bot.core.identity import Requester
+from bot.core.text import format_duration, one_of
 from bot.scheduler.clock import Clock, SystemClock
 from bot.scheduler.core import ConfigSource, SchedulerCore
 from bot.scheduler.dispatcher import Dispatcher, wait_event
@@ -24,7 +25,7 @@ _log = logging.getLogger(__name__)
 class QueueEntry:
     job: Job
     position: int | None  # None while the job's guild is paused
-    eta_s: float | None
+    eta_s: float | None  # seconds until it starts
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,15 @@ class QueueSnapshot:
     guild_lengths: dict[int, int]
     total_queued: int
     paused_guilds: frozenset[int] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class DailyImages:
+    """A member's daily image quota today: what /help shows them."""
+
+    left: int
+    limit: int
+    resets_in_s: float
 
 
 class Scheduler:
@@ -62,8 +72,8 @@ class Scheduler:
     def check_accepting(self) -> None:
         """Raise ShuttingDown once ``drain`` has begun (the bot checks before it stores a new job)."""
         if self._draining:
-            raise ShuttingDown("The bot is restarting and not taking new requests right now. "
-                               "Try again in a minute.", limit="shutdown", retry_after=60.0)
+            raise ShuttingDown("The bot is restarting and takes no new requests; try again in a minute.",
+                               limit="shutdown", retry_after=60.0)
 
     async def start(self) -> None:
         self._draining = False
@@ -162,24 +172,37 @@ class Scheduler:
         period, _ = quota_period(core.clock.time(), limits.quota_reset_hour, limits.quota_timezone)
         core.admission.quota.consume((lane_of(guild_id, user_id), user_id), period, images)  # a DM user's own lane
 
+    def daily_images(self, guild_id: int, user_id: int, role_ids: frozenset[int]) -> DailyImages | None:
+        """How many images the member may still make today, under their limits here; None without a daily limit."""
+        core = self._core
+        limits = core.limits(guild_id, role_ids)
+        if limits.daily_images_per_user is None:
+            return None
+        wall = core.clock.time()
+        period, resets_at = quota_period(wall, limits.quota_reset_hour, limits.quota_timezone)
+        used = core.admission.quota.used((lane_of(guild_id, user_id), user_id), period)
+        return DailyImages(max(0, limits.daily_images_per_user - used), limits.daily_images_per_user,
+                           max(0.0, resets_at - wall))
+
     def _admit(self, job: Job, *, dry_run: bool = False) -> Charge | None:
         core = self._core
         config = core.config
         if core.queue.is_paused(job.lane):
-            raise GuildPaused("A moderator paused the /imagine queue in this server; try again later.",
-                              limit="paused")
+            raise GuildPaused("A moderator paused /imagine in this server; try again later.", limit="paused")
         missing = core.unavailable.get(job.request.model or "")
         if missing is not None:
             why, next_try = missing
             retry_after = None if next_try is None else max(0.0, next_try - core.clock.monotonic())
-            raise ModelUnavailable(why, limit=f"models.{job.request.model}", retry_after=retry_after)
+            # The reason (a download error, a path) is for the log and moderators: it stays on ``value``.
+            raise ModelUnavailable(model_unavailable_text(job.request.model or "", retry_after),
+                                   limit=f"models.{job.request.model}", value=why, retry_after=retry_after)
         guild = config.guilds.get(job.guild_id)
         # A thread counts as its channel: allowed if it, or the channel it belongs to, is on the list.
         if guild is not None and guild.channels and job.channel_id not in guild.channels \
                 and job.parent_channel_id not in guild.channels:
-            channels = ", ".join(f"<#{channel}>" for channel in guild.channels)
-            raise ChannelNotAllowed(f"/imagine is not enabled in this channel (guilds.{job.guild_id}.channels); "
-                                    f"allowed channels: {channels}.", allowed=guild.channels)
+            channels = one_of([f"<#{channel}>" for channel in guild.channels])
+            raise ChannelNotAllowed(f"/imagine isn't enabled in this channel; use it in {channels}.",
+                                    allowed=guild.channels)
         limits = core.limits(job.guild_id, job.role_ids)
         admit = core.admission.check if dry_run else core.admission.admit
         return admit(job, limits, config.scheduler, core.occupancy, core.clock.monotonic(), core.clock.time())
@@ -213,8 +236,8 @@ class Scheduler:
         return self._core.held_for
 
     def model_unavailable(self, model: str, why: str | None, next_try: float | None = None) -> None:
-        """Refuse new jobs for ``model`` with ``why`` (a sentence for requesters) until the next try at
-        ``next_try`` (clock monotonic time) succeeds; ``why`` None admits them again."""
+        """Refuse new jobs for ``model`` until the next try at ``next_try`` (clock monotonic time) succeeds;
+        ``why`` (for the log and moderators: the refusal's ``value``) None admits them again."""
         if why is None:
             self._core.unavailable.pop(model, None)
         else:
@@ -254,7 +277,8 @@ class Scheduler:
         return self._core.locate(job)[0] if job is not None else None
 
     def eta(self, job_id: str) -> float | None:
-        """Estimated seconds until the job is done (from measured seconds per cost unit)."""
+        """Estimated seconds until a queued job starts, or until a running one is done (from measured seconds
+        per cost unit)."""
         core = self._core
         job = core.jobs.get(job_id)
         if job is None:
@@ -300,3 +324,9 @@ class Scheduler:
 
     async def flush_notifications(self) -> None:
         await self._core.events.flush()
+
+
+def model_unavailable_text(model: str, retry_after: float | None) -> str:
+    """What a member reads while ``model`` cannot be loaded: when the bot tries again, and whom to tell."""
+    again = "" if retry_after is None else f"; the bot tries again in {format_duration(retry_after)}"
+    return f"Model {model} can't be loaded right now{again}. If this lasts, tell a moderator."

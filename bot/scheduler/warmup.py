@@ -50,11 +50,11 @@ def byte_pair(done: int, total: int) -> str:
 
 
 def progress_line(model: str, progress: DownloadProgress | None) -> str:
-    """``Loading model sd15 — 45 % (1.9 of 4.3 GB)``; without download bytes: ``Loading model sd15``."""
+    """``Loading model sd15 — 45% (1.9 of 4.3 GB)``; without download bytes: ``Loading model sd15``."""
     if progress is None or progress.total_bytes <= 0 or progress.done_bytes >= progress.total_bytes:
         return f"Loading model {model}"
     pair = byte_pair(progress.done_bytes, progress.total_bytes)
-    return f"Loading model {model} — {progress.fraction * 100:.0f} % ({pair})"
+    return f"Loading model {model} — {progress.fraction * 100:.0f}% ({pair})"
 
 
 class ModelWarmup:
@@ -127,9 +127,7 @@ class ModelWarmup:
                     await self._notify_settled()
                     continue
                 self._retry_at = self._clock.monotonic() + delay
-                self._scheduler.model_unavailable(
-                    name, f"Model {name} is not available: {why}. The bot tries to load it again in "
-                    f"{format_duration(delay)}; ask a moderator if this lasts.", self._retry_at)
+                self._scheduler.model_unavailable(name, why, self._retry_at)  # members read plain words
                 _log.error("model %s could not be loaded: %s (the bot stays up and tries again in %s)", name, why,
                            format_duration(delay))
                 delay = min(delay * 2, RETRY_MAX_S)

@@ -21,7 +21,7 @@ from bot.discord_ui.interactions import NO_MENTIONS, requester_of
 from bot.discord_ui.outbox import Outbox
 from bot.discord_ui.presenter import DiscordPresenter, StatusTarget
 from bot.discord_ui.replies import reply_error
-from bot.discord_ui.texts import sanitize_user_text
+from bot.discord_ui.texts import CANCELLED_REPLY, STARTING_TEXT, full_size_text
 from bot.features.imagine.compose import Attachment, Composed, loras_for, resolve_model
 from bot.features.imagine.flags import Options, read_prompt_flags
 from bot.features.imagine.recorder import JobRecorder
@@ -72,7 +72,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
     @app_commands.describe(
         prompt="What to draw; Midjourney-style flags such as --ar 3:2 --seed 42 --no text work too",
         negative="What to keep out of the image", aspect="Aspect ratio", count="How many images (1-4)",
-        steps="Denoising steps", guidance="How closely to follow the prompt (CFG scale)",
+        steps="Denoising steps: more is slower and finer", guidance="How closely to follow the prompt (CFG scale)",
         seed="Seed for repeatable images",
         model="Which model", style="A style preset that wraps your prompt", image="Start from this image",
         strength="How much to change the image (0.05-1)",
@@ -111,8 +111,8 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         try:
             return await image.read()
         except discord.HTTPException as exc:
-            raise InvalidRequest(
-                [f"the attachment could not be downloaded ({exc.status}); please attach it again"]) from exc
+            _log.warning("attachment %s could not be downloaded: %s", image.filename, exc)  # the status is for us
+            raise InvalidRequest(["the attachment could not be downloaded; please attach it again"]) from exc
 
     @staticmethod
     async def _drop_thinking(interaction: discord.Interaction[Any]) -> None:
@@ -163,7 +163,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
 
     async def _post_status(self, interaction: discord.Interaction[Any], job_id: str) -> int:
         position, eta = self._service.queue_place(job_id)
-        text = self._presenter.queued_status(position, eta) if position else "Starting…"
+        text = self._presenter.queued_status(position, eta) if position else STARTING_TEXT
         if interaction.response.is_done():
             message = await interaction.edit_original_response(content=text, view=status_view(job_id),
                                                                allowed_mentions=NO_MENTIONS)
@@ -186,7 +186,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         requester = requester_of(interaction)
         if action == "cancel":
             await self._service.cancel(job_id, requester)
-            await interaction.response.send_message("Cancelled.", ephemeral=True)
+            await interaction.response.send_message(CANCELLED_REPLY, ephemeral=True)
             return
         if action == "delete":
             await self._service.delete(job_id, requester)
@@ -208,8 +208,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
 
     @staticmethod
     async def _send_full_image(interaction: discord.Interaction[Any], plan: FullSizeInstead) -> None:
-        text = (f"Image {plan.index + 1} of <@{plan.owner_id}>'s request at full size (seed {plan.seed}). "
-                f"A 2× upscale isn't available here: {sanitize_user_text(plan.reason)}")
+        text = full_size_text(plan.index, plan.owner_id, plan.seed, plan.reason)
         limit = upload_limit(interaction.filesize_limit)
         name = f"image_{plan.index + 1}"
         if len(plan.image) > limit:  # re-encode (keeping the recipe) only when the PNG is too large for this server
@@ -219,5 +218,5 @@ class ImagineCog(commands.Cog, name=COG_NAME):
             file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
         else:
             file = discord.File(io.BytesIO(plan.image), filename=f"{name}.png")
-        await interaction.edit_original_response(content=text[:2000], attachments=[file],
+        await interaction.edit_original_response(content=text, attachments=[file],
                                                  allowed_mentions=NO_MENTIONS)

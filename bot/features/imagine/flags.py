@@ -39,7 +39,7 @@ LoraAsked = tuple[str, float | None]  # (name, weight); None: the LoRA's default
 
 # Canonical option name for each accepted spelling.
 _ALIASES: dict[str, str] = {
-    "ar": "aspect", "aspect": "aspect", "seed": "seed", "sameseed": "seed", "no": "negative",
+    "ar": "aspect", "aspect": "aspect", "seed": "seed", "no": "negative",
     "steps": "steps", "count": "count", "n": "count", "guidance": "guidance", "cfg": "guidance",
     "model": "model", "style": "style", "strength": "strength", "size": "size",
 }
@@ -54,6 +54,9 @@ _HINTS = {
     "s": "Midjourney's --s (stylize) is not supported; for steps use --steps",
     "stylize": "Midjourney's --stylize is not supported",
     "iw": "--iw is not supported; attach an image and use --strength 0.05 to 1",
+    # Midjourney's --sameseed gives every image of a grid the same starting noise. Here image i always has seed
+    # N+i (each one reproducible alone), so it could only ever act as --seed: refused, rather than misleading.
+    "sameseed": "every image here has its own seed (N, N+1, …); use --seed N",
 }
 
 

@@ -32,6 +32,10 @@ _log = logging.getLogger(__name__)
 UPSCALE_STRENGTH = 0.3  # keeps the composition, adds detail at twice the size
 VARIATION_STRENGTH = 0.6  # same subject and layout, visibly different
 FollowUpAction = Literal["u", "v", "reroll"]
+# Why a job was dropped at a restart, as its requester reads it after "This request was dropped when the bot
+# restarted: ".
+DROPPED_NEVER_SHOWN = "it had not been shown yet; please run it again"
+DROPPED_INPUT_GONE = "the image it started from was deleted"
 _DRY_RUN_ID = "dry-run"  # the id of the stand-in job that ``check`` prices
 
 
@@ -39,6 +43,10 @@ def img2img_steps(steps: int | None, strength: float) -> int:
     """Steps for an image-to-image follow-up: at least one denoising step must run (strength x steps >= 1),
     which few-step models (2-4 steps) would otherwise miss."""
     return max(steps or 1, math.ceil(1 / strength - 1e-9))
+
+
+def dropped_no_longer_fits(problems: InvalidRequest) -> str:
+    return f"it no longer fits this bot's settings ({problems})"
 
 
 @dataclass(frozen=True)
@@ -211,18 +219,17 @@ class ImagineService:
         for stored in await self._storage.requeue_interrupted():
             if stored.status_message_id is None and await adopt_status(stored) is None:
                 # Stopped before showing it: its owner saw only an error or nothing, so don't run it.
-                reason = "it was never shown (the bot stopped before posting its status)"
-                dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
+                dropped.append(await self._storage.update_status(stored.id, "dropped", error=DROPPED_NEVER_SHOWN))
                 continue
             if stored.kind in ("upscale", "variation") and stored.request.init_image is None:
-                reason = "the image it started from was deleted"  # 🗑 on the parent removed its copy too
-                dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
+                # 🗑 on the parent removed its copy too
+                dropped.append(await self._storage.update_status(stored.id, "dropped", error=DROPPED_INPUT_GONE))
                 continue
             try:
                 name, model = resolve_model(config, stored.request.model)
                 request = validate(stored.request, name, model, loras=config.generation)
             except InvalidRequest as exc:
-                reason = f"It no longer fits this bot's settings: {exc}"
+                reason = dropped_no_longer_fits(exc)
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
                 continue
             job = Job.create(stored.id, request, user_id=stored.user_id, guild_id=stored.guild_id or 0,
