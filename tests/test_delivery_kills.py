@@ -21,7 +21,6 @@ from tests.fake_discord import FakeDiscord, InteractionHandle, StoredMessage
 from tests.test_bot_process import ROOT, bot_env
 
 ENDINGS = ("❌", "✖", "⌛", "⛔")  # how an explanation (a job that ends without images) begins
-REFUSED = "⏳ Not now"  # how a refusal begins (a private reply)
 
 
 class BotProcess:
@@ -63,7 +62,7 @@ def endings_of(fake: FakeDiscord, prompt: str, handle: InteractionHandle) -> lis
         if message.deleted or (message.ephemeral and message.id not in own):
             continue
         # A refusal is the request's private answer (a full queue, say, while the model loads at start-up).
-        refused = message.ephemeral and message.content.startswith(REFUSED)
+        refused = message.ephemeral
         ending = refused or is_result(message) or any(mark in message.content for mark in ENDINGS)
         if ending and (message.id in own or named in message.content):
             found.append(message)
