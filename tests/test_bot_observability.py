@@ -63,6 +63,7 @@ async def all_delivered(storage: WatchedStorage, done: int) -> bool:
 
 async def test_metrics_scraped_over_http_match_the_jobs_that_ran(fake: FakeDiscord, tmp_path: Path,
                                                                   port: int) -> None:
+    """Issue 12: "`/metrics` scraped over real HTTP in a test after a few jobs, with values that match what ran"."""
     async with running_bot(fake, tmp_path, observed(fake, port, daily_images_per_user=3)) as bot:
         storage = bot.services.storage
         assert isinstance(storage, WatchedStorage)
@@ -93,6 +94,8 @@ async def test_metrics_scraped_over_http_match_the_jobs_that_ran(fake: FakeDisco
 
 async def test_healthz_and_readyz_follow_the_model_load_and_the_gateway(fake: FakeDiscord, tmp_path: Path,
                                                                          port: int) -> None:
+    """README: "`GET /readyz`: `200` when the gateway is connected ..., the default model is loaded ... and the
+    database answers ...; otherwise `503`. The body names each part" """
     gpu = LoadingExecutor()
     async with running_bot(fake, tmp_path, observed(fake, port), executor=gpu) as bot:
         assert await get(port, "/healthz") == (200, "application/json; charset=utf-8", '{"alive": true}')

@@ -55,6 +55,9 @@ async def delivered_and_refused(storage: WatchedStorage, done: int, refused: int
 
 async def test_stats_and_me_show_the_figures_of_what_ran_with_a_chart(fake: FakeDiscord, tmp_path: Path,
                                                                      clock: FrozenClock) -> None:
+    """README: "`/stats` ... Only you see it, unless you pass `share: True` to post it for the channel." and
+    "`/me` (only you see it): ... your daily quota left and when it resets; your five latest images with links
+    to their messages." """
     limits = UNLIMITED.model_copy(update={"daily_images_per_user": 4})
     async with running_bot(fake, tmp_path, tiny_app_config(fake, limits=limits)) as bot:
         storage = bot.services.storage
