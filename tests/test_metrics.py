@@ -4,6 +4,7 @@ the per-server label cap, and the JSON log lines. Scraping over HTTP from the ru
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -11,16 +12,26 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.core.errors import QuotaExceeded
 from bot.core.jobcontext import about_jobs
-from bot.observability import BotMetrics, GuildLabels, json_handler, use_format
+from bot.observability import (
+    BotMetrics,
+    GuildLabels,
+    Health,
+    ReadinessCheck,
+    check_all,
+    json_handler,
+    model_check,
+    use_format,
+)
 from bot.observability.runtime import gpu_memory
 from bot.scheduler import Scheduler, SimulatedClock
+from bot.scheduler.warmup import ModelState
 from bot.storage import Storage
 from tests.scheduler_helpers import OPEN_LIMITS, FakeExecutor, make_config, make_job
 
@@ -184,3 +195,29 @@ def test_use_format_switches_the_handlers_between_json_and_text() -> None:
     first, second = stream.getvalue().splitlines()
     assert json.loads(first)["job_id"] == "c" * 32
     assert second.endswith("WARNING test-root: plain again")
+
+
+async def test_readiness_probes_say_which_part_fails_and_why() -> None:
+    class Warmup:
+        def __init__(self, state: ModelState | None) -> None:
+            self.state = state
+
+    async def slow() -> Health:
+        await asyncio.Event().wait()  # never answers
+        raise AssertionError("unreachable")
+
+    async def broken() -> Health:
+        raise ConnectionResetError("reset by peer")
+
+    failed = ModelState("sd15", "failed", error="cannot reach the model hub")
+    answers = await check_all([
+        ReadinessCheck("never", model_check(cast(Any, Warmup(None))).probe),
+        ReadinessCheck("failed", model_check(cast(Any, Warmup(failed))).probe),
+        ReadinessCheck("slow", slow), ReadinessCheck("broken", broken),
+    ], timeout_s=0.01)
+    assert answers == {
+        "never": Health(False, "the model load has not started"),
+        "failed": Health(False, "model sd15 could not be loaded: cannot reach the model hub"),
+        "slow": Health(False, "no answer within 0.01 s"),
+        "broken": Health(False, "ConnectionResetError: reset by peer"),
+    }

@@ -172,7 +172,7 @@ async def test_a_server_without_jobs_says_so(storage: tuple[Storage, StorageCloc
 async def test_member_figures_quota_and_latest_images_with_links(storage: tuple[Storage, StorageClock]) -> None:
     ids = [await made(storage, ALICE, local(17, 6 + hour), 1, message_id=9000 + hour, prompt=f"fox {hour}")
            for hour in range(6)]
-    await made(storage, ALICE, local(12, 7), 2)  # no result message recorded
+    await made(storage, ALICE, local(12, 7), 2, prompt="a very long prompt " * 10)  # no result message recorded
     await made(storage, BOB, local(17, 8), 3, message_id=8000)
     await made(storage, ALICE, local(17, 9), 4, guild=None, message_id=7000)  # in direct messages
     storage_, _ = storage
@@ -198,6 +198,12 @@ async def test_member_figures_quota_and_latest_images_with_links(storage: tuple[
     assert in_dms.quota.limit == 100  # the default limits: no server overrides in direct messages
     assert jump_url(0, in_dms.last[0]) == "https://discord.com/channels/@me/77/7000"
     assert "Your /imagine use in direct messages" in member_text(0, in_dms, resets_in_s=60)
+    six = await StatsService(storage_, sched).member(GUILD, ALICE, frozenset())
+    await storage_.mark_deleted(ids[4])  # the older request without a link moves into the last five
+    five = await StatsService(storage_, sched).member(GUILD, ALICE, frozenset())
+    assert six.last[-1].prompt == "fox 0" and five.last[-1].message_id is None
+    last_line = member_text(GUILD, five, resets_in_s=60).splitlines()[-1]
+    assert last_line.endswith("“a very long prompt a very long prompt a very long prompt a…” (2 images)")  # 60 at most
 
 
 def test_refusal_reasons_read_as_plain_words() -> None:
