@@ -27,6 +27,7 @@ from bot.app import ImagineBot
 from bot.core.config import ConfigStore
 from bot.core.faults import Checkpoints
 from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_reachable
+from bot.observability.logs import TEXT_FORMAT, use_format
 from bot.services import build_services
 from bot.storage import Storage
 from generation.errors import ConfigError
@@ -93,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit with code 3 when Discord cannot be reached at start-up, instead of retrying "
                              "(also discord.exit_on_connect_failure)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("IMAGINE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=os.environ.get("IMAGINE_LOG_LEVEL", "INFO"), format=TEXT_FORMAT)
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if not token:
         return _fail(TOKEN_HELP)
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     config = store.current
+    use_format(config.observability.log_format)  # json: one object per line from here on (read at start-up)
     api_base = os.environ.get("DISCORD_API_BASE") or config.discord.api_base
     point_discord_at(api_base, os.environ.get("DISCORD_GATEWAY_URL") or config.discord.gateway_url)
     give_up = args.exit_on_connect_failure or config.discord.exit_on_connect_failure

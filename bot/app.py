@@ -20,12 +20,14 @@ from discord.ext import commands
 
 from bot.discord_ui.invite import LABELS, SCOPES, invite_url
 from bot.discord_ui.replies import reply_error
+from bot.observability import Health, OperationsServer, ReadinessCheck, database_check, model_check
 from bot.services import Services
 
 _log = logging.getLogger(__name__)
 
 # Loaded in this order; a new feature is one more entry (see docs/architecture.md).
-FEATURES: tuple[str, ...] = ("bot.features.imagine", "bot.features.info", "bot.features.retention")
+FEATURES: tuple[str, ...] = ("bot.features.imagine", "bot.features.info", "bot.features.retention",
+                             "bot.features.stats")
 
 
 def intents() -> discord.Intents:
@@ -54,10 +56,12 @@ class ImagineBot(commands.Bot):
         self._watcher: asyncio.Task[None] | None = None
         self._sighup = False
         self._shutdown: asyncio.Future[None] | None = None
+        self._operations: OperationsServer | None = None
         self.tree.error(self._on_tree_error)
 
     async def setup_hook(self) -> None:
         services = self.services
+        await self._serve_operations()  # first: /healthz answers, and /readyz says what is not up yet, during start-up
         await services.storage.open()
         await services.scheduler.start()
         if services.warmup is not None:
@@ -70,6 +74,29 @@ class ImagineBot(commands.Bot):
         if self._watch_config and config.path is not None:
             self._watcher = asyncio.create_task(config.watch(asyncio.sleep), name="config-watch")
             self._sighup = config.install_sighup(asyncio.get_running_loop())
+
+    async def _serve_operations(self) -> None:
+        services = self.services
+        settings, metrics = services.config.current.observability, services.metrics
+        if metrics is None or settings.http_port is None:  # observability.http_port: null (the default)
+            return
+        self._operations = OperationsServer(
+            host=settings.http_host, port=settings.http_port, metrics=metrics,
+            checks=(ReadinessCheck("gateway", self._gateway_health), model_check(services.warmup),
+                    database_check(services.storage)))
+        await self._operations.start()
+
+    async def _gateway_health(self) -> Health:
+        """Connected to Discord's gateway: discord.py stays "ready" while it reconnects, so the socket counts."""
+        if self.is_closed():
+            return Health(False, "the client is closed")
+        if not self.is_ready():
+            return Health(False, "not connected yet")
+        socket = self.ws
+        if socket is None or not socket.open:
+            return Health(False, "disconnected; reconnecting")
+        latency = self.latency
+        return Health(True, "connected" if latency == float("inf") else f"connected, heartbeat {latency * 1000:.0f} ms")
 
     def _say_invite(self) -> None:
         """The link that adds this very bot to a server, with the scopes and permissions it needs: built from
@@ -124,4 +151,6 @@ class ImagineBot(commands.Bot):
             try:
                 await super().close()  # unloads the features, then closes the gateway and HTTP session
             finally:
+                if self._operations is not None:  # before storage closes: no scrape reads a closed database
+                    await self._operations.stop()
                 await services.storage.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.core.config import ConfigStore
 from bot.core.faults import Checkpoints
+from bot.observability import BotMetrics
 from bot.scheduler import Clock, JobEvents, Scheduler, SystemClock
 from bot.scheduler.warmup import ModelWarmup
 from bot.storage import Storage
@@ -27,6 +28,7 @@ class Services:
     clock: Clock
     checkpoints: Checkpoints = field(default_factory=Checkpoints)  # fault injection; inert by default
     warmup: ModelWarmup | None = None  # loads the default model at start-up (executors that can prepare one)
+    metrics: BotMetrics | None = None  # with observability.http_port set: what /metrics serves
 
     @property
     def events(self) -> JobEvents:
@@ -42,8 +44,13 @@ def build_services(config: ConfigStore, storage: Storage, executor: Executor, *,
         config.subscribe(lambda reloaded: executor.use_models(reloaded.generation))
     scheduler = Scheduler(executor, config, clock=clock)
     warmup = ModelWarmup(executor, scheduler, config, clock) if isinstance(executor, PreparesModels) else None
+    metrics = None
+    observability = config.current.observability
+    if observability.http_port is not None:  # read at start-up: a reload does not start or stop the endpoint
+        metrics = BotMetrics(scheduler, storage, top_guilds=observability.metrics_top_guilds)
+        scheduler.events.subscribe(metrics.listener, name="metrics")  # before any job is admitted or resumed
     return Services(config=config, storage=storage, executor=executor, scheduler=scheduler, clock=clock,
-                    checkpoints=checkpoints or Checkpoints(), warmup=warmup)
+                    checkpoints=checkpoints or Checkpoints(), warmup=warmup, metrics=metrics)
 
 
 def services_of(bot: Any) -> Services:

@@ -56,6 +56,9 @@ def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
     ("bot/features/imagine/service.py", "import torch", "bot talks to generation only through its torch-free modules"),
     ("bot/discord_ui/presenter.py", "import generation.runner",
      "bot talks to generation only through its torch-free modules"),
+    ("bot/observability/runtime.py", "import torch", "bot.observability imports neither discord nor torch"),
+    ("bot/observability/health.py", "import bot.discord_ui.texts",
+     "bot.observability imports neither discord nor torch"),
 ])
 def test_a_forbidden_import_breaks_its_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:
     tree = copy_tree(tmp_path)

@@ -43,14 +43,14 @@ async def rig() -> AsyncIterator[Rig]:
 
 
 async def test_compatible_jobs_share_a_batch_up_to_the_image_limit(rig: Rig) -> None:
-    rig.submit("a", user=1, count=2)
-    rig.submit("b", user=2, count=1)
-    rig.submit("odd", user=3, steps=30)  # different compatibility key
-    rig.submit("c", user=4, count=2)  # would make 5 images
-    rig.submit("d", user=5, count=1)
+    jobs = [rig.submit("a", user=1, count=2), rig.submit("b", user=2, count=1),
+            rig.submit("odd", user=3, steps=30),  # different compatibility key
+            rig.submit("c", user=4, count=2),  # would make 5 images
+            rig.submit("d", user=5, count=1)]
     await rig.clock.advance(10)
     assert rig.batches() == [["a", "b", "d"], ["odd"], ["c"]]
     assert all(state is JobState.DONE for state in rig.recorder.finished_states().values())
+    assert {job.id: job.batch_size for job in jobs} == {"a": 3, "b": 3, "d": 3, "odd": 1, "c": 1}  # for metrics
 
 
 async def test_batch_window_waits_briefly_for_batch_mates() -> None:

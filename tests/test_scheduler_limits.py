@@ -199,3 +199,44 @@ async def test_images_made_before_a_restart_and_readmitted_jobs_count_against_th
     with pytest.raises(QuotaExceeded) as caught:
         scheduler.submit(make_job(count=2))
     assert "You have 1 of your 4 daily images left" in str(caught.value)
+
+
+def test_quota_days_are_calendar_days_of_the_zone_across_dst() -> None:
+    # 31 March 2024 12:00 CEST: DST began that night, so the day before was 23 hours long.
+    wall = dt.datetime(2024, 3, 31, 10, 0, tzinfo=dt.UTC).timestamp()
+    limits = OPEN_LIMITS.model_copy(update={"quota_reset_hour": 6, "quota_timezone": "Europe/Berlin"})
+    scheduler, _, _ = build(limits, wall=wall)
+    starts = scheduler.quota_days(None, 3)
+    assert [start.date() for start in starts] == [dt.date(2024, 3, 29), dt.date(2024, 3, 30), dt.date(2024, 3, 31)]
+    assert [start.astimezone(dt.UTC).hour for start in starts] == [5, 5, 4]  # 06:00 CET, CET, then 06:00 CEST
+    assert starts[-1].timestamp() == scheduler.quota_day_start(None)
+
+
+async def test_quota_left_counts_what_admission_charged_and_when_it_resets() -> None:
+    limits = OPEN_LIMITS.model_copy(update={"daily_images_per_user": 5, "quota_reset_hour": 4,
+                                            "quota_timezone": "Europe/Berlin"})
+    scheduler, clock, _ = build(limits)
+    scheduler.submit(make_job(guild=1, user=10, count=3))
+    scheduler.restore_usage(1, 10, 1)  # made before a restart
+    quota = scheduler.quota_left(1, 10, frozenset())
+    assert (quota.limit, quota.used, quota.left) == (5, 4, 1)
+    assert quota.resets_at == dt.datetime(2024, 1, 11, 3, 0, tzinfo=dt.UTC).timestamp()  # 04:00 in Berlin
+    assert scheduler.quota_left(1, 11, frozenset()).left == 5  # someone else
+    await clock.advance(24 * 3600)
+    assert scheduler.quota_left(1, 10, frozenset()).used == 0  # a new quota day
+    unlimited = build()[0].quota_left(1, 10, frozenset())
+    assert (unlimited.limit, unlimited.left) == (None, None)
+
+
+def test_refusals_are_counted_by_limit_for_submit_and_for_its_dry_run() -> None:
+    limits = OPEN_LIMITS.model_copy(update={"daily_images_per_user": 2})
+    scheduler, _, _ = build(limits)
+    scheduler.submit(make_job(count=2))
+    with pytest.raises(QuotaExceeded):
+        scheduler.submit(make_job(count=1))
+    with pytest.raises(QuotaExceeded):
+        scheduler.check(make_job(count=1))  # the dry run before a download refuses the request too
+    scheduler.pause_guild(1)
+    with pytest.raises(GuildPaused):
+        scheduler.check(make_job(count=1))
+    assert scheduler.refusals() == {"limits.daily_images_per_user": 2, "paused": 1}

@@ -169,6 +169,28 @@ async def test_refused_jobs_are_recorded_finished(storage: Storage) -> None:
         await storage.update_status(job.id, "queued")
 
 
+async def test_a_refusal_keeps_the_key_of_the_limit_that_refused_it(storage: Storage) -> None:
+    early = await storage.create_job(GenerationRequest("a"), user_id=1, status="refused",
+                                     refusal="limits.daily_images_per_user")
+    queued = await storage.create_job(GenerationRequest("b"), user_id=1, refusal="ignored: not refused")
+    late = await storage.update_status(queued.id, "refused", error="too fast", refusal="limits.user_rate")
+    assert (await storage.require_job(early.id)).refusal == "limits.daily_images_per_user"
+    assert (late.refusal, late.error, queued.refusal) == ("limits.user_rate", "too fast", None)
+    long_key = "models." + "x" * 99  # a model's name is config: it could be long
+    long_name = await storage.create_job(GenerationRequest("c"), user_id=1, status="refused", refusal=long_key)
+    assert long_name.refusal == long_key[:64]  # the column's width
+
+
+async def test_owed_deliveries_are_counted_and_the_database_answers_a_ping(storage: Storage) -> None:
+    await storage.ping()
+    assert await storage.owed_count() == 0
+    ended = [await storage.create_job(GenerationRequest(f"p{n}"), user_id=1) for n in range(3)]
+    for job in ended:
+        await storage.update_status(job.id, "failed", error="no")
+    await storage.record_delivery(ended[0].id)
+    assert await storage.owed_count() == 2
+
+
 async def test_a_url_without_a_driver_gets_the_async_one(tmp_path: Path, database_url: str) -> None:
     plain = database_url.replace("+asyncpg", "").replace("+aiosqlite", "")  # postgresql://… or sqlite:///…
     assert "+" not in plain.split("://")[0]

@@ -78,6 +78,22 @@ async def test_upgrade_from_v1_keeps_jobs(tmp_path: Path, database_url: str) -> 
         await storage.mark_deleted(job.id)  # v2 column works
 
 
+async def test_upgrade_from_v4_keeps_refusals_without_a_reason(tmp_path: Path, database_url: str) -> None:
+    assert await run(database_url, migrate, 4) == [1, 2, 3, 4]
+
+    def insert_refused(conn: Connection) -> None:
+        conn.execute(text(
+            "INSERT INTO jobs (id, kind, user_id, role_ids, request, seeds, status, error, created_at, finished_at, "
+            "timings, delivery) VALUES (:id, 'imagine', 7, '[]', '{\"prompt\": \"no\"}', '[]', 'refused', "
+            "'too fast', :at, :at, '{}', 'delivered')"), {"id": "b" * 32, "at": datetime(2030, 1, 1, tzinfo=UTC)})
+
+    await run(database_url, insert_refused)
+    async with Storage(tmp_path, database_url) as storage:
+        assert await storage.schema_version() == LATEST_VERSION
+        job = await storage.require_job("b" * 32)
+        assert (job.status, job.error, job.refusal) == ("refused", "too fast", None)
+
+
 async def test_rerunning_is_a_no_op(tmp_path: Path, database_url: str) -> None:
     assert await run(database_url, migrate) == [version.version for version in MIGRATIONS]
     rows_before = await run(database_url, lambda conn: conn.execute(text("SELECT * FROM schema_version")).all())

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from bot.core.jobcontext import about_jobs
+
 _log = logging.getLogger(__name__)
 
 
@@ -42,15 +44,17 @@ class _Lane:
         handler = getattr(self.subscriber, method, None)
         if handler is None:
             return
-        try:
-            outcome = handler(subject, *args)
-        except Exception:
-            _log.exception("%s.%s failed for job %s", self.name, method, subject_id)
-            return
-        if not inspect.isawaitable(outcome):
-            return
-        previous = self._tails.get(subject_id)
-        task = asyncio.ensure_future(self._run(previous, outcome, method, subject_id))
+        # Everything the handler logs, now or in the task below (which copies this context), names the job.
+        with about_jobs(subject_id):
+            try:
+                outcome = handler(subject, *args)
+            except Exception:
+                _log.exception("%s.%s failed for job %s", self.name, method, subject_id)
+                return
+            if not inspect.isawaitable(outcome):
+                return
+            previous = self._tails.get(subject_id)
+            task = asyncio.ensure_future(self._run(previous, outcome, method, subject_id))
         self._tails[subject_id] = task
         task.add_done_callback(functools.partial(self._forget, subject_id))
 

@@ -246,7 +246,7 @@ class SchedulerCore:
         for job in jobs:
             self.occupancy.queue(job, -1)
             self.occupancy.run(job, +1)
-            job.state, job.started_at = JobState.RUNNING, now
+            job.state, job.started_at, job.batch_size = JobState.RUNNING, now, len(jobs)
             self.pushed.pop(job.id, None)
             self.events.send(job, "started")
         self.changed()

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from bot.core.jobcontext import about_jobs
 from bot.scheduler.clock import Clock
 from bot.scheduler.core import EPSILON_S, Batch, SchedulerCore
 from bot.scheduler.jobs import JobState
@@ -109,7 +110,8 @@ class Dispatcher:
 
     def _launch(self, batch: Batch) -> None:
         self.batch_done.clear()
-        task = asyncio.create_task(self._execute(batch), name=f"imagine-batch-{batch.jobs[0].id}")
+        with about_jobs(*(job.id for job in batch.jobs)):  # the batch's log lines name its jobs
+            task = asyncio.create_task(self._execute(batch), name=f"imagine-batch-{batch.jobs[0].id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -57,6 +57,7 @@ class Job:
     error: ImagineError | None = None
     cancelled_by: int | None = None
     parent_channel_id: int | None = None  # for a job asked in a thread: the thread's channel
+    batch_size: int | None = None  # jobs in the batch it runs in, set as it starts (its "started" events come in a row)
 
     @classmethod
     def create(cls, id: str, request: GenerationRequest, *, user_id: int, guild_id: int, channel_id: int,

@@ -97,6 +97,16 @@ def quota_period_start(wall: float, reset_hour: int, timezone: str) -> float:
     return dt.datetime.combine(dt.date.fromordinal(day), dt.time(reset_hour), tzinfo=zone).timestamp()
 
 
+def quota_day_starts(wall: float, reset_hour: int, timezone: str, days: int) -> list[dt.datetime]:
+    """When the last ``days`` quota days began, oldest first, as aware datetimes in the quota's zone (their
+    ``date()`` names the day); the last is the day containing ``wall``. Counted in calendar days of the
+    zone, so a day across a DST change is 23 or 25 hours long."""
+    today, _ = quota_period(wall, reset_hour, timezone)
+    zone = ZoneInfo(timezone)
+    return [dt.datetime.combine(dt.date.fromordinal(today - back), dt.time(reset_hour), tzinfo=zone)
+            for back in range(days - 1, -1, -1)]
+
+
 class DailyQuota:
     """Images used per key in the current quota day; a new day starts from zero."""
 

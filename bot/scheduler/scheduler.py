@@ -4,7 +4,9 @@ dry run); ordering, batching and execution happen in the background dispatcher s
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bot.core.config import AppConfig, ConfigStore
 from bot.core.errors import ChannelNotAllowed, GuildPaused, JobNotFound, ModelUnavailable, Refused, ShuttingDown
@@ -14,7 +16,7 @@ from bot.scheduler.clock import Clock, SystemClock
 from bot.scheduler.core import ConfigSource, SchedulerCore
 from bot.scheduler.dispatcher import Dispatcher, wait_event
 from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState, lane_of
-from bot.scheduler.limits import Charge, quota_period, quota_period_start
+from bot.scheduler.limits import Charge, quota_day_starts, quota_period, quota_period_start
 from generation.errors import GenerationCancelled
 from generation.interface import CancelToken, Executor
 
@@ -48,6 +50,19 @@ class DailyImages:
     resets_in_s: float
 
 
+@dataclass(frozen=True)
+class QuotaLeft:
+    """A member's daily image quota in one server (or their direct messages) as admission counts it now."""
+
+    limit: int | None  # images a day; None: no quota
+    used: int  # images counted against today's quota
+    resets_at: float  # epoch second the next quota day begins
+
+    @property
+    def left(self) -> int | None:
+        return None if self.limit is None else max(0, self.limit - self.used)
+
+
 class Scheduler:
     """Admits, orders, batches and runs jobs on one executor. All methods run on the event loop."""
 
@@ -57,6 +72,7 @@ class Scheduler:
         self._core = SchedulerCore(source, clock if clock is not None else SystemClock(), listener)
         self._dispatcher = Dispatcher(self._core, executor, record_timings=record_timings)
         self._draining = False
+        self._refusals: Counter[str] = Counter()
 
     @property
     def events(self) -> JobEvents:
@@ -133,6 +149,7 @@ class Scheduler:
             self.check_accepting()
             charge = self._readmit_charge(job) if readmit else self._admit(job)
         except Refused as exc:
+            self._refusals[exc.limit] += 1
             job.state, job.error, job.finished_at = JobState.REFUSED, exc, core.clock.monotonic()
             core.events.send(job, "finished")
             raise
@@ -141,9 +158,19 @@ class Scheduler:
 
     def check(self, job: Job) -> None:
         """Raise the Refused that ``submit(job)`` would raise now, without consuming anything or reporting
-        the job to anyone: a dry run, so that a request bound to be refused costs no download or storage."""
-        self.check_accepting()
-        self._admit(job, dry_run=True)
+        the job to anyone: a dry run, so that a request bound to be refused costs no download or storage.
+        A refusal here is still counted in ``refusals``: the request it checked ends refused."""
+        try:
+            self.check_accepting()
+            self._admit(job, dry_run=True)
+        except Refused as exc:
+            self._refusals[exc.limit] += 1
+            raise
+
+    def refusals(self) -> dict[str, int]:
+        """Requests refused since start, by the key of the limit that refused them (``submit`` and ``check``
+        alike: a request refused by the dry run never reaches ``submit``)."""
+        return dict(self._refusals)
 
     def _readmit_charge(self, job: Job) -> Charge | None:
         core = self._core
@@ -163,6 +190,21 @@ class Scheduler:
         core = self._core  # roles never change the reset hour or zone
         limits = core.config.limits if guild_id is None else core.limits(guild_id, frozenset())
         return quota_period_start(core.clock.time(), limits.quota_reset_hour, limits.quota_timezone)
+
+    def quota_days(self, guild_id: int | None, days: int) -> list[datetime]:
+        """When the last ``days`` quota days of this guild began (aware, in the quota's time zone), oldest first;
+        the last one is today's ``quota_day_start``. Usage figures count per quota day, as the quota does."""
+        core = self._core
+        limits = core.config.limits if guild_id is None else core.limits(guild_id, frozenset())
+        return quota_day_starts(core.clock.time(), limits.quota_reset_hour, limits.quota_timezone, days)
+
+    def quota_left(self, guild_id: int, user_id: int, role_ids: frozenset[int]) -> QuotaLeft:
+        """What ``user_id`` (with ``role_ids``) has left of today's image quota in ``guild_id`` (0: their DMs)."""
+        core = self._core
+        limits = core.limits(guild_id, role_ids)
+        period, resets_at = quota_period(core.clock.time(), limits.quota_reset_hour, limits.quota_timezone)
+        used = core.admission.quota.used((lane_of(guild_id, user_id), user_id), period)
+        return QuotaLeft(limits.daily_images_per_user, used, resets_at)
 
     def restore_usage(self, guild_id: int, user_id: int, images: int) -> None:
         """Count ``images`` made earlier today (before a restart) against the user's quota for today.

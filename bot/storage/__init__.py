@@ -25,12 +25,12 @@ from bot.storage.records import (
     JobStatus,
     ResultImage,
 )
-from bot.storage.repository import Storage
+from bot.storage.repository import Storage, images_of_job
 from bot.storage.retention import PurgeReport, RetentionPolicy
 from bot.storage.serialization import request_from_dict, request_to_dict
 
 __all__ = [
     "ACTIVE_STATUSES", "JOB_KINDS", "JOB_STATUSES", "LATEST_VERSION", "MIGRATIONS", "TERMINAL_STATUSES", "TRANSITIONS",
     "ImagesMade", "InteractionRef", "JobKind", "JobRecord", "JobStatus", "Migration", "PurgeReport", "ResultImage",
-    "RetentionPolicy", "Storage", "migrate", "request_from_dict", "request_to_dict",
+    "RetentionPolicy", "Storage", "images_of_job", "migrate", "request_from_dict", "request_to_dict",
 ]

@@ -146,11 +146,19 @@ def _v4_retention_indexes(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_results_created ON results (created_at)"))
 
 
+def _v5_refusal_reason_and_usage_index(conn: Connection) -> None:
+    # Versions 5 and 6 are taken by other work on the same release; steps run in version order, so the
+    # numbers need not be contiguous. Refusals stored before this step keep a null reason.
+    _add_column(conn, "jobs", Column("refusal", String(64)))
+    conn.execute(text("CREATE INDEX ix_jobs_guild_finished ON jobs (guild_id, finished_at)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and results", _v1_jobs_and_results),
     Migration(2, "soft delete of jobs, guild settings, job indexes", _v2_soft_delete_guild_settings_indexes),
     Migration(3, "delivery outbox for job results and explanations", _v3_delivery_outbox),
     Migration(4, "indexes for the retention purge", _v4_retention_indexes),
+    Migration(5, "why a job was refused, and an index for usage figures", _v5_refusal_reason_and_usage_index),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

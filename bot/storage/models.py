@@ -63,6 +63,8 @@ class JobRow(Base):
               postgresql_where=text("init_image IS NOT NULL")),
         Index("ix_jobs_live_tokens", "token_created_at", sqlite_where=text("interaction_token IS NOT NULL"),
               postgresql_where=text("interaction_token IS NOT NULL")),
+        # schema v5: usage figures per server and period (/stats, /me) read jobs by guild and end time
+        Index("ix_jobs_guild_finished", "guild_id", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -91,6 +93,9 @@ class JobRow(Base):
     delivery: Mapped[str | None] = mapped_column(String(16))
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_delivery_at: Mapped[datetime | None]
+    # schema v5: what refused a refused job (the limit's key, e.g. limits.daily_images_per_user), for usage
+    # figures; the error text is for people and may change wording
+    refusal: Mapped[str | None] = mapped_column(String(64))
 
 
 class ResultRow(Base):

@@ -66,6 +66,7 @@ class JobRecord:
     delivery: Delivery | None = None  # None while the job is active
     delivery_attempts: int = 0
     next_delivery_at: datetime | None = None
+    refusal: str | None = None  # refused jobs: the key of the limit that refused it (None before schema v5)
 
     @property
     def active(self) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.core.errors import IllegalTransition, JobNotFound, StorageError
@@ -60,8 +60,22 @@ def _to_job(row: JobRow) -> JobRecord:
         result_message_id=row.result_message_id, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, deleted_at=row.deleted_at, timings=dict(row.timings),
         delivery=cast(Delivery | None, row.delivery), delivery_attempts=row.delivery_attempts or 0,
-        next_delivery_at=row.next_delivery_at,
+        next_delivery_at=row.next_delivery_at, refusal=row.refusal,
     )
+
+
+def images_of_job() -> ColumnElement[int]:
+    """SQL for the number of images a job made (or asks for): its seeds, else its request's count, else 1.
+    Read from two small JSON columns, so sums over many jobs never load a row's images."""
+    return func.coalesce(func.nullif(func.json_array_length(JobRow.seeds), 0),
+                         JobRow.request["count"].as_integer(), 1)
+
+
+REFUSAL_MAX_CHARS = 64  # the column's width; a limit's key is far shorter, a model's name could be long
+
+
+def _refusal(key: str | None) -> str | None:
+    return key[:REFUSAL_MAX_CHARS] if key is not None else None
 
 
 class Storage:
@@ -108,6 +122,15 @@ class Storage:
             raise StorageError("storage is not open; call await storage.open() first")
         return self._sessions()
 
+    def session(self) -> AsyncSession:
+        """A session for a feature's own queries and tables (``async with storage.session() as session``):
+        the one way past this class's methods, so that no feature builds an engine of its own."""
+        return self._session()
+
+    async def ping(self) -> None:
+        """A trivial query: returns once the database answers, raises when it does not (readiness checks)."""
+        async with self._session() as session:
+            await session.execute(select(1))
     async def schema_version(self) -> int:
         if self._engine is None:
             raise StorageError("storage is not open; call await storage.open() first")
@@ -128,8 +151,10 @@ class Storage:
         parent_job_id: str | None = None,
         interaction: InteractionRef | None = None,
         status: JobStatus = "queued",
+        refusal: str | None = None,
     ) -> JobRecord:
-        """Store a new job (status ``queued``, or ``refused`` to record a refusal) and return it."""
+        """Store a new job (status ``queued``, or ``refused`` to record a refusal, with the key of the limit
+        that refused it as ``refusal``) and return it."""
         if kind not in JOB_KINDS:
             raise ValueError(f"job kind {kind!r} is unknown; allowed: {', '.join(JOB_KINDS)}")
         if status not in ("queued", "refused"):
@@ -144,6 +169,7 @@ class Storage:
             interaction_token=interaction.token if interaction else None,
             token_created_at=interaction.created_at if interaction else None,
             created_at=now, finished_at=now if status == "refused" else None, timings={},
+            refusal=_refusal(refusal) if status == "refused" else None,
         )
         async with self._session() as session, session.begin():
             session.add(row)
@@ -168,8 +194,10 @@ class Storage:
         error: str | None = None,
         seeds: Sequence[int] | None = None,
         timings: dict[str, float] | None = None,
+        refusal: str | None = None,
     ) -> JobRecord:
-        """Move a job along its lifecycle (``TRANSITIONS``), stamping start/finish times.
+        """Move a job along its lifecycle (``TRANSITIONS``), stamping start/finish times. A move to
+        ``refused`` records ``refusal``, the key of the limit that refused it.
 
         Raises ``IllegalTransition`` for a move the lifecycle forbids, including one that lost a race
         (the update only applies if the status is still the one that was checked).
@@ -195,6 +223,7 @@ class Storage:
                 values["delivery_attempts"], values["next_delivery_at"] = 0, None
             if status == "refused":
                 values["init_image"] = None  # never ran, never will: its input image is not kept
+                values["refusal"] = _refusal(refusal)
             if error is not None:
                 values["error"] = error
             if seeds is not None:
@@ -246,6 +275,12 @@ class Storage:
                 .order_by(JobRow.finished_at, JobRow.id).limit(limit))
             return [_to_job(row) for row in rows]
 
+    async def owed_count(self) -> int:
+        """How many ended jobs still owe their last message (the outbox's backlog), counted by the database."""
+        async with self._session() as session:
+            return int(await session.scalar(select(func.count()).select_from(JobRow)
+                                            .where(JobRow.delivery == "owed")) or 0)
+
     async def next_delivery_due(self) -> datetime | None:
         """When the earliest owed delivery is due (None: nothing owed, or one is due now)."""
         async with self._session() as session:
@@ -270,11 +305,9 @@ class Storage:
     async def images_made_since(self, since: datetime) -> list[ImagesMade]:
         """Images made by jobs done since ``since``, summed per (guild, user) in the database (to rebuild
         daily quotas at start-up): three columns are read, never the rows' images."""
-        images_of_job = func.coalesce(func.nullif(func.json_array_length(JobRow.seeds), 0),
-                                      JobRow.request["count"].as_integer(), 1)
         async with self._session() as session:
             rows = await session.execute(
-                select(JobRow.guild_id, JobRow.user_id, func.sum(images_of_job))
+                select(JobRow.guild_id, JobRow.user_id, func.sum(images_of_job()))
                 .where(JobRow.status == "done", JobRow.finished_at >= since)
                 .group_by(JobRow.guild_id, JobRow.user_id).order_by(JobRow.guild_id, JobRow.user_id))
             return [ImagesMade(guild_id, user_id, int(total)) for guild_id, user_id, total in rows]

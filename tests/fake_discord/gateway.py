@@ -53,10 +53,13 @@ class Gateway:
         self.current: GatewaySession | None = None  # the last identified/resumed session
         self.sockets: set[web.WebSocketResponse] = set()
         self.ready_count = 0
+        self.refusing = False  # while True, new connections are refused (Discord unreachable)
         self._pending: set[asyncio.Task[None]] = set()
         state.message_listeners.append(self._on_message)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.refusing:  # as an outage looks to a client: the upgrade fails, and it retries with backoff
+            return web.Response(status=503, text="fake_discord: the gateway is down")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         self.sockets.add(ws)
@@ -180,6 +183,16 @@ class Gateway:
         session = self.connected()
         if session is not None and session.ws is not None:
             await self._send(session.ws, {"op": RECONNECT, "d": None})
+
+    async def drop(self) -> None:
+        """Close every connection (1001, going away) and refuse new ones until ``restore``: the bot loses the
+        gateway and keeps trying to RESUME."""
+        self.refusing = True
+        for ws in list(self.sockets):
+            await ws.close(code=1001, message=b"fake_discord: gateway dropped")
+
+    def restore(self) -> None:
+        self.refusing = False
 
     def _on_message(self, kind: str, message: StoredMessage) -> None:
         # Real Discord also tells the bot about its own (non-ephemeral) messages.

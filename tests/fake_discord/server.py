@@ -375,6 +375,15 @@ class FakeDiscord:
         """Send op 7 RECONNECT; discord.py reconnects and RESUMEs."""
         await self._gateway().reconnect()
 
+    async def drop_gateway(self) -> None:
+        """Close the bot's gateway connection and refuse reconnecting until ``restore_gateway()``, as an outage
+        between the bot and Discord would: discord.py retries with backoff, then RESUMEs."""
+        await self._gateway().drop()
+
+    def restore_gateway(self) -> None:
+        """Accept gateway connections again (the bot's next retry RESUMEs its session)."""
+        self._gateway().restore()
+
     async def dispatch(self, event: str, data: JSON) -> None:
         """Send a raw gateway DISPATCH event to the connected bot."""
         await self._gateway().dispatch(event, data)

@@ -8,6 +8,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Protocol
 
+from bot.core.errors import Refused
 from bot.core.faults import Checkpoints
 from bot.scheduler import Job, JobState, Scheduler
 from bot.storage import JobRecord, JobStatus, Storage
@@ -127,7 +128,10 @@ class JobRecorder:
     async def _record_refusal(self, job: Job) -> None:
         stored = await self._storage.get_job(job.id)
         if stored is not None and stored.active:
-            await self._storage.update_status(job.id, "refused", error=str(job.error) if job.error else None)
+            # The limit's key is kept apart from the text: usage figures count refusals by it.
+            refusal = job.error.limit if isinstance(job.error, Refused) else None
+            await self._storage.update_status(job.id, "refused", error=str(job.error) if job.error else None,
+                                              refusal=refusal)
 
 
 def unsaved_failure(job: Job, error: str) -> JobRecord:

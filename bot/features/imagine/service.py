@@ -98,7 +98,8 @@ class ImagineService:
             if not isinstance(exc, ShuttingDown):  # storage closes soon: store nothing new
                 await self._storage.create_job(
                     composed.request, user_id=requester.user_id, guild_id=requester.guild_id or None,
-                    channel_id=requester.channel_id, role_ids=requester.role_ids, status="refused")
+                    channel_id=requester.channel_id, role_ids=requester.role_ids, status="refused",
+                    refusal=exc.limit)
             raise
 
     @staticmethod
