@@ -125,7 +125,7 @@ async def test_the_slowest_bucket_allowed_still_answers_with_a_finite_retry_time
     with pytest.raises(RateLimited) as caught:
         scheduler.submit(make_job())
     assert caught.value.retry_after is not None and caught.value.retry_after == pytest.approx(MONTH_S / 0.001)
-    assert "Try again in" in str(caught.value) and " h" in str(caught.value)
+    assert "try again in" in str(caught.value) and " h" in str(caught.value)
 
 
 def test_a_reload_with_an_infinite_value_keeps_the_running_config(tmp_path: Path) -> None:
