@@ -216,15 +216,10 @@ class Scheduler:
 
     def daily_images(self, guild_id: int, user_id: int, role_ids: frozenset[int]) -> DailyImages | None:
         """How many images the member may still make today, under their limits here; None without a daily limit."""
-        core = self._core
-        limits = core.limits(guild_id, role_ids)
-        if limits.daily_images_per_user is None:
+        quota = self.quota_left(guild_id, user_id, role_ids)
+        if quota.limit is None:
             return None
-        wall = core.clock.time()
-        period, resets_at = quota_period(wall, limits.quota_reset_hour, limits.quota_timezone)
-        used = core.admission.quota.used((lane_of(guild_id, user_id), user_id), period)
-        return DailyImages(max(0, limits.daily_images_per_user - used), limits.daily_images_per_user,
-                           max(0.0, resets_at - wall))
+        return DailyImages(quota.left or 0, quota.limit, max(0.0, quota.resets_at - self._core.clock.time()))
 
     def _admit(self, job: Job, *, dry_run: bool = False) -> Charge | None:
         core = self._core
