@@ -7,7 +7,6 @@ when the executor has already imported torch and initialised CUDA in this proces
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ from typing import Any
 
 from prometheus_client import Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from bot.core.tasks import BackgroundLoop
 
 _log = logging.getLogger(__name__)
 LAG_INTERVAL_S = 1.0
@@ -28,18 +29,13 @@ class LoopLag:
     def __init__(self, histogram: Histogram, interval_s: float = LAG_INTERVAL_S) -> None:
         self._histogram = histogram
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("imagine-loop-lag", self._run)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="imagine-loop-lag")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

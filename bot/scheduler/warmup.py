@@ -10,12 +10,12 @@ requests for that model are refused with the reason, and the load is tried again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Literal
 
 from bot.core.config import ConfigStore
+from bot.core.tasks import BackgroundLoop
 from bot.core.text import format_duration
 from bot.scheduler.clock import Clock
 from bot.scheduler.scheduler import Scheduler
@@ -68,7 +68,7 @@ class ModelWarmup:
         self._state: ModelState | None = None
         self._retry_at: float | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("imagine-model-warmup", self._run)
         self._served: tuple[str, object] | None = None  # (name, its config) that is loaded and measured
         self._last_log = float("-inf")
         self._settled = asyncio.Condition()  # notified after each load attempt ends
@@ -102,15 +102,10 @@ class ModelWarmup:
             self._settled.notify_all()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="imagine-model-warmup")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
         delay = RETRY_FIRST_S

@@ -10,12 +10,11 @@ A failed run is logged and tried again at the next interval; it never stops the 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
 from bot.core.config import ConfigStore, RetentionConfig
+from bot.core.tasks import BackgroundLoop
 from bot.scheduler import Clock
 from bot.storage import PurgeReport, RetentionPolicy, Storage
 
@@ -36,18 +35,13 @@ class Purger:
         self._storage = storage
         self._config = config
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("retention-purge", self._run)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="retention-purge")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def purge_once(self) -> PurgeReport:
         """One purge under the running config."""
