@@ -119,6 +119,7 @@ class GuildConfig(_Strict):
     roles: dict[int, UserLimits] = Field(default_factory=dict)
     content: ContentConfig = Field(default_factory=ContentConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    banned_users: list[int] = Field(default_factory=list, description="members refused /imagine and its buttons here")
 
 
 class SchedulerConfig(_Strict):
