@@ -28,6 +28,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -146,11 +147,40 @@ def _v4_retention_indexes(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_results_created ON results (created_at)"))
 
 
+def _v6_moderation(conn: Connection) -> None:
+    # The moderation feature's tables (bot/features/moderation/tables.py): who changed what, and which servers'
+    # queues a moderator paused. Its stored settings use guild_settings (v2), and bans are among them.
+    metadata = MetaData()
+    Table(
+        "moderation_audit", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("guild_id", BigInteger, nullable=False),
+        Column("actor_id", BigInteger, nullable=False),
+        Column("actor_name", String(100), nullable=False),
+        Column("command", String(64), nullable=False),
+        Column("target", String(200), nullable=False),
+        Column("subject_id", BigInteger),
+        Column("before", JSON),
+        Column("after", JSON),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Index("ix_moderation_audit_guild", "guild_id", "id"),
+    )
+    Table(
+        "moderation_pauses", metadata,
+        Column("guild_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("paused_by", BigInteger, nullable=False),
+        Column("paused_at", DateTime(timezone=True), nullable=False),
+    )
+    metadata.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and results", _v1_jobs_and_results),
     Migration(2, "soft delete of jobs, guild settings, job indexes", _v2_soft_delete_guild_settings_indexes),
     Migration(3, "delivery outbox for job results and explanations", _v3_delivery_outbox),
     Migration(4, "indexes for the retention purge", _v4_retention_indexes),
+    # 5 is the safety checker's (flags on jobs), 7 the usage stats'; each is appended in its number's place.
+    Migration(6, "moderation: audit log and paused servers", _v6_moderation),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
