@@ -271,9 +271,13 @@ class ModerationService:
                                   subject_id=user_id)
 
     @staticmethod
-    def _is_banned(actor: Actor, user_id: int) -> Callable[[AppConfig], bool]:
+    def _is_banned(actor: Actor, user_id: int) -> Callable[[AppConfig], str]:
         guild_id = actor.requester.guild_id
-        return lambda config: guild_id in config.guilds and user_id in config.guilds[guild_id].banned_users
+
+        def shown(config: AppConfig) -> str:  # words, as the audit log shows them
+            banned = guild_id in config.guilds and user_id in config.guilds[guild_id].banned_users
+            return "banned" if banned else "not banned"
+        return shown
 
     # --- the queue and its jobs -------------------------------------------------------------------------
     async def set_paused(self, actor: Actor, paused: bool) -> Changed:
@@ -307,6 +311,8 @@ class ModerationService:
     async def cancel(self, actor: Actor, reference: str) -> JobRecord:
         job = await self.find_job(actor, reference)
         live = self._scheduler.get(job.id)
+        if live is not None and live.cancel_token.cancelled:  # running, and stopping at its next step
+            raise InvalidSetting("That request is being cancelled already; nothing changed.")
         before = live.state.value if live is not None else job.status
         # The same path as the requester's ✖: the scheduler ends the job (its subscribers show "Cancelled."),
         # and the cancel is stored at once, so a restart never brings the job back.
@@ -319,7 +325,8 @@ class ModerationService:
         """Cancel every queued or running job of ``user_id`` in this server; their ids, in queue order."""
         guild_id = self.guild_of(actor)
         snapshot = self._scheduler.snapshot(guild_id=guild_id, user_id=user_id)
-        jobs = [*snapshot.running, *(entry.job for entry in snapshot.queued)]
+        jobs = [job for job in (*snapshot.running, *(entry.job for entry in snapshot.queued))
+                if not job.cancel_token.cancelled]  # a running job already told to stop is being cancelled
         if not jobs:
             raise InvalidSetting(f"<@{user_id}> has no queued or running requests in this server; nothing changed.")
         cancelled = []
