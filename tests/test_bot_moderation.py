@@ -32,6 +32,8 @@ def art_guild(bot: ImagineBot, fake: FakeDiscord) -> GuildConfig:
 
 async def test_limits_set_show_and_reset_take_effect_are_audited_and_survive_a_restart(
         fake: FakeDiscord, tmp_path: Path, database_url: str) -> None:
+    """README: "They take effect for the next request, survive restarts" and `/mod limits show` says "where its
+    value comes from". On SQLite and PostgreSQL (``database_url``)."""
     config = two_server_config(fake)
     patron = role_id(fake, ART, "Patron")
     async with bot_on(fake, tmp_path, config, database_url=database_url) as bot:
@@ -64,6 +66,8 @@ async def test_limits_set_show_and_reset_take_effect_are_audited_and_survive_a_r
 
 
 async def test_an_invalid_limit_gets_the_files_message_and_changes_nothing(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: "A value is checked by the same rules as the file and refused with the same message, naming the key
+    as the file would" (config.yaml's message for the same value, less its line number)."""
     art = fake.guild(ART).id
     file = tmp_path / "config.yaml"
     answers = []
@@ -86,6 +90,8 @@ async def test_an_invalid_limit_gets_the_files_message_and_changes_nothing(fake:
 
 
 async def test_a_stored_override_survives_a_reload_of_the_file(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: "[/mod settings] are laid over the file again at every reload"; `/mod reload` answers "the file's
+    error and `the running config stays`" when the file is broken."""
     art = fake.guild(ART).id
     path = tmp_path / "config.yaml"
     base = ("models:\n  default: tiny\n  tiny: {source: 'builtin:tiny', default_steps: 2, default_width: 64, "
@@ -116,8 +122,8 @@ async def test_a_stored_override_survives_a_reload_of_the_file(fake: FakeDiscord
 
 async def test_stored_settings_that_no_longer_validate_are_skipped_and_logged(
         fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """An override stored by another version (a key this one does not know) is reported in the log and skipped at
-    start-up: the bot runs on the file's values, and /mod limits show says why."""
+    """README: "a stored setting that no longer fits the file (after an upgrade, say) is skipped with an error in the
+    log, and `/mod limits show` says so." Here a key this version does not know, stored by another."""
     art = fake.guild(ART).id
     async with Storage(tmp_path) as storage:
         await storage.set_guild_settings(art, {"limits": {"daily_images_per_user": 0, "retired_key": 1}})
@@ -131,6 +137,8 @@ async def test_stored_settings_that_no_longer_validate_are_skipped_and_logged(
 
 async def test_channels_allow_deny_list_survive_a_restart(fake: FakeDiscord, tmp_path: Path,
                                                           database_url: str) -> None:
+    """README: "`/mod channels allow [channel]` / `deny [channel]` / `list`: edits the channel allow-list ...
+    without a channel, the one it is run in"."""
     imagine_channel, general = fake.channel("imagine").id, fake.channel("general").id
     config = two_server_config(fake)
     async with bot_on(fake, tmp_path, config, database_url=database_url) as bot:
@@ -159,6 +167,7 @@ async def test_channels_allow_deny_list_survive_a_restart(fake: FakeDiscord, tmp
 
 
 async def test_blocklist_add_remove_list_are_private_and_survive_a_restart(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: "lists the rules and their terms (to moderators only)"; "Every answer is private"."""
     bot_wide = ContentConfig(rules=[ContentRule(id="spam", words=["buy now"])])
     art_file = GuildConfig(content=ContentConfig(rules=[ContentRule(id="gore", words=["blood"])]))
     config = two_server_config(fake, content=bot_wide, art=art_file)

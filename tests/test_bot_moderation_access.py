@@ -68,6 +68,7 @@ async def nothing_changed_in_art(fake: FakeDiscord, bot: ImagineBot, job: JobRec
 
 async def test_members_and_other_servers_moderators_are_refused_every_command(fake: FakeDiscord,
                                                                              tmp_path: Path) -> None:
+    """README: "The bot checks every call itself: anyone else gets a private refusal and nothing changes"."""
     async with bot_on(fake, tmp_path, two_server_config(fake)) as bot:
         job, job_link = await alices_job(fake, bot)
         # carol is a member of Art Club; dave moderates Photo Club and is a member of Art Club.
@@ -91,6 +92,8 @@ async def test_members_and_other_servers_moderators_are_refused_every_command(fa
 
 
 async def test_a_moderator_of_another_server_acts_on_that_server_only(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: "every command acts on the server it is run in, never on another (a moderator of one server
+    cancelling another server's request is told no such request exists)"."""
     async with bot_on(fake, tmp_path, two_server_config(fake)) as bot:
         job, job_link = await alices_job(fake, bot)
         photo = {"user": "dave", "guild": PHOTO}

@@ -45,6 +45,7 @@ def link(fake: FakeDiscord, message: StoredMessage) -> str:
 
 async def test_pause_and_resume_hold_the_queue_across_restarts(fake: FakeDiscord, tmp_path: Path,
                                                               database_url: str) -> None:
+    """README: "queued requests keep their place, new ones are refused; it stays paused across restarts"."""
     config = two_server_config(fake)
     async with bot_on(fake, tmp_path, config, database_url=database_url) as bot:
         running = await ask(fake, "a fox")
@@ -135,6 +136,7 @@ async def test_purge_cancels_every_request_of_one_member_here(fake: FakeDiscord,
 
 async def test_a_banned_member_is_refused_privately_until_unbanned(fake: FakeDiscord, tmp_path: Path,
                                                                  database_url: str) -> None:
+    """README: "their `/imagine` and the buttons that make images (U, V, 🔄) are refused privately"."""
     config = two_server_config(fake)
     gpu = GateExecutor()
     gpu.gate.set()  # images are made at once
