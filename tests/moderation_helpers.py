@@ -76,7 +76,7 @@ def two_server_config(fake: FakeDiscord, **sections: Any) -> AppConfig:
 
 
 async def mod(fake: FakeDiscord, command: str, options: dict[str, Any] | None = None, *, user: str = "bob",
-              guild: str = ART, channel: str | None = None) -> StoredMessage:
+              guild: str = ART, channel: str | FakeChannel | None = None) -> StoredMessage:
     """``user`` runs ``/mod <command>`` in ``guild`` (in ``channel``, else its first); returns the answer, which is
     checked to be private."""
     handle = await fake.slash(f"mod {command}", options or {}, user=user, guild=guild, channel=channel)

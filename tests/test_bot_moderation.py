@@ -5,6 +5,7 @@ the same data directory and database) and a reload of config.yaml."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,8 @@ from bot.core.config import ConfigStore, GuildConfig, load_config
 from bot.core.policy import ContentConfig, ContentRule
 from bot.storage import Storage
 from generation.errors import ConfigError
-from tests.fake_discord import FakeDiscord, StoredMessage
+from tests.fake_discord import FakeChannel, FakeDiscord, StoredMessage
+from tests.fake_discord.models import PUBLIC_THREAD
 from tests.moderation_helpers import ART, PHOTO, admitted, audit_rows, bot_on, fake, mod, role_id, two_server_config
 
 __all__ = ["fake"]  # the two-server world of tests.moderation_helpers
@@ -21,7 +23,7 @@ __all__ = ["fake"]  # the two-server world of tests.moderation_helpers
 QUOTA_REFUSAL = "⏳ "
 
 
-async def imagine(fake: FakeDiscord, user: str = "alice", **where: str) -> StoredMessage:
+async def imagine(fake: FakeDiscord, user: str = "alice", **where: Any) -> StoredMessage:
     handle = await fake.slash("imagine", {"prompt": "a fox"}, user=user, **where)
     return await handle.wait_original()
 
@@ -119,6 +121,13 @@ async def test_a_stored_override_survives_a_reload_of_the_file(fake: FakeDiscord
         assert [(row.command, row.after) for row in await audit_rows(bot)][1:] == [
             ("reload", "reloaded"), ("reload", f"rejected: {answer.content.split('stays. ')[1]}")]
 
+    path.write_text(base % 8)  # fixed while the bot was down: the next start reads it, the override on top
+    async with bot_on(fake, tmp_path / "data", ConfigStore(path)) as bot:
+        shown = (await mod(fake, "limits show")).content
+        assert "`max_queued_per_user`: 8 · config.yaml default" in shown
+        assert "`daily_images_per_user`: 0 · server override (set by /mod)" in shown
+        assert [row.command for row in await audit_rows(bot)] == ["limits set", "reload", "reload"]
+
 
 async def test_stored_settings_that_no_longer_validate_are_skipped_and_logged(
         fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -138,16 +147,20 @@ async def test_stored_settings_that_no_longer_validate_are_skipped_and_logged(
 async def test_channels_allow_deny_list_survive_a_restart(fake: FakeDiscord, tmp_path: Path,
                                                           database_url: str) -> None:
     """README: "`/mod channels allow [channel]` / `deny [channel]` / `list`: edits the channel allow-list ...
-    without a channel, the one it is run in"."""
+    without a channel, the one it is run in; a thread counts as its channel"."""
     imagine_channel, general = fake.channel("imagine").id, fake.channel("general").id
+    art = fake.guild(ART)
+    ideas = FakeChannel("fox ideas", type=PUBLIC_THREAD, parent_id=imagine_channel, guild_id=art.id)
+    art.channels.append(ideas)  # before the bot connects: GUILD_CREATE lists it
     config = two_server_config(fake)
     async with bot_on(fake, tmp_path, config, database_url=database_url) as bot:
         assert (await mod(fake, "channels list")).content == (
             "/imagine works in every channel of this server (the allow-list is empty).")
-        answer = await mod(fake, "channels allow", {"channel": "imagine"})
+        answer = await mod(fake, "channels allow", {"channel": ideas})  # a thread: its channel is allowed
         assert answer.content == (f"✅ /imagine now works in <#{imagine_channel}> and its threads. Allowed now: "
                                   f"<#{imagine_channel}>. From the next request; logged in /mod audit.")
         assert (await imagine(fake, channel="general")).content.startswith("🚫 /imagine isn't enabled in this channel")
+        assert admitted(await imagine(fake, channel=ideas))
         [row] = await audit_rows(bot)
         assert (row.command, row.target, row.before, row.after) == ("channels allow", f"<#{imagine_channel}>", [],
                                                                     [imagine_channel])
@@ -159,7 +172,7 @@ async def test_channels_allow_deny_list_survive_a_restart(fake: FakeDiscord, tmp
         # With no channel named, the channel it is run in is the one meant.
         answer = await mod(fake, "channels deny", channel="general")
         assert answer.content == f"<#{general}> is not on this server's list; nothing changed."
-        answer = await mod(fake, "channels deny", channel="imagine")
+        answer = await mod(fake, "channels deny", channel=ideas)  # run in the thread: its channel is meant
         assert answer.content.startswith(f"✅ <#{imagine_channel}> is off the list. The list is empty now")
         assert [row.command for row in await audit_rows(bot)] == ["channels allow", "channels deny"]
         assert art_guild(bot, fake).channels == []

@@ -86,6 +86,9 @@ async def test_members_and_other_servers_moderators_are_refused_every_command(fa
         # Outside a server /mod has nothing to act on.
         dm = await (await fake.slash("mod pause", {}, user="bob", dm=True)).wait_original()
         assert dm.ephemeral and dm.content.startswith("🚫 /mod works in servers only")
+        # Discord's own gate: the group is hidden from members without Manage Server, and absent from DMs.
+        [group] = [command for command in fake.commands() if command["name"] == "mod"]
+        assert group["default_member_permissions"] == str(1 << 5) and group["contexts"] == [0]
         # Manage Server is a moderator too: the owner has every permission, no moderator role.
         assert (await mod(fake, "channels list", user="olive")).content.startswith("/imagine works in every channel")
     assert all(message.ephemeral for message in fake.messages if "/mod" in message.content)

@@ -34,8 +34,10 @@ def _choices(names: list[str], current: str, label: dict[str, str] | None = None
 
 
 class ModerationCog(commands.Cog, name="Moderation"):
+    # Servers only (contexts, and the older dm_permission), shown to Manage Server unless an admin opens it wider.
     mod = app_commands.Group(name="mod", description="For moderators: limits, channels, blocklist, queue, bans, log",
-                             guild_only=True, default_permissions=discord.Permissions(manage_guild=True))
+                             guild_only=True, allowed_contexts=app_commands.AppCommandContext(guild=True),
+                             default_permissions=discord.Permissions(manage_guild=True))
     limits = app_commands.Group(name="limits", description="Admission limits in this server", parent=mod)
     channels = app_commands.Group(name="channels", description="Where /imagine works in this server", parent=mod)
     blocklist = app_commands.Group(name="blocklist", description="This server's blocked words", parent=mod)
