@@ -20,7 +20,7 @@ from tests.moderation_helpers import ART, PHOTO, admitted, audit_rows, bot_on, f
 
 __all__ = ["fake"]  # the two-server world of tests.moderation_helpers
 
-QUOTA_REFUSAL = "⏳ "
+QUOTA_REFUSAL = "⏳ You have used your 0 daily images. They reset at 00:00 UTC"  # what a member reads
 
 
 async def imagine(fake: FakeDiscord, user: str = "alice", **where: Any) -> StoredMessage:
@@ -43,6 +43,8 @@ async def test_limits_set_show_and_reset_take_effect_are_audited_and_survive_a_r
         assert answer.content == ("✅ `daily_images_per_user`: null (no limit) → 0. From the next request; logged "
                                   "in /mod audit.")
         assert (await imagine(fake)).content.startswith(QUOTA_REFUSAL)  # the very next request
+        assert (await mod(fake, "limits set", {"key": "daily_images_per_user", "value": "0"})).content == (
+            "That is this server's setting already; nothing changed.")  # and not logged either
         answer = await mod(fake, "limits set", {"key": "user_rate", "value": "2/1m burst 1", "role": "Patron"})
         assert answer.content.startswith(f"✅ `user_rate` for <@&{patron}>: null (no limit) → 2 requests/60s burst 1.")
         [first, second] = await audit_rows(bot)

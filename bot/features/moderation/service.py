@@ -109,7 +109,10 @@ class ModerationService:
         guild_id = self.guild_of(actor)
         async with self._changing:
             config = self._config
-            edited = edit(config.overrides(guild_id))
+            stored = config.overrides(guild_id)
+            edited = edit(stored)
+            if edited == stored:  # nothing to store, nothing to log
+                raise InvalidSetting("That is this server's setting already; nothing changed.")
             try:
                 guild = config.check_overrides(guild_id, edited)
             except ConfigError as exc:
