@@ -1,10 +1,11 @@
 """The Discord client: loads the feature extensions, syncs commands, and closes everything in order.
 
 Dependencies come in through the constructor as one ``Services`` object (``bot.__main__`` builds it).
-``setup_hook`` opens storage, starts the scheduler, loads each feature in ``FEATURES`` (each a
-discord.py extension that subscribes to job events, resumes its work and registers its commands and
-buttons), then syncs. ``close`` drains the queue (queued jobs stay stored and resume on the next
-start), stops the executor, unloads the features and closes storage last.
+``setup_hook`` opens storage, lays the servers' stored settings over the config, starts the scheduler,
+loads each feature in ``FEATURES`` (each a discord.py extension that subscribes to job events, resumes
+its work and registers its commands and buttons), then syncs. ``close`` drains the queue (queued jobs
+stay stored and resume on the next start), stops the executor, unloads the features and closes storage
+last.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from bot.services import Services
 
 _log = logging.getLogger(__name__)
 
-# Loaded in this order; a new feature is one more entry (see docs/architecture.md).
-FEATURES: tuple[str, ...] = ("bot.features.imagine", "bot.features.info", "bot.features.retention",
-                             "bot.features.stats")
+# Loaded in this order; a new feature is one more entry (see docs/architecture.md). Moderation comes first: the
+# servers its moderators paused are paused again before imagine resumes the jobs that were queued at the restart.
+FEATURES: tuple[str, ...] = ("bot.features.moderation", "bot.features.imagine", "bot.features.info",
+                             "bot.features.retention", "bot.features.stats")
 
 
 def intents() -> discord.Intents:
@@ -63,6 +65,9 @@ class ImagineBot(commands.Bot):
         services = self.services
         await self._serve_operations()  # first: /healthz answers, and /readyz says what is not up yet, during start-up
         await services.storage.open()
+        # Moderators' stored settings (/mod) apply before anything reads the config: no job is admitted or
+        # resumed under the file's values alone.
+        services.config.load_overrides(await services.storage.all_guild_settings())
         await services.scheduler.start()
         if services.warmup is not None:
             services.warmup.start()  # the default model loads while the bot connects; requests queue meanwhile

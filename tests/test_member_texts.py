@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.config import AppConfig, Bucket, GuildConfig, Limits
-from bot.core.errors import DirectMessagesOff, InternalFailure, JobNotFound
+from bot.core.errors import DirectMessagesOff, InternalFailure, JobNotFound, NotPermitted
 from bot.core.identity import Requester
 from bot.discord_ui import texts
 from bot.discord_ui.replies import error_text
@@ -28,6 +28,7 @@ from bot.features.imagine.compose import Attachment, attachment_problems, draft
 from bot.features.imagine.flags import Options
 from bot.features.imagine.service import DROPPED_INPUT_GONE, DROPPED_NEVER_SHOWN, dropped_no_longer_fits
 from bot.features.info.texts import help_text, queue_text
+from bot.features.moderation.service import NOT_A_MODERATOR
 from bot.scheduler import DailyImages, QueueEntry, Scheduler
 from bot.scheduler.core import expired_text
 from bot.scheduler.warmup import progress_line
@@ -106,6 +107,10 @@ def refusals() -> dict[str, str]:
     scheduler, _, _ = build()
     scheduler.pause_guild(1)
     found["paused by a moderator"] = refusal(lambda: scheduler.submit(make_job()))
+
+    scheduler, _, _ = build(guilds={1: GuildConfig(banned_users=[10])})
+    found["banned by a moderator"] = refusal(lambda: scheduler.submit(make_job(user=10)))
+    found["/mod, not a moderator"] = refusal(raising(NotPermitted(NOT_A_MODERATOR)))
 
     scheduler, _, _ = build(guilds={1: GuildConfig(channels=[100, 101, 102])})
     found["channel not allowed"] = refusal(lambda: scheduler.submit(make_job(channel=999)))

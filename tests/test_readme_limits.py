@@ -111,7 +111,7 @@ async def test_the_server_bucket_is_shared_by_its_members(fake: FakeDiscord, clo
 
 async def test_the_channel_allow_list_refuses_other_channels(fake: FakeDiscord, tmp_path: Path) -> None:
     """README: "`guilds: {"<id>": …}` overrides them per server (and per role within a server), with the
-    server's fair-share `weight`, its channel allow-list and moderator roles." """
+    server's fair-share `weight`, its channel allow-list, moderator roles and banned members" """
     imagine = fake.channel("imagine")
     async with running_bot(fake, tmp_path, tiny_app_config(fake, guilds=with_guild(fake, channels=[imagine.id]))):
         handle = await fake.slash("imagine", {"prompt": "a fox in general"}, user="alice", channel="general")

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Connection, func, inspect, make_url, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import bot.features.moderation.tables  # noqa: F401  (features declare their tables on Base.metadata too)
 from bot.core.errors import StorageError
 from bot.storage import LATEST_VERSION, MIGRATIONS, Migration, Storage, migrate
 from bot.storage.db import default_url, make_engine

@@ -3,6 +3,9 @@
 Sections: ``models``/``executor``/``loras`` (validated by ``generation.config``), ``limits`` (defaults),
 ``guilds`` (per-server overrides), ``scheduler``, ``discord`` and ``bot``.
 
+Per-server settings that moderators store with ``/mod`` sit on top of the file (``bot.core.overrides``):
+``ConfigStore.current`` is the file with them merged in, ``ConfigStore.file`` the file alone.
+
 Limit resolution (``resolve_limits``): defaults ← the guild's ``limits`` ← the user's role overrides.
 Only keys written in an override replace the inherited value; writing ``null`` means "no limit".
 When several of the user's roles set the same key, the most generous value wins (no limit beats any
@@ -14,17 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import re
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.core.overrides import Overrides, file_entry, merge, validate_guild
 from bot.core.policy import ContentConfig, ObservabilityConfig, SafetyConfig
 from generation.config import GenerationConfig, generation_config_from_mapping
 from generation.configfile import parse_yaml, read_config_text, validate_section, within
@@ -114,6 +119,7 @@ class GuildConfig(_Strict):
     roles: dict[int, UserLimits] = Field(default_factory=dict)
     content: ContentConfig = Field(default_factory=ContentConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    banned_users: list[int] = Field(default_factory=list, description="members refused /imagine and its buttons here")
 
 
 class SchedulerConfig(_Strict):
@@ -277,7 +283,11 @@ class ConfigStore:
         self._model_override = model_override
         if initial is None:
             initial = load_config(self.path) if self.path is not None else AppConfig()
-        self._current = self._adjust(initial)
+        self._file = self._adjust(initial)
+        self._current = self._file
+        # Servers' stored settings (/mod), merged onto every file that is loaded; see bot.core.overrides.
+        self._overrides: dict[int, Overrides] = {}
+        self.skipped_overrides: dict[int, str] = {}  # server -> why its stored settings do not apply now
         self._listeners: list[Callable[[AppConfig], None]] = []
         self._rejection_listeners: list[Callable[[str], None]] = []
         self.last_error: str | None = None
@@ -286,7 +296,13 @@ class ConfigStore:
 
     @property
     def current(self) -> AppConfig:
+        """The running config: the file with every server's stored settings merged in."""
         return self._current
+
+    @property
+    def file(self) -> AppConfig:
+        """The file alone: the defaults that the servers' stored settings sit on."""
+        return self._file
 
     def subscribe(self, callback: Callable[[AppConfig], None], *,
                   on_rejected: Callable[[str], None] | None = None) -> None:
@@ -302,7 +318,60 @@ class ConfigStore:
         generation = config.generation.with_default_model(self._model_override)
         return config.model_copy(update={"generation": generation})
 
+    # --- servers' stored settings -----------------------------------------------------------------
+    def overrides(self, guild_id: int) -> Overrides:
+        """A copy of the settings stored for ``guild_id`` (empty when none)."""
+        return copy.deepcopy(self._overrides.get(guild_id, {}))
+
+    def check_overrides(self, guild_id: int, overrides: Mapping[str, Any], *, source: str = "/mod") -> GuildConfig:
+        """The server's config with ``overrides`` on the file's entry, validated as the file is; raises
+        ConfigError with the file's message (``source`` in place of the file's name). Changes nothing."""
+        merged = merge(file_entry(self._file.guilds.get(guild_id)), overrides)
+        checked: GuildConfig = validate_guild(GuildConfig, guild_id, merged, source)
+        return checked
+
+    def set_overrides(self, guild_id: int, overrides: Mapping[str, Any], *, source: str = "/mod",
+                      check: bool = True) -> AppConfig:
+        """Store ``overrides`` as the server's settings (they replace its previous ones) and run the merged
+        config from now on; subscribers hear of it as of a reload. Raises ConfigError and changes nothing
+        when the result does not validate; with ``check=False`` (settings already stored, checked before a
+        reload came in between) they are kept but skipped, and logged, as at start-up."""
+        if check:
+            self.check_overrides(guild_id, overrides, source=source)
+        if overrides:
+            self._overrides[guild_id] = copy.deepcopy(dict(overrides))
+        else:
+            self._overrides.pop(guild_id, None)
+        self._publish(self._merged(self._file))
+        return self._current
+
+    def load_overrides(self, stored: Mapping[int, Mapping[str, Any]]) -> None:
+        """Every server's stored settings at start-up (before any feature reads the config). One that does not
+        validate on today's file is logged and skipped, never fatal: the bot runs with the file's values."""
+        self._overrides = {guild_id: copy.deepcopy(dict(values)) for guild_id, values in stored.items() if values}
+        self._publish(self._merged(self._file))
+
+    def _merged(self, file: AppConfig) -> AppConfig:
+        guilds = dict(file.guilds)
+        skipped: dict[int, str] = {}
+        for guild_id, overrides in self._overrides.items():
+            try:
+                guilds[guild_id] = validate_guild(GuildConfig, guild_id,
+                                                  merge(file_entry(file.guilds.get(guild_id)), overrides),
+                                                  f"stored /mod settings of server {guild_id}")
+            except ConfigError as exc:
+                skipped[guild_id] = str(exc)
+                if self.skipped_overrides.get(guild_id) != str(exc):  # once per problem, not on every change
+                    _log.error("%s; they are skipped until they fit again (config.yaml's values apply)", exc)
+        self.skipped_overrides = skipped
+        return file.model_copy(update={"guilds": guilds}) if self._overrides else file
+
     def replace(self, config: AppConfig) -> None:
+        """Run ``config`` as the file's config (a reload); the servers' stored settings apply on top of it."""
+        self._file = config
+        self._publish(self._merged(config))
+
+    def _publish(self, config: AppConfig) -> None:
         self._current = config
         for callback in self._listeners:
             try:

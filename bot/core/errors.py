@@ -22,11 +22,13 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── QuotaExceeded              the user's daily image quota is used up; ``resets_at`` (epoch seconds)
     │   ├── ChannelNotAllowed          the server allows /imagine only in some channels; ``allowed``
     │   ├── GuildPaused                a moderator paused this server's queue
+    │   ├── Banned                     a moderator banned this member from the bot in this server
     │   ├── ModelUnavailable           the model failed to load at start-up; the bot retries (``retry_after``)
     │   └── ShuttingDown               the bot is draining its queue before a restart
-    ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job)
+    ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job, use /mod)
     │   ├── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
     │   └── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
+    ├── InvalidSetting                 a moderator's /mod change was refused; the text is config.yaml's for that key
     ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
     ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
     └── StorageError                   the database or the stored images could not do what was asked (for operators)
@@ -88,6 +90,15 @@ class GuildPaused(Refused):
     """A moderator paused this server's queue; queued jobs wait, new ones are refused."""
 
 
+class Banned(Refused):
+    """A moderator banned this member from the bot in this server (``guilds.<id>.banned_users``, set by
+    ``/mod ban``): their requests and the buttons that make new images are refused, privately."""
+
+    def __init__(self) -> None:
+        super().__init__("You can't use /imagine in this server: a moderator has blocked you from it.",
+                         limit="guilds.banned_users")
+
+
 class ModelUnavailable(Refused):
     """The request's model could not be loaded (its message names the model and why); a retry is scheduled."""
 
@@ -118,6 +129,11 @@ class BotLacksPermissions(NotPermitted):
         super().__init__(f"The bot can't post images in this channel: it lacks the {_listed(self.missing)} {what} "
                          f"here. A server admin can give the bot {_listed(needed)} in this channel; until then, "
                          "use /imagine in another channel.")
+
+
+class InvalidSetting(ImagineError):
+    """A change asked with ``/mod`` that was not made: the value does not fit (the message is the one config.yaml
+    would get for it: the same key path and allowed values), or the change makes no sense as asked."""
 
 
 def _listed(names: Sequence[str]) -> str:

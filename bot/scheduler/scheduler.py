@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.core.config import AppConfig, ConfigStore
-from bot.core.errors import ChannelNotAllowed, GuildPaused, JobNotFound, ModelUnavailable, Refused, ShuttingDown
+from bot.core.errors import (
+    Banned,
+    ChannelNotAllowed,
+    GuildPaused,
+    JobNotFound,
+    ModelUnavailable,
+    Refused,
+    ShuttingDown,
+)
 from bot.core.identity import Requester
 from bot.core.text import format_duration, one_of
 from bot.scheduler.clock import Clock, SystemClock
@@ -224,6 +232,11 @@ class Scheduler:
     def _admit(self, job: Job, *, dry_run: bool = False) -> Charge | None:
         core = self._core
         config = core.config
+        guild = config.guilds.get(job.guild_id)
+        # First: a banned member learns that, not a limit they could wait out (their job is never stored as
+        # anything but refused; U, V and reroll come through here too, cancel and delete do not).
+        if guild is not None and job.user_id in guild.banned_users:
+            raise Banned()
         if core.queue.is_paused(job.lane):
             raise GuildPaused("A moderator paused /imagine in this server; try again later.", limit="paused")
         missing = core.unavailable.get(job.request.model or "")
@@ -233,7 +246,6 @@ class Scheduler:
             # The reason (a download error, a path) is for the log and moderators: it stays on ``value``.
             raise ModelUnavailable(model_unavailable_text(job.request.model or "", retry_after),
                                    limit=f"models.{job.request.model}", value=why, retry_after=retry_after)
-        guild = config.guilds.get(job.guild_id)
         # A thread counts as its channel: allowed if it, or the channel it belongs to, is on the list.
         if guild is not None and guild.channels and job.channel_id not in guild.channels \
                 and job.parent_channel_id not in guild.channels:
@@ -303,6 +315,9 @@ class Scheduler:
     def resume_guild(self, guild_id: int) -> None:
         self._core.queue.resume(guild_id)
         self._core.changed()
+
+    def is_paused(self, guild_id: int) -> bool:
+        return self._core.queue.is_paused(guild_id)
 
     # --- queries ------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -147,10 +148,36 @@ def _v4_retention_indexes(conn: Connection) -> None:
 
 
 def _v5_refusal_reason_and_usage_index(conn: Connection) -> None:
-    # Versions 5 and 6 are taken by other work on the same release; steps run in version order, so the
-    # numbers need not be contiguous. Refusals stored before this step keep a null reason.
+    # Refusals stored before this step keep a null reason.
     _add_column(conn, "jobs", Column("refusal", String(64)))
     conn.execute(text("CREATE INDEX ix_jobs_guild_finished ON jobs (guild_id, finished_at)"))
+
+
+def _v6_moderation(conn: Connection) -> None:
+    # The moderation feature's tables (bot/features/moderation/tables.py): who changed what, and which servers'
+    # queues a moderator paused. Its stored settings use guild_settings (v2), and bans are among them.
+    metadata = MetaData()
+    Table(
+        "moderation_audit", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("guild_id", BigInteger, nullable=False),
+        Column("actor_id", BigInteger, nullable=False),
+        Column("actor_name", String(100), nullable=False),
+        Column("command", String(64), nullable=False),
+        Column("target", String(200), nullable=False),
+        Column("subject_id", BigInteger),
+        Column("before", JSON),
+        Column("after", JSON),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Index("ix_moderation_audit_guild", "guild_id", "id"),
+    )
+    Table(
+        "moderation_pauses", metadata,
+        Column("guild_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("paused_by", BigInteger, nullable=False),
+        Column("paused_at", DateTime(timezone=True), nullable=False),
+    )
+    metadata.create_all(conn)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -159,6 +186,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "delivery outbox for job results and explanations", _v3_delivery_outbox),
     Migration(4, "indexes for the retention purge", _v4_retention_indexes),
     Migration(5, "why a job was refused, and an index for usage figures", _v5_refusal_reason_and_usage_index),
+    Migration(6, "moderation: audit log and paused servers", _v6_moderation),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

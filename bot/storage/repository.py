@@ -9,6 +9,7 @@ Database calls run in the driver's thread and image files are written and read w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -42,6 +43,7 @@ from bot.storage.serialization import request_from_dict, request_to_dict
 from generation.request import GenerationRequest
 
 _log = logging.getLogger(__name__)
+CANCELLED_ERROR = "The request was cancelled."  # a cancelled job's stored error (its status says "✖ Cancelled.")
 
 
 def _utc_now() -> datetime:
@@ -123,14 +125,15 @@ class Storage:
         return self._sessions()
 
     def session(self) -> AsyncSession:
-        """A session for a feature's own queries and tables (``async with storage.session() as session``):
-        the one way past this class's methods, so that no feature builds an engine of its own."""
+        """A session on the bot's database for a feature's own tables (its ``tables.py``, created by a step of
+        the one migration chain); use it as ``async with storage.session() as session, session.begin():``."""
         return self._session()
 
     async def ping(self) -> None:
         """A trivial query: returns once the database answers, raises when it does not (readiness checks)."""
         async with self._session() as session:
             await session.execute(select(1))
+
     async def schema_version(self) -> int:
         if self._engine is None:
             raise StorageError("storage is not open; call await storage.open() first")
@@ -404,7 +407,28 @@ class Storage:
             return None
         return await asyncio.to_thread(images.read_image, self.data_dir / row.path)
 
+    async def find_job_by_message(self, message_id: int) -> JobRecord | None:
+        """The job whose status or result message is ``message_id`` (what a message link names), if any.
+        No index: moderators look a job up this way now and then, never on a request's path."""
+        async with self._session() as session:
+            shown_in = (JobRow.status_message_id == message_id) | (JobRow.result_message_id == message_id)
+            row = await session.scalar(select(JobRow).where(shown_in).order_by(JobRow.created_at.desc()).limit(1))
+            return _to_job(row) if row is not None else None
+
+    async def record_cancel(self, job_id: str) -> None:
+        """Store a person's cancel (the requester's ✖, a moderator's /mod cancel) right after the scheduler took
+        it, before anyone is told "Cancelled.": a kill now must not bring the job back after a restart. When
+        the scheduler's report was stored first, the job has already ended and there is nothing to do."""
+        with contextlib.suppress(IllegalTransition):
+            await self.update_status(job_id, "cancelled", error=CANCELLED_ERROR)
+
     # Guild settings
+
+    async def all_guild_settings(self) -> dict[int, dict[str, Any]]:
+        """Every server's stored settings (read once at start-up, before the features use the config)."""
+        async with self._session() as session:
+            rows = await session.scalars(select(GuildSettingsRow))
+            return {row.guild_id: dict(row.overrides) for row in rows}
 
     async def get_guild_settings(self, guild_id: int) -> dict[str, Any]:
         async with self._session() as session:

@@ -127,6 +127,9 @@ class MiscRoutes:
         }
         if command["integration_types"] is None:
             command["integration_types"] = [0]  # Discord answers its default (guild install), never null
+        if command["default_member_permissions"] is not None:
+            # A bot may send the bit set as a number or a string; Discord answers it as a string.
+            command["default_member_permissions"] = str(command["default_member_permissions"])
         if "guild_id" in ctx.params:
             command["guild_id"] = ctx.params["guild_id"]
         return command

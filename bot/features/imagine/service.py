@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from bot.core.config import ConfigStore
-from bot.core.errors import DirectMessagesOff, IllegalTransition, JobNotFound, Refused, ShuttingDown
+from bot.core.errors import DirectMessagesOff, JobNotFound, Refused, ShuttingDown
 from bot.core.faults import Checkpoints
 from bot.core.identity import Requester
 from bot.features.imagine.compose import Attachment, Composed, Draft, derive, draft, image_problem, resolve_model
@@ -159,9 +159,7 @@ class ImagineService:
             requester.check_may_manage(stored.user_id, stored.guild_id or 0, self._config.current, "cancel")
             raise
         self._checkpoints.reached("cancel requested")
-        # Stored before the cog says "Cancelled.": a kill now must not bring the job back after a restart.
-        with contextlib.suppress(IllegalTransition):  # the recorder got there first
-            await self._storage.update_status(job_id, "cancelled", error="The request was cancelled.")
+        await self._storage.record_cancel(job_id)  # stored before the cog says "Cancelled."
 
     async def delete(self, job_id: str, requester: Requester) -> None:
         """Delete a result (images removed, the record kept): its owner or a moderator of its server."""
