@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     DateTime,
@@ -146,11 +147,18 @@ def _v4_retention_indexes(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_results_created ON results (created_at)"))
 
 
+def _v5_result_safety_flags(conn: Connection) -> None:
+    # The safety checker's verdict per image: true flagged, false passed, null never checked (made before this, or
+    # where no safety mode asked). Stored so that a re-post after a restart and the U/V buttons apply the policy.
+    _add_column(conn, "results", Column("nsfw", Boolean))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and results", _v1_jobs_and_results),
     Migration(2, "soft delete of jobs, guild settings, job indexes", _v2_soft_delete_guild_settings_indexes),
     Migration(3, "delivery outbox for job results and explanations", _v3_delivery_outbox),
     Migration(4, "indexes for the retention purge", _v4_retention_indexes),
+    Migration(5, "the safety checker's flag of each result image", _v5_result_safety_flags),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
