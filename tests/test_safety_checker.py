@@ -176,3 +176,14 @@ def build_image(seed: int) -> Any:
     from PIL import Image
 
     return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 80, 3), dtype=np.uint8))
+
+
+def test_a_relative_checker_folder_is_read_beside_the_config_file(tmp_path: Path) -> None:
+    from generation.config import load_generation_config
+
+    (tmp_path / "checker").mkdir()
+    path = tmp_path / "config.yaml"
+    path.write_text("executor:\n  safety_checker: ./checker\n")
+    assert load_generation_config(path).executor.safety_checker == str(tmp_path / "checker")
+    path.write_text(f"executor:\n  safety_checker: {CHECKER_REPO}\n")
+    assert load_generation_config(path).executor.safety_checker == CHECKER_REPO  # a repo id stays one
