@@ -59,6 +59,10 @@ DISGUISES = ["GORE everywhere", "a g o r e scene", "g.o.r.e", "ｇｏｒｅ", "g
 async def test_a_blocked_prompt_is_refused_privately_naming_the_rule_and_nothing_is_stored(
     fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """README: "A member whose prompt breaks a rule gets a private answer naming the rule by its id and never the
+    term ... Nothing is posted in the channel"; "checked before anything is stored or an attached image is
+    downloaded"; "Each refusal is counted per server and rule, and logged with the rule, the server and the
+    member, never the prompt"."""
     caplog.set_level(logging.INFO, logger="bot.features.imagine.gate")
     async with running_bot(fake, tmp_path, with_rules(fake, defaults=ContentConfig(rules=[GORE]))) as bot:
         for prompt in DISGUISES:
@@ -93,6 +97,7 @@ async def test_a_blocked_prompt_is_refused_privately_naming_the_rule_and_nothing
 
 
 async def test_innocent_words_run(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: 'Words match whole words only, so a rule with "ass" never refuses "class".'"""
     config = with_rules(fake, defaults=ContentConfig(rules=[ContentRule(id="rude", words=["ass"])]))
     async with running_bot(fake, tmp_path, config) as bot:
         handle = await fake.slash("imagine", {"prompt": "a glass of bass in class --seed 3"}, user="alice")
@@ -104,6 +109,8 @@ async def test_innocent_words_run(fake: FakeDiscord, tmp_path: Path) -> None:
 async def test_a_servers_rules_add_to_the_defaults_and_its_length_limit_and_negative_replace_them(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
+    """README: "A server's rules are added to the default rules"; "`default_negative` is added to every request's
+    negative prompt (once, comma-joined), and `max_prompt_chars` refuses longer prompts (flags don't count)"."""
     config = with_rules(fake, defaults=ContentConfig(rules=[GORE], default_negative="text", max_prompt_chars=500),
                         guild=ContentConfig(rules=[FOX], default_negative="blurry, nsfw", max_prompt_chars=30))
     async with running_bot(fake, tmp_path, config) as bot:
@@ -124,6 +131,7 @@ async def test_a_servers_rules_add_to_the_defaults_and_its_length_limit_and_nega
 
 
 async def test_follow_ups_are_checked_again_under_todays_rules(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: "🔄, U and V check the original prompt again under the rules of the day"."""
     store = ConfigStore(initial=with_rules(fake, defaults=ContentConfig(default_negative="nude")))
     async with running_bot(fake, tmp_path, store) as bot:
         original = await (await fake.slash("imagine", {"prompt": "a red fox --seed 5"}, user="alice")) \

@@ -85,7 +85,8 @@ def blurred_from(shown: Image.Image, original: Image.Image) -> bool:
 async def test_blur_mode_blurs_a_flagged_image_marks_it_a_spoiler_and_keeps_the_original(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
-    """README: "blur (the default): a flagged image is blurred and hidden behind a spoiler"."""
+    """README: "`blur` (the default) | blurred and hidden behind a spoiler"; "The bot stores the image as made and
+    the checker's verdict with it"."""
     async with running_bot(fake, tmp_path, config(fake)) as bot:
         handle = await fake.slash("imagine", {"prompt": "a red fox --seed 5"}, user="alice")
         result = await handle.wait_original(has_buttons)
@@ -119,6 +120,7 @@ def previews_of(fake: FakeDiscord, handle: Any) -> list[np.ndarray]:
 
 
 async def test_spoiler_mode_shows_the_image_as_made_behind_a_spoiler(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: "`spoiler` | shown as made, behind a spoiler"."""
     async with running_bot(fake, tmp_path, config(fake, mode="spoiler")) as bot:
         result = await (await fake.slash("imagine", {"prompt": "a cat --seed 2"}, user="alice")) \
             .wait_original(has_buttons)
@@ -131,6 +133,8 @@ async def test_spoiler_mode_shows_the_image_as_made_behind_a_spoiler(fake: FakeD
 async def test_refuse_mode_withholds_flagged_images_and_their_buttons_make_nothing(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
+    """README: "`refuse` | withheld ... no attachment when every image is withheld"; "in `refuse` mode U and V on a
+    withheld image answer privately that it was withheld"."""
     async with running_bot(fake, tmp_path, config(fake, mode="refuse")) as bot:
         result = await (await fake.slash("imagine", {"prompt": "a dune --seed 2 --count 2"}, user="alice")) \
             .wait_original(has_buttons)
@@ -147,7 +151,7 @@ async def test_refuse_mode_withholds_flagged_images_and_their_buttons_make_nothi
 
 
 async def test_refuse_puts_a_notice_where_only_some_images_are_flagged(fake: FakeDiscord, tmp_path: Path) -> None:
-    """A grid keeps the images that passed; a withheld one's cell is a plain notice."""
+    """README: "a plain notice in its place in a grid": the images that passed stay as made."""
     async with running_bot(fake, tmp_path, config(fake, FLAG_NONE)) as bot:
         await (await fake.slash("imagine", {"prompt": "a pond --seed 2 --count 2"}, user="alice")) \
             .wait_original(has_buttons)
@@ -193,6 +197,8 @@ async def test_an_age_restricted_channel_follows_its_own_setting(fake: FakeDisco
 
 
 async def test_u_and_v_never_serve_a_flagged_image_clear(fake: FakeDiscord, tmp_path: Path) -> None:
+    """README: "U and V on a flagged image never show it clear where the mode says otherwise (an upscale or
+    variation is checked anew ...)"."""
     async with running_bot(fake, tmp_path, config(fake)) as bot:
         original = await (await fake.slash("imagine", {"prompt": "a red fox --seed 5 --count 2"}, user="alice")) \
             .wait_original(has_buttons)

@@ -7,11 +7,12 @@ the defaults when set (``resolve_content``, the counterpart of ``resolve_limits`
 Matching reads the text as a person would: ``normalise`` applies Unicode NFKC (full-width letters, ligatures,
 mathematical letters), casefolding, removes format characters (zero-width spaces and joiners, word joiner,
 byte-order mark, soft hyphen: Unicode's Cf category), strips accents and maps look-alike Cyrillic and Greek
-letters to Latin ones. ``readings`` then reads leetspeak as letters (0→o, 1→i or l, 3→e, 4→a, 5→s, 7→t, @→a, $→s) inside words and
-inside runs of letters spaced out one by one, so "1990" stays a number. A rule's words match whole words of a
-reading (so "class" never matches "ass"), letters stretched by repetition included ("gooore"; a letter written
-once or twice in the word matches itself or three and more, so "god" does not match "good"), and spelled out one
-letter at a time with anything between them (``g o r e``, ``g.o.r.e``, ``g-o-r-e``), even next to a lone "a".
+letters to Latin ones. ``readings`` then reads leetspeak as letters (0→o, 1→i or l, 3→e, 4→a, 5→s, 7→t, @→a,
+$→s) inside words and inside runs of letters spaced out one by one, so "1990" stays a number. A rule's words
+match whole words of a reading (so "class" never matches "ass"), letters stretched by repetition included
+("gooore"; a letter written once or twice in the word matches itself or three and more, so "god" does not match
+"good"), and spelled out one letter at a time with anything between them (``g o r e``, ``g.o.r.e``,
+``g-o-r-e``), even next to a lone "a".
 A rule's patterns are regular expressions searched in each reading, and in it with spaced-out letters joined.
 
 Words and patterns are compiled once per config object (``ContentRules``, which the imagine feature owns): a
