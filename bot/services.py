@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.config import ConfigStore
+from bot.core.content import ContentStats
 from bot.core.faults import Checkpoints
 from bot.observability import BotMetrics
 from bot.scheduler import Clock, JobEvents, Scheduler, SystemClock
@@ -29,6 +30,8 @@ class Services:
     checkpoints: Checkpoints = field(default_factory=Checkpoints)  # fault injection; inert by default
     warmup: ModelWarmup | None = None  # loads the default model at start-up (executors that can prepare one)
     metrics: BotMetrics | None = None  # with observability.http_port set: what /metrics serves
+    # Requests refused by each content rule, per server (the imagine feature counts; metrics read ``counts()``).
+    content_stats: ContentStats = field(default_factory=ContentStats)
 
     @property
     def events(self) -> JobEvents:

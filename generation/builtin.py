@@ -4,7 +4,8 @@
 noise by design, but every code path (text encoder, UNet, VAE, schedulers, img2img) is the real one.
 ``builtin:tiny-xl`` is the same idea for the SDXL family (two text encoders, micro-conditioning).
 ``builtin:sd15-random`` has Stable Diffusion 1.5's full-size architecture (random weights) so GPU
-speed and memory can be measured without the weights.
+speed and memory can be measured without the weights. ``build_tiny_safety_checker`` is the safety
+checker's counterpart (``executor.safety_checker: builtin:tiny`` or ``builtin:tiny-flag-all``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from tokenizers import pre_tokenizers
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 from generation.errors import ModelLoadError
 
@@ -151,3 +159,27 @@ def build_builtin(source: str, *, device: Any = "cpu", dtype: Any = None, seed: 
         pipe.to(dtype=dtype)
     _log.info("built %s on %s (%d UNet parameters)", source, torch_device, sum(p.numel() for p in unet.parameters()))
     return pipe
+
+
+def build_tiny_safety_checker(*, flag_all: bool, seed: int = 0) -> tuple[Any, Any]:
+    """diffusers' ``StableDiffusionSafetyChecker`` with a tiny random CLIP vision tower, and its feature extractor.
+
+    The class flags an image when its cosine similarity (between -1 and 1) to a concept embedding exceeds that
+    concept's threshold. Thresholds of -10 make every image score above all of them, thresholds of 10 none:
+    the verdict is deterministic whatever the random weights and the image, as tests need."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+
+    side, projection = 32, 16
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+    text = {**tower, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}  # unused by the class
+    vision = {**tower, "image_size": side, "patch_size": 8}
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection)
+    with _seeded(seed):
+        checker = StableDiffusionSafetyChecker(config)
+        checker.concept_embeds.data = torch.randn(17, projection)
+        checker.special_care_embeds.data = torch.randn(3, projection)
+    threshold = -10.0 if flag_all else 10.0
+    checker.concept_embeds_weights.data.fill_(threshold)
+    checker.special_care_embeds_weights.data.fill_(threshold)
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    return checker.eval(), processor

@@ -23,6 +23,10 @@ class _Strict(BaseModel):
 
 
 Steps = Annotated[int, within(1, 200)]
+# The safety checker Stable Diffusion ships with (CLIP ViT-L/14 and its concept embeddings, about 1.2 GB).
+SAFETY_CHECKER_SOURCE = "CompVis/stable-diffusion-safety-checker"
+# Random weights built in code: builtin:tiny flags nothing, builtin:tiny-flag-all flags every image.
+BUILTIN_SAFETY_CHECKERS = ("builtin:tiny", "builtin:tiny-flag-all")
 Guidance = Annotated[float, within(0, 30)]
 Side = Annotated[int, within(64, 4096, "px")]
 MAX_PIXELS = 4096 * 4096
@@ -52,7 +56,8 @@ class ModelConfig(_Strict):
     fuse_lora: str | None = Field(default=None, description="a LoRA merged into the weights at load (hub repo id "
                                   "or a .safetensors file), e.g. the LCM-LoRA that makes 4-step images")
     preview_decoder: str | None = Field(default=None, description="optional tiny autoencoder (TAESD) source")
-    safety_checker: bool = False
+    safety_checker: bool = Field(default=False, description="check every image of this model with the "
+                                 "executor's safety checker, even where no server's safety mode asks for it")
     img2img: bool = True
     enabled: bool = Field(default=True, description="false: a ready entry that is not served (say, too big for "
                           "this GPU); requests naming it are refused")
@@ -92,6 +97,19 @@ class ExecutorConfig(_Strict):
     preview_every_steps: Annotated[int, within(0, 200)] = Field(default=5, description="0 disables previews")
     threads: Annotated[int, within(1, 1024)] | None = Field(
         default=None, description="torch CPU threads; default: torch's choice")
+    safety_checker: str = Field(
+        default=SAFETY_CHECKER_SOURCE, description="the safety checker's source: a hub repo id or a local folder "
+        "(the checker and its feature extractor), or builtin:tiny / builtin:tiny-flag-all (random weights, for "
+        "tests); builtin models are always checked by builtin:tiny, so smoke runs download nothing")
+
+    @field_validator("safety_checker")
+    @classmethod
+    def _checker_source(cls, value: str) -> str:
+        if value.startswith("builtin:") and value not in BUILTIN_SAFETY_CHECKERS:
+            builtins = ", ".join(BUILTIN_SAFETY_CHECKERS)
+            raise ValueError(f"unknown builtin safety checker {value!r}; allowed: {builtins}, a hub repo id "
+                             "(owner/name) or a local folder")
+        return value
 
 
 LORA_WEIGHT_LIMIT = 2.0  # |weight| above this mostly burns the image; negative weights steer away
@@ -190,7 +208,8 @@ class GenerationConfig(_Strict):
 
     def anchored(self, base: Path) -> GenerationConfig:
         """A copy whose relative local paths (model, VAE, preview decoder and fused LoRA sources, LoRA files,
-        ``models.cache_dir``) are relative to ``base``, the config file's folder (``generation.paths``)."""
+        ``models.cache_dir``, the safety checker's source) are relative to ``base``, the config file's folder
+        (``generation.paths``)."""
         def model_at(model: ModelConfig) -> ModelConfig:
             fields = ("source", "vae", "preview_decoder", "fuse_lora")
             update = {name: anchored_source(getattr(model, name), base) for name in fields if getattr(model, name)}
@@ -204,6 +223,8 @@ class GenerationConfig(_Strict):
             "models": {name: model_at(model) for name, model in self.models.items()},
             "loras": {name: lora_at(lora) for name, lora in self.loras.items()},
             "cache_dir": anchored_path(self.cache_dir, base) if self.cache_dir else None,
+            "executor": self.executor.model_copy(
+                update={"safety_checker": anchored_source(self.executor.safety_checker, base)}),
         })
 
     def with_default_model(self, name_or_source: str) -> GenerationConfig:

@@ -1,4 +1,5 @@
-"""Latents to PIL images (VAE decode, NaN check, safety checker) and prompt-length warnings.
+"""Latents to PIL images (VAE decode, NaN check) and prompt-length warnings; the safety checker runs after this
+(``generation.safety``).
 
 The runner asks the pipeline for latents and decodes here itself, so decode time is measured
 apart from denoising, cancelled members are never decoded, and an interrupted batch decodes nothing.
@@ -19,7 +20,6 @@ from generation.models import LoadedModel
 class Decoded:
     images: list[Image.Image]
     finite: list[bool]
-    nsfw: list[bool] | None
 
 
 def decode_latents(model: LoadedModel, latents: Any, width: int, height: int, tiling_above: int) -> Decoded:
@@ -52,14 +52,8 @@ def decode_latents(model: LoadedModel, latents: Any, width: int, height: int, ti
                 vae.to(dtype=torch.float16)
         decoded_ok = torch.isfinite(pixels).flatten(1).all(dim=1).tolist()
         finite = [ok and bool(good) for ok, good in zip(finite, decoded_ok, strict=True)]
-        nsfw: list[bool] | None = None
-        if model.config.safety_checker and getattr(pipe, "safety_checker", None) is not None:
-            pixels, flags = pipe.run_safety_checker(pixels, pixels.device, pipe.text_encoder.dtype)
-            nsfw = [bool(flag) for flag in flags]
-        # Flagged images come back zeroed; leaving them un-denormalised keeps them black, not grey.
-        denormalize = [not flag for flag in nsfw] if nsfw is not None else [True] * len(finite)
-        images = pipe.image_processor.postprocess(pixels, output_type="pil", do_denormalize=denormalize)
-    return Decoded(images=list(images), finite=finite, nsfw=nsfw)
+        images = pipe.image_processor.postprocess(pixels, output_type="pil")
+    return Decoded(images=list(images), finite=finite)
 
 
 def _module_device(module: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Downloading a diffusers pipeline from the model hub: only the files it needs, with byte progress.
+"""Downloading a diffusers pipeline (or one model, such as the safety checker) from the model hub: only the
+files it needs, with byte progress.
 
 ``fetch_pipeline`` lists the repo with file sizes, picks model_index.json, each component's config and
 tokenizer files and one set of weights per component (``.safetensors`` before ``.bin``, the asked
@@ -23,7 +24,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -78,34 +79,61 @@ def fetch_pipeline(
     skip: Collection[str] = (),
 ) -> Path:
     """The local snapshot folder of ``repo_id`` with what its pipeline needs; ``skip`` names unused components."""
+    def choose(sizes: Mapping[str, int], local: Callable[[str], str]) -> list[str]:
+        if MODEL_INDEX not in sizes:
+            raise ModelLoadError(
+                f"hub repo {repo_id!r} is not a diffusers pipeline (it has no {MODEL_INDEX}); for a single "
+                f".safetensors checkpoint, download it and use its path as the source"
+            )
+        return choose_files(sizes, _read_index(local(MODEL_INDEX)), variant=variant, skip=skip, repo_id=repo_id)
+
+    return _fetch(repo_id, revision, token, cache_dir, on_progress, choose)
+
+
+def fetch_model(
+    repo_id: str, *, revision: str | None, token: str | None, cache_dir: str | None,
+    on_progress: ProgressCallback | None,
+) -> Path:
+    """The local snapshot folder of a single transformers model repo (the safety checker's): its configs and one
+    weight set at the top of the repo, with the same progress, cache and offline behaviour as pipelines."""
+    def choose(sizes: Mapping[str, int], _local: Callable[[str], str]) -> list[str]:
+        return choose_model_files(sizes, repo_id=repo_id)
+
+    return _fetch(repo_id, revision, token, cache_dir, on_progress, choose)
+
+
+# Which files of a repo to fetch, given every file's size and a way to read one of them locally.
+_Chooser = Callable[[Mapping[str, int], Callable[[str], str]], list[str]]
+
+
+def _fetch(repo_id: str, revision: str | None, token: str | None, cache_dir: str | None,
+           on_progress: ProgressCallback | None, choose: _Chooser) -> Path:
     cache = str(Path(cache_dir).expanduser()) if cache_dir else None
     try:
         if constants.is_offline_mode():
-            return _from_cache(repo_id, revision, variant, cache, skip, on_progress)
+            return _from_cache(repo_id, revision, cache, choose, on_progress)
         try:
             info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, token=token)
         except (httpx2.TransportError, OfflineModeIsEnabled):
             # The hub cannot be reached: a complete cached snapshot still serves.
             _log.info("model hub unreachable; looking for %s in the local cache", repo_id)
-            return _from_cache(repo_id, revision, variant, cache, skip, on_progress)
+            return _from_cache(repo_id, revision, cache, choose, on_progress)
         except HfHubHTTPError as exc:
             if not _is_outage(exc):
                 raise
             # The hub is down or busy: a cached model still starts; otherwise its own answer explains.
             _log.warning("model hub answered %s; looking for %s in the local cache", exc.response.status_code, repo_id)
             try:
-                return _from_cache(repo_id, revision, variant, cache, skip, on_progress)
+                return _from_cache(repo_id, revision, cache, choose, on_progress)
             except LocalEntryNotFoundError:
                 raise exc from None
         sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or ()}
-        if MODEL_INDEX not in sizes:
-            raise ModelLoadError(
-                f"hub repo {repo_id!r} is not a diffusers pipeline (it has no {MODEL_INDEX}); for a single "
-                f".safetensors checkpoint, download it and use its path as the source"
-            )
         commit = info.sha or revision
-        index_path = hf_hub_download(repo_id, MODEL_INDEX, revision=commit, cache_dir=cache, token=token)
-        chosen = choose_files(sizes, _read_index(index_path), variant=variant, skip=skip, repo_id=repo_id)
+
+        def local(path: str) -> str:
+            return hf_hub_download(repo_id, path, revision=commit, cache_dir=cache, token=token)
+
+        chosen = choose(sizes, local)
         _download(repo_id, commit, chosen, sizes, token, cache, on_progress)
         # Records revision -> commit and the file listing, so an offline start can check the snapshot is whole.
         folder = snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token,
@@ -140,6 +168,18 @@ def choose_files(
         if weight_sets:
             weights += [f"{component}/{name}" for name in _pick(weight_sets, variant, component, repo_id)]
     return [*configs, *weights, MODEL_INDEX]
+
+
+def choose_model_files(sizes: Mapping[str, int], *, repo_id: str = "the repo") -> list[str]:
+    """The files of a single model at the top of a repo: its configs (the model's, the preprocessor's), then one
+    weight set (``.safetensors`` before ``.bin``; never ONNX, Flax or TF files, nor anything in subfolders)."""
+    top = sorted(path for path in sizes if "/" not in path)
+    configs = [name for name in top if name.endswith(_CONFIG_SUFFIXES) and not _INDEX.match(name)]
+    weight_sets = _weight_sets(top)
+    if not weight_sets:
+        raise ModelLoadError(f"hub repo {repo_id!r} has no PyTorch weights at its top (model.safetensors or "
+                             "pytorch_model.bin)")
+    return [*configs, *_pick(weight_sets, None, "model", repo_id)]
 
 
 def _components(index: Mapping[str, Any]) -> list[str]:
@@ -183,19 +223,21 @@ def _read_index(path: str | Path) -> dict[str, Any]:
 
 
 def _from_cache(
-    repo_id: str, revision: str | None, variant: str | None, cache: str | None, skip: Collection[str],
-    on_progress: ProgressCallback | None,
+    repo_id: str, revision: str | None, cache: str | None, choose: _Chooser, on_progress: ProgressCallback | None,
 ) -> Path:
-    """The cached snapshot, when every file the pipeline needs is there (no network)."""
-    index_path = try_to_load_from_cache(repo_id, MODEL_INDEX, cache_dir=cache, revision=revision)
-    if not isinstance(index_path, str):
-        raise LocalEntryNotFoundError(f"{repo_id} is not in the local cache")
+    """The cached snapshot, when every file that ``choose`` picks is there (no network)."""
+    def local(path: str) -> str:
+        found = try_to_load_from_cache(repo_id, path, cache_dir=cache, revision=revision)
+        if not isinstance(found, str):
+            raise LocalEntryNotFoundError(f"{repo_id} is not in the local cache")
+        return found
+
     try:
         tree = get_cached_repo_tree(repo_id, revision=revision, cache_dir=cache)
     except CachedRepoTreeNotFoundError as exc:
         raise LocalEntryNotFoundError(f"{repo_id} has no cached file listing") from exc
     listing = {entry.path: entry.size for entry in tree}
-    chosen = choose_files(listing, _read_index(index_path), variant=variant, skip=skip, repo_id=repo_id)
+    chosen = choose(listing, local)
     # Raises IncompleteSnapshotError (a LocalEntryNotFoundError) when a chosen file is missing.
     folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, allow_patterns=chosen,
                                     local_files_only=True, tqdm_class=_QuietBar))

@@ -103,7 +103,9 @@ def _from_source(
             f"model {name}: source {source!r} is neither an existing folder or file nor a hub id (owner/name)"
         )
     kwargs: dict[str, Any] = {"dtype": placement.dtype}
-    if model.family != "sdxl" and not model.safety_checker:
+    if model.family != "sdxl":
+        # The executor's own checker (generation.safety) judges every model's images; the pipeline's copy would
+        # be a second 1.2 GB that blacks flagged images out before the bot can apply a server's policy.
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if model.vae:
         kwargs["vae"] = _load_vae(model.vae, placement)
@@ -128,8 +130,9 @@ def _from_source(
 
 
 def _unused_components(model: ModelConfig) -> tuple[str, ...]:
-    # Not downloaded: the safety checker is ~1.2 GB and off unless asked for; a configured VAE replaces the repo's.
-    return (*(() if model.safety_checker else ("safety_checker",)), *(("vae",) if model.vae else ()))
+    # Not downloaded: the pipeline's safety checker (~1.2 GB; the executor loads one of its own, once, whatever the
+    # model: generation.safety); a configured VAE replaces the repo's.
+    return ("safety_checker", *(("vae",) if model.vae else ()))
 
 
 def _from_single_file(name: str, model: ModelConfig, cls: Any, kwargs: dict[str, Any]) -> Any:
@@ -222,8 +225,7 @@ def load_model(
                        base_scheduler=pipe.scheduler, preview_decoder=preview)
 
 
-_WEIGHT_FIELDS = ("source", "family", "revision", "variant", "dtype", "vae", "preview_decoder", "safety_checker",
-                  "fuse_lora")
+_WEIGHT_FIELDS = ("source", "family", "revision", "variant", "dtype", "vae", "preview_decoder", "fuse_lora")
 
 
 def _weights_key(model: ModelConfig) -> tuple[object, ...]:

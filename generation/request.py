@@ -55,6 +55,9 @@ class GenerationRequest:
     init_image: bytes | None = field(default=None, repr=False)
     strength: float | None = None
     loras: tuple[LoraChoice, ...] = ()
+    # Run the executor's safety checker on these images (``GenerationResult.nsfw``). Not in the compatibility
+    # key: the runner checks each image on its own, so batch-mates with and without a check share a call.
+    check_safety: bool = False
 
     @property
     def mode(self) -> Mode:
@@ -291,7 +294,7 @@ class GenerationResult:
     images: list[Image.Image]
     seeds: list[int]
     timings: Timings
-    nsfw: list[bool] = field(default_factory=list)
+    nsfw: list[bool] = field(default_factory=list)  # one flag per image where the safety checker ran; else empty
     warnings: list[str] = field(default_factory=list)
     # The model's own scheduler in A1111's words ("PNDM"), which ``scheduler: default`` ran: the runner knows it.
     model_sampler: str | None = None

@@ -4,7 +4,9 @@
 worker thread. Images are split into pipeline calls of at most ``executor.max_batch_images``; on a
 CUDA out-of-memory error a call is retried in halves down to single images before a request fails.
 Every image has its own CPU ``torch.Generator`` seeded from ``request.seeds()``, so an image depends
-on its seed alone, not on its batch-mates, the device or how the batch was split.
+on its seed alone, not on its batch-mates, the device or how the batch was split. Right after decode,
+the safety checker (``generation.safety``, one per runner) judges the images of the requests that ask
+for it, each image on its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from PIL import Image, UnidentifiedImageError
 from generation.config import GenerationConfig
 from generation.decode import decode_latents, truncation_warnings
 from generation.devices import free_memory
-from generation.errors import FixableFailure, GenerationCancelled, GenerationFailed, ImagineError, InvalidRequest
+from generation.errors import (
+    FixableFailure,
+    GenerationCancelled,
+    GenerationFailed,
+    ImagineError,
+    InvalidRequest,
+    ModelLoadError,
+)
 from generation.imagefiles import ALLOWED_FORMATS, open_image, unreadable_reason
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.loras import use_loras
@@ -38,6 +47,7 @@ from generation.request import (
     denoising_steps,
     validate,
 )
+from generation.safety import SafetyCheckers
 from generation.samplers import sampler_of
 from generation.warmup import MEASURE_STEPS, WARMUP_STEPS, DownloadCallback, Warmed, measured
 
@@ -84,6 +94,7 @@ class Runner:
     def __init__(self, config: GenerationConfig, *, fault_hook: FaultHook | None = None) -> None:
         self._config = config
         self._models = ModelCache(config.executor, cache_dir=config.cache_dir)
+        self._checkers = SafetyCheckers(config.executor, cache_dir=config.cache_dir)
         self._fault_hook = fault_hook
         if config.executor.threads:
             torch.set_num_threads(config.executor.threads)
@@ -104,6 +115,12 @@ class Runner:
         """
         self._config = config.model_copy(update={"executor": self._config.executor})
         self._models.cache_dir = config.cache_dir
+        self._checkers.cache_dir = config.cache_dir
+
+    @property
+    def safety_checkers(self) -> SafetyCheckers:
+        """The checkers that judge images after decode (the worker thread's, like the models)."""
+        return self._checkers
 
     @property
     def fault_hook(self) -> FaultHook | None:
@@ -122,6 +139,11 @@ class Runner:
         GenerationCancelled when ``interrupt`` is set (``on_download`` may raise it too, to stop a download)."""
         model_name, model_config = self._config.model(name)
         loaded, _ = self._models.get(model_name, model_config, on_download)
+        try:
+            # Ready before the first request that asks for a check: a hub checker downloads here, with progress.
+            self._checkers.for_model(model_config, on_download)
+        except ModelLoadError as exc:  # the model still serves; requests that need the check fail until it loads
+            _log.error("%s; requests that need a safety check fail until it loads", exc)
         timed: GenerationRequest | None = None
         timings = Timings()
         for steps in (WARMUP_STEPS, MEASURE_STEPS):
@@ -142,8 +164,9 @@ class Runner:
         return self._models.loaded_names()
 
     def close(self) -> None:
-        """Unload every model (the executor calls this on its worker thread)."""
+        """Unload every model and checker (the executor calls this on its worker thread)."""
         self._models.clear()
+        self._checkers.clear()
 
     def run(
         self,
@@ -347,6 +370,7 @@ class _Call:
         decoded = decode_latents(self._loaded, latents[keep], self._width, self._height,
                                  self._executor.vae_tiling_above_pixels)
         self._add_time(items, "decode_s", time.perf_counter() - denoised)
+        made: list[tuple[_Member, int]] = []
         for position, row in enumerate(keep):
             member, image_index = members[row], items[row][1]
             if not decoded.finite[position]:
@@ -355,8 +379,27 @@ class _Call:
                     "try another seed, or float32/bfloat16 for this model")
                 continue
             member.images[image_index] = decoded.images[position]
-            if decoded.nsfw is not None:
-                member.nsfw[image_index] = decoded.nsfw[position]
+            made.append((member, image_index))
+        checked = time.perf_counter()
+        self._check_safety(made)
+        self._add_time(items, "decode_s", time.perf_counter() - checked)
+
+    def _check_safety(self, made: list[tuple[_Member, int]]) -> None:
+        """Flag the images of the members that ask for a check (or of a model that always wants one), each image
+        judged alone; a checker that cannot load fails those members only."""
+        wanted = [(member, index) for member, index in made
+                  if member.request.check_safety or self._loaded.config.safety_checker]
+        if not wanted:
+            return
+        try:
+            checker = self._runner.safety_checkers.for_model(self._loaded.config)
+        except ImagineError as exc:
+            for member, _ in wanted:
+                member.error = exc
+            return
+        flags = checker.flags([member.images[index] for member, index in wanted])
+        for (member, index), flag in zip(wanted, flags, strict=True):
+            member.nsfw[index] = flag
 
     def _add_time(self, items: list[_Item], attribute: str, seconds: float) -> None:
         for index in {index for index, _ in items}:

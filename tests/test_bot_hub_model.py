@@ -27,6 +27,11 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     fake.assert_no_failures()
 
 
+# The hub serves the model only: its images are judged by the builtin checker (tests/test_safety_checker.py fetches
+# the real checker's repo through the same hub path).
+CPU_TINY_CHECKER = ExecutorConfig(device="cpu", safety_checker="builtin:tiny")
+
+
 async def test_a_request_waits_with_the_real_download_progress_then_gets_its_image(
         fake: FakeDiscord, hub: FakeHub, tmp_path: Path) -> None:
     """Issue: "Start-up loads the default model at once, in the background, while the bot connects. Requests
@@ -34,7 +39,7 @@ async def test_a_request_waits_with_the_real_download_progress_then_gets_its_ima
     progress taken from the real download's byte counts"."""
     hub.hold_after(UNET, 20_000)  # the download stops partway until the test has looked
     generation = GenerationConfig(default_model="sd15", models={"sd15": tiny_model(source="community/sd15-tiny")},
-                                  executor=ExecutorConfig(device="cpu"), cache_dir=str(tmp_path / "weights"))
+                                  executor=CPU_TINY_CHECKER, cache_dir=str(tmp_path / "weights"))
     async with running_bot(fake, tmp_path, tiny_app_config(fake, generation=generation)):
         handle = await fake.slash("imagine", {"prompt": "a harbour at dawn"}, user="alice")
         waiting = await handle.wait_original(lambda m: "Loading model sd15 —" in m.content)
@@ -55,7 +60,7 @@ async def test_a_shutdown_during_the_download_stops_it_and_keeps_the_request(fak
     hub.hold_after(UNET, 20_000)
     cache = tmp_path / "weights"
     generation = GenerationConfig(default_model="sd15", models={"sd15": tiny_model(source="community/sd15-tiny")},
-                                  executor=ExecutorConfig(device="cpu"), cache_dir=str(cache))
+                                  executor=CPU_TINY_CHECKER, cache_dir=str(cache))
     async with running_bot(fake, tmp_path, tiny_app_config(fake, generation=generation)) as bot:
         handle = await fake.slash("imagine", {"prompt": "a harbour at night"}, user="alice")
         await handle.wait_original(lambda m: "Loading model sd15 —" in m.content)

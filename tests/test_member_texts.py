@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from bot.core.config import AppConfig, Bucket, GuildConfig, Limits
-from bot.core.errors import DirectMessagesOff, InternalFailure, JobNotFound, NotPermitted
+from bot.core.errors import (
+    ContentBlocked,
+    DirectMessagesOff,
+    ImageWithheld,
+    InternalFailure,
+    JobNotFound,
+    NotPermitted,
+    PromptTooLong,
+)
 from bot.core.identity import Requester
 from bot.discord_ui import texts
 from bot.discord_ui.replies import error_text
@@ -127,6 +135,11 @@ def refusals() -> dict[str, str]:
     found["cancel, already finished"] = refusal(lambda: scheduler.cancel("0123456789abcdef"))
     found["button on a deleted image"] = refusal(raising(JobNotFound.not_stored("0123456789abcdef")))
     found["something went wrong"] = refusal(raising(RuntimeError("boom at /srv/bot")))
+    found["content rule, the prompt"] = refusal(raising(ContentBlocked("gore")))
+    found["content rule, the negative prompt"] = refusal(raising(ContentBlocked("gore", negative=True)))
+    found["content rule, in direct messages"] = refusal(raising(ContentBlocked("gore", in_dm=True)))
+    found["prompt longer than the server allows"] = refusal(raising(PromptTooLong(312, 200)))
+    found["U or V on a withheld image"] = refusal(raising(ImageWithheld(1)))
     return found
 
 
@@ -205,6 +218,14 @@ def job_texts() -> dict[str, str]:
         "undeliverable": texts.undeliverable_text(fox, "abcd1234"),
         "full size instead of an upscale": texts.full_size_text(
             1, 42, 8, "width 1536 is out of range; allowed: 64 to 1024 for model sd15"),
+        "safety, blurred": texts.safety_note("blur", [0], 1),
+        "safety, blurred in a grid": texts.safety_note("blur", [1], 4),
+        "safety, two blurred in a grid": texts.safety_note("blur", [0, 2], 4),
+        "safety, behind a spoiler": texts.safety_note("spoiler", [0], 1),
+        "safety, behind a spoiler in a grid": texts.safety_note("spoiler", [1, 2, 3], 4),
+        "safety, withheld": texts.safety_note("refuse", [0], 1),
+        "safety, withheld in a grid": texts.safety_note("refuse", [1], 2),
+        "safety, all withheld": texts.safety_note("refuse", [0, 1], 2),
     }
     return out
 

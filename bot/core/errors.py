@@ -24,10 +24,13 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── GuildPaused                a moderator paused this server's queue
     │   ├── Banned                     a moderator banned this member from the bot in this server
     │   ├── ModelUnavailable           the model failed to load at start-up; the bot retries (``retry_after``)
-    │   └── ShuttingDown               the bot is draining its queue before a restart
+    │   ├── ShuttingDown               the bot is draining its queue before a restart
+    │   ├── ContentBlocked             the prompt or negative prompt breaks a content rule; ``rule_id`` (never the term)
+    │   └── PromptTooLong              the prompt is longer than the server's ``content.max_prompt_chars``
     ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job, use /mod)
     │   ├── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
-    │   └── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
+    │   ├── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
+    │   └── ImageWithheld              U/V on an image the server's safety setting withholds
     ├── InvalidSetting                 a moderator's /mod change was refused; the text is config.yaml's for that key
     ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
     ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
@@ -107,6 +110,28 @@ class ShuttingDown(Refused):
     """The bot is draining before a restart and admits nothing new."""
 
 
+class ContentBlocked(Refused):
+    """The prompt (or negative prompt) breaks the content rule ``rule_id``. The text names the rule, never the term
+    that matched: a member who typed it knows it, and nothing of it is repeated anywhere."""
+
+    def __init__(self, rule_id: str, *, negative: bool = False, in_dm: bool = False) -> None:
+        self.rule_id = rule_id
+        what = "negative prompt" if negative else "prompt"
+        whose = "this bot's" if in_dm else "this server's"
+        super().__init__(f"This {what} matches {whose} content rule “{rule_id}”. Rephrase it and try again.",
+                         limit="content.rules", value=rule_id)
+
+
+class PromptTooLong(Refused):
+    """The prompt is longer than the server allows (``content.max_prompt_chars``); the text says both lengths."""
+
+    def __init__(self, length: int, allowed: int, *, in_dm: bool = False) -> None:
+        self.length = length
+        where = "this bot" if in_dm else "this server"
+        super().__init__(f"This prompt is {length} characters long; {where} allows at most {allowed}. Shorten it and "
+                         "try again.", limit="content.max_prompt_chars", value=allowed)
+
+
 class NotPermitted(ImagineError):
     """The caller lacks the permission for this action; the message says who may do it."""
 
@@ -138,6 +163,15 @@ class InvalidSetting(ImagineError):
 
 def _listed(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+class ImageWithheld(NotPermitted):
+    """U or V on an image that this server's safety setting withholds: it is never shown, so nothing is made of it."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        super().__init__(f"Image {index + 1} was withheld by this server's safety setting, so it can't be upscaled "
+                         "or varied.")
 
 
 class JobNotFound(ImagineError):

@@ -20,7 +20,9 @@ class Requester:
     """Who asked, and where. ``guild_id`` 0 means a direct message; ``is_admin`` is Discord's Manage
     Server permission in that guild (the bot's own check, made where the interaction arrives).
     In a thread, ``channel_id`` is the thread (where answers go) and ``parent_channel_id`` the channel
-    it belongs to, whose place in a server's channel allow-list the thread inherits."""
+    it belongs to, whose place in a server's channel allow-list the thread inherits. ``channel_nsfw`` is
+    Discord's age-restricted flag of the channel (a thread's is its channel's): such channels follow the
+    server's ``safety.nsfw_channel_mode``."""
 
     user_id: int
     guild_id: int = 0
@@ -28,6 +30,7 @@ class Requester:
     role_ids: frozenset[int] = frozenset()
     is_admin: bool = False
     parent_channel_id: int | None = None
+    channel_nsfw: bool = False
 
     @property
     def in_dm(self) -> bool:

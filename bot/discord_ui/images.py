@@ -1,4 +1,5 @@
-"""Images for uploads: result grids, attachments sized to the upload limit, parameters they carry.
+"""Images for uploads: result grids, attachments sized to the upload limit, parameters they carry, and what a
+server's safety mode does to a flagged image (``veiled``: blurred, or a notice in its place; ``spoiler_name``).
 
 Pure functions without Discord I/O. ``make_grid`` and ``encode_to_fit`` are CPU-heavy and sync:
 callers run them in a thread (``asyncio.to_thread``) so the event loop never blocks.
@@ -11,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, features
+from PIL import Image, ImageDraw, ImageFilter, features
 
 from generation.imagefiles import encode_with_parameters
 from generation.imagefiles import read_parameters as read_parameters  # re-exported: the bot's callers read here
@@ -21,6 +22,8 @@ _log = logging.getLogger(__name__)
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's standard per-file limit
 UPLOAD_MARGIN = 16 * 1024  # headroom below the limit, so rounding on Discord's side never gives a 413
 _MIN_SIDE = 64
+SPOILER_PREFIX = "SPOILER_"  # Discord hides an attachment so named until the viewer clicks it
+NOTICE_COLOUR = (43, 45, 49)  # Discord's dark background: a withheld image's cell reads as empty
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,23 @@ def encode_to_fit(
 
 def _filename(basename: str, fmt: str) -> str:
     return f"{basename}.{ {'PNG': 'png', 'WEBP': 'webp', 'JPEG': 'jpg'}[fmt] }"
+
+
+def blurred(image: Image.Image) -> Image.Image:
+    """A strong Gaussian blur: colours and rough shapes stay, nothing in the picture can be made out. The radius
+    grows with the image (a twelfth of its long side), so a 512 px image blurs as much as a 64 px one."""
+    radius = max(8, max(image.size) // 12)
+    return image.convert("RGB").filter(ImageFilter.GaussianBlur(radius))
+
+
+def notice(size: tuple[int, int], text: str = "withheld") -> Image.Image:
+    """What stands in a grid for an image withheld by a server's safety setting: a plain tile with one word."""
+    tile = Image.new("RGB", size, NOTICE_COLOUR)
+    draw = ImageDraw.Draw(tile)
+    left, top, right, bottom = draw.textbbox((0, 0), text)
+    draw.text(((size[0] - (right - left)) / 2, (size[1] - (bottom - top)) / 2), text, fill=(181, 186, 193))
+    return tile
+
+
+def spoiler_name(filename: str) -> str:
+    return filename if filename.startswith(SPOILER_PREFIX) else f"{SPOILER_PREFIX}{filename}"

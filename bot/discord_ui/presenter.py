@@ -7,6 +7,10 @@ token lives (15 minutes). After that (or as soon as Discord rejects the token), 
 stop, status edits go through the bot token, and the result is posted to the channel as a new
 message addressed to the requester. Events that arrive before the status message exists are kept
 and shown once the cog ``attach``es it.
+
+Results are shown under the safety mode that ``safety_mode`` gives for the stored job (its server, and whether
+its channel is age-restricted) at the time they are posted; previews of a job whose images will be checked are
+blurred, since the checker judges only finished images.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import discord
 from PIL import Image
 
 from bot.core.faults import Checkpoints
+from bot.core.policy import SafetyMode
+from bot.discord_ui.images import blurred
 from bot.discord_ui.interactions import NO_MENTIONS
 from bot.discord_ui.result_message import ResultContent, Upload, result_message, stored_result
 from bot.discord_ui.texts import (
@@ -115,8 +121,10 @@ class DiscordPresenter:
                  monotonic: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  checkpoints: Checkpoints | None = None,
-                 loading_line: Callable[[], str | None] = lambda: None) -> None:
+                 loading_line: Callable[[], str | None] = lambda: None,
+                 safety_mode: Callable[[JobRecord], SafetyMode] = lambda _stored: "off") -> None:
         self._checkpoints = checkpoints or Checkpoints()
+        self._safety_mode = safety_mode
         self._loading_line = loading_line
         self._failed_attempt_hooks: list[Callable[[], None]] = []
         self._client = client
@@ -212,7 +220,8 @@ class DiscordPresenter:
         await self._render(job_id, lambda target: self._edit(target, STARTING_TEXT,
                                                              view=self._views.status_view(job_id)))
 
-    async def progress(self, job_id: str, event: ProgressEvent) -> None:
+    async def progress(self, job_id: str, event: ProgressEvent, *, veiled: bool = False) -> None:
+        """A step finished; ``veiled``: the job's images go through the safety checker, so its preview is blurred."""
         if event.step >= event.total:
             return  # the result follows at once
         shown = self._shown.setdefault(job_id, _Shown())
@@ -220,21 +229,22 @@ class DiscordPresenter:
             # Not attached yet (the status post and its record are still on their way): hold the latest
             # step for attach() rather than drop it; an earlier held step is of no more use.
             if not shown.finished:
-                shown.pending = lambda target: self._show_progress(job_id, shown, target, event)
+                shown.pending = lambda target: self._show_progress(job_id, shown, target, event, veiled)
             return
         if self._monotonic() - shown.last_progress_edit < self._interval:
             return  # throttled: Discord allows a few edits per token every few seconds
         async with shown.lock:
             if not shown.finished:
-                await self._show_progress(job_id, shown, shown.target, event)
+                await self._show_progress(job_id, shown, shown.target, event, veiled)
 
-    async def _show_progress(self, job_id: str, shown: _Shown, target: StatusTarget, event: ProgressEvent) -> None:
+    async def _show_progress(self, job_id: str, shown: _Shown, target: StatusTarget, event: ProgressEvent,
+                             veiled: bool) -> None:
         if not self._token_usable(target):
             return  # a bot-token edit per step would hit rate limits and notify nobody
         shown.last_progress_edit = self._monotonic()
         uploads: list[Upload] = []
         if event.preview is not None:
-            uploads.append((await asyncio.to_thread(preview_png, event.preview), "preview.png"))
+            uploads.append((await asyncio.to_thread(preview_png, event.preview, veiled=veiled), "preview.png"))
         await self._edit(target, progress_text(event.step, event.total), uploads=uploads,
                          view=self._views.status_view(job_id), only_if_token=True)
 
@@ -342,7 +352,8 @@ class DiscordPresenter:
         self._checkpoints.reached("delivery recorded")
 
     async def _post_result(self, target: StatusTarget, stored: JobRecord, content: ResultContent) -> int | None:
-        text, uploads = await result_message(self._storage, stored, content, target.attachment_limit)
+        text, uploads = await result_message(self._storage, stored, content, target.attachment_limit,
+                                             safety=self._safety_mode(stored))
         view = self._views.result_view(stored.id, len(content.images))
         if target.message_id is not None and await self._edit(target, text, uploads=uploads, view=view,
                                                               only_if_token=True):
@@ -443,10 +454,13 @@ class DiscordPresenter:
         return True
 
 
-def preview_png(image: Image.Image) -> bytes:
+def preview_png(image: Image.Image, *, veiled: bool = False) -> bytes:
     """A preview PNG whose long side is ``PREVIEW_SIDE``: a linear preview is the latent's size (39×26 for a
     312×208 request), too small to see in Discord, so it is scaled up (bilinear: cheap, and a blur suits a
-    rough look); a full-size one (a tiny autoencoder's) is scaled down to keep each progress edit small."""
+    rough look); a full-size one (a tiny autoencoder's) is scaled down to keep each progress edit small.
+    ``veiled``: strongly blurred first (the safety checker has not judged the image yet)."""
+    if veiled:
+        image = blurred(image)
     scale = PREVIEW_SIDE / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     preview = image.resize(size, Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.LANCZOS)

@@ -12,7 +12,16 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.core.errors import Banned, ChannelNotAllowed, NotPermitted, Refused, new_reference, shown_to_requester
+from bot.core.errors import (
+    Banned,
+    ChannelNotAllowed,
+    ContentBlocked,
+    NotPermitted,
+    PromptTooLong,
+    Refused,
+    new_reference,
+    shown_to_requester,
+)
 from bot.discord_ui.interactions import NO_MENTIONS
 from bot.discord_ui.texts import problems_text
 from generation.errors import ImagineError, InvalidRequest
@@ -23,7 +32,7 @@ _log = logging.getLogger(__name__)
 def error_text(exc: BaseException) -> str:
     if isinstance(exc, InvalidRequest):
         return problems_text(exc.problems)  # escaped there, once
-    if isinstance(exc, (NotPermitted, ChannelNotAllowed, Banned)):  # not here, whenever it is tried
+    if isinstance(exc, (NotPermitted, ChannelNotAllowed, Banned, ContentBlocked, PromptTooLong)):  # waiting won't help
         return f"🚫 {exc}"
     if isinstance(exc, Refused):  # each says when to try again
         return f"⏳ {exc}"

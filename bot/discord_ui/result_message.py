@@ -1,7 +1,11 @@
 """The result message of a finished job, built the same way from a fresh result or from storage.
 
-After a restart (or a failed post) the outbox rebuilds the message from the stored PNGs, seeds and
-request, so a re-post looks like the first one. Decoding and encoding run in a thread.
+After a restart (or a failed post) the outbox rebuilds the message from the stored PNGs, seeds, safety
+flags and request, so a re-post looks like the first one. Decoding and encoding run in a thread.
+
+The server's safety mode applies here, to what is uploaded, never to what is stored: an image the checker
+flagged is blurred (``blur``), withheld (``refuse``: a notice in its grid cell, or no attachment at all) or
+shown as made (``spoiler``, ``off``); with ``spoiler`` and ``blur`` the attachment is a spoiler.
 """
 
 from __future__ import annotations
@@ -12,8 +16,18 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from bot.discord_ui.images import EncodedImage, encode_to_fit, make_grid, read_parameters, upload_limit
-from bot.discord_ui.texts import SCALED_NOTE, kind_note, result_message_text, sanitize_user_text
+from bot.core.policy import SafetyMode
+from bot.discord_ui.images import (
+    EncodedImage,
+    blurred,
+    encode_to_fit,
+    make_grid,
+    notice,
+    read_parameters,
+    spoiler_name,
+    upload_limit,
+)
+from bot.discord_ui.texts import SCALED_NOTE, kind_note, result_message_text, safety_note, sanitize_user_text
 from bot.storage import JobRecord, Storage
 from generation.request import GenerationRequest, GenerationResult
 
@@ -28,11 +42,16 @@ class ResultContent:
     total_s: float
     parameters: str
     warnings: tuple[str, ...] = ()
+    nsfw: tuple[bool, ...] = ()  # the safety checker's flag per image; empty when they were not checked
 
     @classmethod
     def of(cls, result: GenerationResult) -> ResultContent:
         return cls(result.request, list(result.images), tuple(result.seeds), result.timings.total_s,
-                   result.parameters_text(0), tuple(result.warnings))
+                   result.parameters_text(0), tuple(result.warnings), tuple(result.nsfw))
+
+    def flagged(self, mode: SafetyMode) -> list[int]:
+        """The images that ``mode`` treats: those the checker flagged, unless the mode is off."""
+        return [] if mode == "off" else [index for index, flag in enumerate(self.nsfw) if flag]
 
 
 async def stored_result(storage: Storage, stored: JobRecord) -> ResultContent | None:
@@ -55,24 +74,41 @@ async def stored_result(storage: Storage, stored: JobRecord) -> ResultContent | 
 
     images, parameters = await asyncio.to_thread(decode)
     total_s = sum(float(value) for value in stored.timings.values())
-    return ResultContent(stored.request, images, stored.seeds, total_s, parameters)
+    flags = {result.index: bool(result.nsfw) for result in await storage.list_results(stored.id)}
+    nsfw = tuple(flags.get(index, False) for index in range(len(images)))
+    return ResultContent(stored.request, images, stored.seeds, total_s, parameters, nsfw=nsfw)
+
+
+def veiled(image: Image.Image, mode: SafetyMode) -> Image.Image:
+    """A flagged image as ``mode`` shows it: blurred, a notice instead (refuse), or as made (spoiler, off)."""
+    if mode == "blur":
+        return blurred(image)
+    return notice(image.size) if mode == "refuse" else image
 
 
 async def result_message(storage: Storage, stored: JobRecord, content: ResultContent,
-                         attachment_limit: int | None) -> tuple[str, list[Upload]]:
-    """The text and the one attachment (a grid fitted to the upload limit) of a job's result message."""
+                         attachment_limit: int | None, *, safety: SafetyMode = "off") -> tuple[str, list[Upload]]:
+    """The text and the one attachment (a grid fitted to the upload limit) of a job's result message, with the
+    server's safety mode applied to flagged images."""
     request = content.request
     limit = upload_limit(attachment_limit)
     basename = f"imagine_{stored.id[:8]}"
+    flagged = content.flagged(safety)
+    encoded: EncodedImage | None
     # One image: the PNG already saved (with the same parameters) is the upload; don't encode it twice.
-    saved = await storage.load_result_image(stored.id, 0) if len(content.images) == 1 else None
+    saved = await storage.load_result_image(stored.id, 0) if len(content.images) == 1 and not flagged else None
     if saved is not None and len(saved) <= limit:
         encoded = EncodedImage(saved, f"{basename}.png", "PNG", scaled=False)
+    elif safety == "refuse" and len(flagged) == len(content.images):
+        encoded = None  # every image withheld: the text says so, and nothing is attached
     else:
+        images = [veiled(image, safety) if index in flagged else image for index, image in enumerate(content.images)]
         encoded = await asyncio.to_thread(
-            lambda: encode_to_fit(make_grid(content.images), limit, content.parameters, basename=basename))
+            lambda: encode_to_fit(make_grid(images), limit, content.parameters, basename=basename))
     note = kind_note(stored.kind)
-    if encoded.scaled:
+    if flagged:
+        note = (note + "\n" if note else "") + safety_note(safety, flagged, len(content.images))
+    if encoded is not None and encoded.scaled:
         note = (note + "\n" if note else "") + SCALED_NOTE
     if content.warnings:
         note = (note + "\n" if note else "") + "\n".join(
@@ -83,4 +119,7 @@ async def result_message(storage: Storage, stored: JobRecord, content: ResultCon
         negative=request.negative_prompt, guidance=request.guidance,
         strength=request.strength if request.mode == "img2img" else None, loras=request.loras, note=note,
     )
-    return text, [(encoded.data, encoded.filename)]
+    if encoded is None:
+        return text, []
+    hidden = flagged and safety in ("blur", "spoiler")
+    return text, [(encoded.data, spoiler_name(encoded.filename) if hidden else encoded.filename)]

@@ -159,6 +159,27 @@ def undeliverable_text(prompt: str, reference: str) -> str:
             f"its channel after several tries (reference `{reference}`); please run it again.")
 
 
+def safety_note(mode: str, flagged: Sequence[int], count: int) -> str:
+    """The line under a result whose images ``flagged`` (0-based) the safety checker flagged, for the server's
+    ``mode`` (spoiler, blur or refuse): what was done to them, and that the server's setting did it."""
+    several = len(flagged) > 1
+    if count == 1:
+        which = "The image"
+    else:
+        numbers = [str(index + 1) for index in flagged]
+        listed = numbers[0] if not several else f"{', '.join(numbers[:-1])} and {numbers[-1]}"
+        which = f"Image{'s' if several else ''} {listed}"
+    if mode == "refuse":
+        return f"🚫 {which} {'were' if several else 'was'} withheld by this server's safety setting."
+    if count == 1:
+        done = "blurred and hidden" if mode == "blur" else "hidden"
+        return f"⚠ The image is {done} behind a spoiler by this server's safety setting."
+    may = f"{which} may be sensitive, so this server's safety setting"
+    if mode == "blur":
+        return f"⚠ {may} blurs {'them' if several else 'it'} and hides the images behind a spoiler."
+    return f"⚠ {may} hides the images behind a spoiler."
+
+
 def full_size_text(index: int, owner_id: int, seed: int, reason: str) -> str:
     """A U click answered with the stored image because a 2× upscale cannot run (``reason``: why, raw)."""
     return (f"Image {index + 1} of <@{owner_id}>'s request at full size (seed {seed}). A 2× upscale isn't "

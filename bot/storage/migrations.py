@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     DateTime,
@@ -180,6 +181,12 @@ def _v6_moderation(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _v7_result_safety_flags(conn: Connection) -> None:
+    # The safety checker's verdict per image: true flagged, false passed, null never checked (made before this, or
+    # where no safety mode asked). Stored so that a re-post after a restart and the U/V buttons apply the policy.
+    _add_column(conn, "results", Column("nsfw", Boolean))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and results", _v1_jobs_and_results),
     Migration(2, "soft delete of jobs, guild settings, job indexes", _v2_soft_delete_guild_settings_indexes),
@@ -187,6 +194,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "indexes for the retention purge", _v4_retention_indexes),
     Migration(5, "why a job was refused, and an index for usage figures", _v5_refusal_reason_and_usage_index),
     Migration(6, "moderation: audit log and paused servers", _v6_moderation),
+    Migration(7, "the safety checker's flag of each result image", _v7_result_safety_flags),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -84,6 +84,7 @@ class ResultImage:
     width: int
     height: int
     size_bytes: int
+    nsfw: bool | None = None  # the safety checker's flag; None: the image was not checked
 
 
 @dataclass(frozen=True)

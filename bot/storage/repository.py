@@ -372,20 +372,26 @@ class Storage:
 
     def _to_result(self, row: ResultRow) -> ResultImage:
         return ResultImage(row.job_id, row.image_index, row.seed, self.data_dir / row.path, row.width, row.height,
-                           row.size_bytes)
+                           row.size_bytes, row.nsfw)
 
-    async def save_result_images(self, job_id: str, pngs: Sequence[bytes], seeds: Sequence[int]) -> list[ResultImage]:
-        """Write each PNG to ``images/<job_id>_<i>.png`` (in a thread) and record it; replaces earlier results."""
+    async def save_result_images(self, job_id: str, pngs: Sequence[bytes], seeds: Sequence[int],
+                                 nsfw: Sequence[bool] = ()) -> list[ResultImage]:
+        """Write each PNG to ``images/<job_id>_<i>.png`` (in a thread) and record it with the safety checker's flag
+        (``nsfw``: one per image, or empty when they were not checked); replaces earlier results."""
         if len(pngs) != len(seeds):
             raise ValueError(f"{len(pngs)} images but {len(seeds)} seeds")
+        if nsfw and len(nsfw) != len(pngs):
+            raise ValueError(f"{len(pngs)} images but {len(nsfw)} safety flags")
+        flags: list[bool | None] = list(nsfw) if nsfw else [None] * len(pngs)
         await self.require_job(job_id)
         relpaths = [images.image_relpath(job_id, index) for index in range(len(pngs))]
         sizes = await asyncio.to_thread(
             lambda: [images.write_image(self.data_dir, path, data) for path, data in zip(relpaths, pngs, strict=True)])
         now = self._clock()
         rows = [ResultRow(job_id=job_id, image_index=index, seed=seed, path=path, width=size[0], height=size[1],
-                          size_bytes=len(data), created_at=now)
-                for index, (seed, path, size, data) in enumerate(zip(seeds, relpaths, sizes, pngs, strict=True))]
+                          size_bytes=len(data), created_at=now, nsfw=flag)
+                for index, (seed, path, size, data, flag) in enumerate(zip(seeds, relpaths, sizes, pngs, flags,
+                                                                           strict=True))]
         async with self._session() as session, session.begin():
             stale = await self._delete_result_rows(session, job_id)
             session.add_all(rows)

@@ -3,7 +3,8 @@
 Every field but ``init_image`` goes into the dict (the image bytes live in the ``init_image`` blob
 column). Reading is strict about types so a corrupt row fails loudly instead of generating garbage;
 keys this version does not know are ignored with a warning (written by a newer bot), and fields a row
-lacks take their defaults (rows written before LoRAs have no ``loras``).
+lacks take their defaults (rows written before LoRAs have no ``loras``, before the safety checker no
+``check_safety``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def request_from_dict(data: Mapping[str, Any], init_image: bytes | None = None) 
         types_ok = allowed[name]
         if float in types_ok and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # JSON may store 7.0 as 7
-        if isinstance(value, bool) or not isinstance(value, types_ok):
+        if (isinstance(value, bool) and bool not in types_ok) or not isinstance(value, types_ok):
             raise StorageError(f"stored request field {name} has a {type(value).__name__}; expected {types_ok}")
         values[name] = value
     missing = [f.name for f in fields(GenerationRequest)

@@ -14,14 +14,16 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.config import ConfigStore
+from bot.core.policy import SafetyMode
+from bot.core.safety import resolve_safety
 from bot.discord_ui.channel_access import ChannelAccess
 from bot.discord_ui.custom_ids import Action
-from bot.discord_ui.images import encode_to_fit, read_parameters, upload_limit
+from bot.discord_ui.images import EncodedImage, blurred, encode_to_fit, read_parameters, spoiler_name, upload_limit
 from bot.discord_ui.interactions import NO_MENTIONS, requester_of
 from bot.discord_ui.outbox import Outbox
 from bot.discord_ui.presenter import DiscordPresenter, StatusTarget
 from bot.discord_ui.replies import reply_error
-from bot.discord_ui.texts import CANCELLED_REPLY, STARTING_TEXT, full_size_text
+from bot.discord_ui.texts import CANCELLED_REPLY, MESSAGE_LIMIT, STARTING_TEXT, full_size_text, safety_note
 from bot.features.imagine.compose import Attachment, Composed, loras_for, resolve_model
 from bot.features.imagine.flags import Options, read_prompt_flags
 from bot.features.imagine.recorder import JobRecorder
@@ -87,15 +89,17 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         image: discord.Attachment | None = None, strength: app_commands.Range[float, 0.05, 1.0] | None = None,
         lora: str | None = None,
     ) -> None:
-        self._service.check_where(requester_of(interaction))  # before the options and any download
+        requester = requester_of(interaction)
+        self._service.check_where(requester)  # before the options and any download
         self._access.check(interaction)  # a channel where the bot could not post its result
         explicit = Options(negative=negative, aspect=aspect, count=count, steps=steps, guidance=guidance, seed=seed,
                            model=model, style=style, strength=strength, loras=((lora, None),) if lora else ())
         attachment = None if image is None else Attachment(image.filename, image.content_type, image.size)
-        drafted = self._service.draft(prompt, explicit, attachment)  # bad options fail before the download
+        # Content rules and bad options fail before the download, and before anything is stored.
+        drafted = self._service.draft(prompt, explicit, attachment, requester)
         if image is not None:
             # A request that admission would refuse (rate, quota, queue caps) costs no download either.
-            await self._service.check(drafted, requester_of(interaction), image_coming=True)
+            await self._service.check(drafted, requester, image_coming=True)
             await interaction.response.defer(thinking=True)  # the download can outlast Discord's 3 s window
         try:
             data = None if image is None else await self._download(image)
@@ -197,9 +201,10 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         # Loading the image and storing the new job can outlast Discord's 3 s window: acknowledge first.
         await interaction.response.defer(thinking=True)
         try:
-            plan = await self._service.follow_up(action, job_id, index)
+            plan = await self._service.follow_up(action, job_id, index, requester)
             if isinstance(plan, FullSizeInstead):
-                await self._send_full_image(interaction, plan)
+                mode = resolve_safety(self._config.current, requester.guild_id, requester.channel_nsfw)
+                await self._send_full_image(interaction, plan, mode if plan.nsfw else "off")
             else:
                 await self.submit_and_show(interaction, plan.composed, kind=plan.kind, parent_job_id=job_id)
         except Exception:
@@ -207,16 +212,26 @@ class ImagineCog(commands.Cog, name=COG_NAME):
             raise
 
     @staticmethod
-    async def _send_full_image(interaction: discord.Interaction[Any], plan: FullSizeInstead) -> None:
+    async def _send_full_image(interaction: discord.Interaction[Any], plan: FullSizeInstead, mode: SafetyMode) -> None:
+        """The stored image at full size, as ``mode`` shows a flagged image (``off`` for one that is not flagged;
+        ``refuse`` never gets here: the service withholds it)."""
         text = full_size_text(plan.index, plan.owner_id, plan.seed, plan.reason)
+        if mode != "off":
+            text = f"{text}\n{safety_note(mode, [plan.index], 1)}"[:MESSAGE_LIMIT]
         limit = upload_limit(interaction.filesize_limit)
         name = f"image_{plan.index + 1}"
-        if len(plan.image) > limit:  # re-encode (keeping the recipe) only when the PNG is too large for this server
-            encoded = await asyncio.to_thread(
-                lambda: encode_to_fit(open_image(plan.image), limit, read_parameters(plan.image) or "",
-                                      basename=name))
-            file = discord.File(io.BytesIO(encoded.data), filename=encoded.filename)
+        if mode == "blur" or len(plan.image) > limit:
+            # Re-encoded (keeping the recipe) only to blur it, or when the PNG is too large for this server.
+            def encode() -> EncodedImage:
+                image = open_image(plan.image)
+                shown = blurred(image) if mode == "blur" else image
+                return encode_to_fit(shown, limit, read_parameters(plan.image) or "", basename=name)
+
+            encoded = await asyncio.to_thread(encode)
+            data, filename = encoded.data, encoded.filename
         else:
-            file = discord.File(io.BytesIO(plan.image), filename=f"{name}.png")
-        await interaction.edit_original_response(content=text, attachments=[file],
+            data, filename = plan.image, f"{name}.png"
+        if mode in ("blur", "spoiler"):
+            filename = spoiler_name(filename)
+        await interaction.edit_original_response(content=text, attachments=[discord.File(io.BytesIO(data), filename)],
                                                  allowed_mentions=NO_MENTIONS)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, replace
 
 from bot.core.config import AppConfig
+from bot.core.content import GuildContent
 from bot.features.imagine.flags import (
     LoraAsked,
     Options,
@@ -99,8 +100,10 @@ class Draft:
         return Composed(validate(request, self.model_name, self.model, loras=self.loras), self.model)
 
 
-def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment: Attachment | None = None) -> Draft:
+def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment: Attachment | None = None,
+          content: GuildContent | None = None) -> Draft:
     """Parse flags out of the prompt, let explicit options win, apply style and aspect, and check it all.
+    ``content``: the server's content settings, whose default negative prompt is added.
 
     Raises one ``InvalidRequest`` listing every problem, before anything is downloaded."""
     if attachment is not None and (wrong_file := attachment_problems(attachment)):
@@ -131,8 +134,11 @@ def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment:
             )
         except InvalidRequest as exc:
             problems.extend(exc.problems)
+    negative = options.negative or ""
+    if content is not None:
+        negative = content.with_default_negative(negative)
     request = GenerationRequest(
-        prompt=prompt, negative_prompt=options.negative or "", width=width, height=height, steps=options.steps,
+        prompt=prompt, negative_prompt=negative, width=width, height=height, steps=options.steps,
         guidance=options.guidance, seed=options.seed, count=options.count or 1, model=model_name,
         strength=options.strength, loras=_weighted(config.generation, options.loras),
     )
@@ -144,6 +150,12 @@ def draft(config: AppConfig, prompt_text: str, explicit: Options, *, attachment:
     if problems:
         raise InvalidRequest(problems)
     return Draft(request, model_name, model, config.generation)
+
+
+def typed_prompt(prompt_text: str, explicit: Options) -> str:
+    """The prompt as the member wrote it, without its flags and LoRA tags (what a length limit counts)."""
+    flags, _ = read_prompt_flags(prompt_text)
+    return merge_options(flags, explicit).prompt
 
 
 def attachment_problems(attachment: Attachment) -> list[str]:

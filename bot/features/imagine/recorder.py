@@ -30,7 +30,7 @@ class Presenter(Protocol):
 
     async def started(self, job_id: str) -> None: ...
 
-    async def progress(self, job_id: str, event: ProgressEvent) -> None: ...
+    async def progress(self, job_id: str, event: ProgressEvent, *, veiled: bool = False) -> None: ...
 
     async def finished(self, stored: JobRecord, result: GenerationResult | None) -> None: ...
 
@@ -61,7 +61,8 @@ class JobRecorder:
         await self._presenter.started(job.id)
 
     async def progress(self, job: Job, event: ProgressEvent) -> None:
-        await self._presenter.progress(job.id, event)
+        # The safety checker judges finished images only: where a server's mode asks for it, previews are veiled.
+        await self._presenter.progress(job.id, event, veiled=job.request.check_safety)
 
     async def finished(self, job: Job) -> None:
         if job.state is JobState.REFUSED:
@@ -110,7 +111,8 @@ class JobRecorder:
             # On the path to the result message: fast compression, one thread per image (zlib frees the GIL).
             pngs = list(await asyncio.gather(*(asyncio.to_thread(result.png_bytes, index, compress_level=1)
                                                for index in range(len(result.images)))))
-            await self._storage.save_result_images(job.id, pngs, result.seeds)
+            # The checker's flags go with the images: every later showing (a re-post, U, V) applies the policy to them.
+            await self._storage.save_result_images(job.id, pngs, result.seeds, result.nsfw)
             self._checkpoints.reached("images saved")
             timings = {"load_s": result.timings.load_s, "denoise_s": result.timings.denoise_s,
                        "decode_s": result.timings.decode_s}

@@ -1,6 +1,11 @@
 """The imagine feature's rules, free of Discord: compose, store and admit a job, follow-ups (upscale,
 variation, reroll), cancel and delete, and resuming after a restart.
 
+Moderators' policy applies here too: the content gate (``gate.ContentGate``) refuses a prompt that breaks the
+server's content rules or length before anything is stored or downloaded, for new requests and follow-ups alike;
+a request is marked for the safety checker wherever the effective safety mode is not off; U and V refuse an
+image that the server's safety setting withholds.
+
 The cog translates Discord into these calls and shows what they return; ``recorder.JobRecorder``
 records what the scheduler reports; the presenter shows it.
 """
@@ -12,16 +17,28 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from bot.core.config import ConfigStore
-from bot.core.errors import DirectMessagesOff, JobNotFound, Refused, ShuttingDown
+from bot.core.config import AppConfig, ConfigStore
+from bot.core.content import ContentStats
+from bot.core.errors import DirectMessagesOff, IllegalTransition, ImageWithheld, JobNotFound, Refused, ShuttingDown
 from bot.core.faults import Checkpoints
 from bot.core.identity import Requester
-from bot.features.imagine.compose import Attachment, Composed, Draft, derive, draft, image_problem, resolve_model
+from bot.core.safety import needs_check, resolve_safety
+from bot.features.imagine.compose import (
+    Attachment,
+    Composed,
+    Draft,
+    derive,
+    draft,
+    image_problem,
+    resolve_model,
+    typed_prompt,
+)
 from bot.features.imagine.flags import Options
+from bot.features.imagine.gate import ContentGate
 from bot.scheduler import Clock, Job, Scheduler
 from bot.storage import InteractionRef, JobKind, JobRecord, Storage
 from generation.errors import InvalidRequest
@@ -67,16 +84,18 @@ class FullSizeInstead:
     image: bytes
     seed: int
     reason: str
+    nsfw: bool = False  # the safety checker flagged it: shown as the server's safety mode says
 
 
 class ImagineService:
     def __init__(self, config: ConfigStore, storage: Storage, scheduler: Scheduler, clock: Clock,
-                 checkpoints: Checkpoints | None = None) -> None:
+                 checkpoints: Checkpoints | None = None, *, gate: ContentGate | None = None) -> None:
         self._config = config
         self._storage = storage
         self._scheduler = scheduler
         self._clock = clock
         self._checkpoints = checkpoints or Checkpoints()
+        self._gate = gate or ContentGate(ContentStats())
 
     # --- a new request ----------------------------------------------------------------------------
     def check_where(self, requester: Requester) -> None:
@@ -84,9 +103,14 @@ class ImagineService:
         if requester.in_dm and not self._config.current.bot.allow_dms:
             raise DirectMessagesOff()
 
-    def draft(self, prompt: str, explicit: Options, attachment: Attachment | None) -> Draft:
-        """Every option checked against today's config, before any attachment is downloaded."""
-        return draft(self._config.current, prompt, explicit, attachment=attachment)
+    def draft(self, prompt: str, explicit: Options, attachment: Attachment | None, requester: Requester) -> Draft:
+        """The server's content rules and every option checked against today's config, before any attachment is
+        downloaded; the server's default negative prompt added."""
+        config = self._config.current
+        content = self._gate.content_for(config, requester)
+        self._gate.check(content, requester, prompt, explicit.negative or "")  # as typed: flags included
+        self._gate.check_length(content, requester, typed_prompt(prompt, explicit))
+        return draft(config, prompt, explicit, attachment=attachment, content=content)
 
     async def check(self, drafted: Draft, requester: Requester, *, image_coming: bool) -> None:
         """Refuse now, before the attachment is downloaded, what admission would refuse (a dry run: nothing is
@@ -101,6 +125,12 @@ class ImagineService:
                     channel_id=requester.channel_id, role_ids=requester.role_ids, status="refused",
                     refusal=exc.limit)
             raise
+
+    def _with_safety(self, composed: Composed, requester: Requester) -> Composed:
+        """The request marked for the safety checker when the mode where it was asked is not off (a follow-up
+        is asked anew: checked under today's mode, whatever its parent had)."""
+        mode = resolve_safety(self._config.current, requester.guild_id, requester.channel_nsfw)
+        return replace(composed, request=replace(composed.request, check_safety=needs_check(mode)))
 
     @staticmethod
     def _job(job_id: str, composed: Composed, requester: Requester) -> Job:
@@ -121,6 +151,7 @@ class ImagineService:
         """Store the job, then admit it; a refusal is recorded and re-raised for the user to see."""
         self.check_where(requester)  # buttons too: DMs may have been switched off since the result
         self._scheduler.check_accepting()  # during shutdown storage closes soon: store nothing new
+        composed = self._with_safety(composed, requester)
         stored = await self._storage.create_job(
             composed.request, user_id=requester.user_id, guild_id=requester.guild_id or None,
             channel_id=requester.channel_id, role_ids=requester.role_ids, kind=kind, parent_job_id=parent_job_id,
@@ -167,31 +198,46 @@ class ImagineService:
         requester.check_may_manage(stored.user_id, stored.guild_id or 0, self._config.current, "delete")
         await self._storage.mark_deleted(job_id)
 
-    async def follow_up(self, action: FollowUpAction, job_id: str, index: int | None) -> FollowUp | FullSizeInstead:
+    async def follow_up(self, action: FollowUpAction, job_id: str, index: int | None,
+                        requester: Requester) -> FollowUp | FullSizeInstead:
         """U (2x upscale of one image), V (variations of one image) or reroll (new seed) of a finished job,
-        re-validated against today's config."""
+        re-validated against today's config and checked again against today's content rules."""
         parent = await self._storage.require_job(job_id)
         if parent.status != "done" or parent.deleted_at is not None:
             raise InvalidRequest(["that image is no longer available; run /imagine again"])
         config = self._config.current
+        content = self._gate.content_for(config, requester)
+        request = parent.request
+        self._gate.check(content, requester, request.prompt, content.members_part(request.negative_prompt))
+        negative = content.with_default_negative(request.negative_prompt)  # today's default, once
         if action == "reroll":
-            return FollowUp(derive(config, parent.request, seed=None), "reroll")
+            return FollowUp(derive(config, request, seed=None, negative_prompt=negative), "reroll")
         if index is None:
             raise InvalidRequest([f"button {action!r} needs an image number; allowed: the images shown"])
+        nsfw = await self._withheld_check(config, parent, index, requester)
         image = await self._storage.load_result_image(job_id, index)
         if image is None:
             raise InvalidRequest([self._gone(parent, index)])
         if action == "v":
-            return FollowUp(derive(config, parent.request, init_image=image, strength=VARIATION_STRENGTH, seed=None,
-                                   steps=img2img_steps(parent.request.steps, VARIATION_STRENGTH)), "variation")
-        width, height = parent.request.width or 0, parent.request.height or 0
+            return FollowUp(derive(config, request, init_image=image, strength=VARIATION_STRENGTH, seed=None,
+                                   negative_prompt=negative,
+                                   steps=img2img_steps(request.steps, VARIATION_STRENGTH)), "variation")
+        width, height = request.width or 0, request.height or 0
         try:
-            composed = derive(config, parent.request, init_image=image, width=width * 2, height=height * 2,
-                              strength=UPSCALE_STRENGTH, count=1, seed=parent.seeds[index],
-                              steps=img2img_steps(parent.request.steps, UPSCALE_STRENGTH))
+            composed = derive(config, request, init_image=image, width=width * 2, height=height * 2,
+                              strength=UPSCALE_STRENGTH, count=1, seed=parent.seeds[index], negative_prompt=negative,
+                              steps=img2img_steps(request.steps, UPSCALE_STRENGTH))
         except InvalidRequest as exc:
-            return FullSizeInstead(parent.user_id, index, image, parent.seeds[index], exc.problems[0])
+            return FullSizeInstead(parent.user_id, index, image, parent.seeds[index], exc.problems[0], nsfw=nsfw)
         return FollowUp(composed, "upscale")
+
+    async def _withheld_check(self, config: AppConfig, parent: JobRecord, index: int, requester: Requester) -> bool:
+        """Whether the checker flagged image ``index``; ImageWithheld when today's mode here withholds it (nothing
+        is made from an image nobody may see)."""
+        flagged = any(result.nsfw for result in await self._storage.list_results(parent.id) if result.index == index)
+        if flagged and resolve_safety(config, requester.guild_id, requester.channel_nsfw) == "refuse":
+            raise ImageWithheld(index)
+        return flagged
 
     def _gone(self, parent: JobRecord, index: int) -> str:
         """Why image ``index`` of ``parent`` cannot be loaded: purged after its retention time, or never there."""
@@ -227,6 +273,10 @@ class ImagineService:
             try:
                 name, model = resolve_model(config, stored.request.model)
                 request = validate(stored.request, name, model, loras=config.generation)
+                # The channel's age restriction is not known here: its server's mode decides, and a check that
+                # was asked for stays asked for.
+                mode = resolve_safety(config, stored.guild_id or 0, channel_nsfw=False)
+                request = replace(request, check_safety=request.check_safety or needs_check(mode))
             except InvalidRequest as exc:
                 reason = dropped_no_longer_fits(exc)
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=reason))
