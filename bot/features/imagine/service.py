@@ -23,7 +23,7 @@ from typing import Literal
 
 from bot.core.config import AppConfig, ConfigStore
 from bot.core.content import ContentStats
-from bot.core.errors import DirectMessagesOff, IllegalTransition, ImageWithheld, JobNotFound, Refused, ShuttingDown
+from bot.core.errors import DirectMessagesOff, ImageWithheld, JobNotFound, Refused, ShuttingDown
 from bot.core.faults import Checkpoints
 from bot.core.identity import Requester
 from bot.core.safety import needs_check, resolve_safety
