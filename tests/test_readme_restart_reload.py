@@ -71,6 +71,7 @@ async def test_a_changed_file_is_served_without_a_restart(fake: FakeDiscord, tmp
         refused = await fake.slash("imagine", {"prompt": "a kite --model pixie"}, user="alice")
         assert "model 'pixie' is not available; allowed: tiny" in (await refused.wait_original()).content
 
+        changed.clear()  # the start-up published the config too (stored /mod settings laid over it)
         write_config(path, extra_models=OTHER_MODEL, cap=1, poll=0.05, stamp=2)
         await asyncio.wait_for(changed.wait(), timeout=60)  # the bot's own watcher noticed the file
 
@@ -89,6 +90,7 @@ async def test_sighup_reloads_a_running_bot(fake: FakeDiscord, tmp_path: Path) -
     store = ConfigStore(path)
     changed = reloaded(store)
     async with running_bot(fake, tmp_path / "data", store, watch_config=True):
+        changed.clear()  # the start-up published the config too (stored /mod settings laid over it)
         write_config(path, extra_models=OTHER_MODEL, stamp=2)
         os.kill(os.getpid(), signal.SIGHUP)
         await asyncio.wait_for(changed.wait(), timeout=60)
