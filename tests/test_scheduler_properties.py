@@ -2,7 +2,8 @@
 
 Checked for every generated run: no job lost or duplicated, exactly one terminal state per job
 (or handed back at shutdown), no cap ever exceeded, batches hold only compatible jobs within the
-image limit, and a guild's first job waits behind at most one batch headed by any other guild.
+image limit, and a guild's first job waits behind at most one batch headed by any other guild and,
+behind ten flooding guilds, for the batch in progress only.
 """
 
 from __future__ import annotations
@@ -237,3 +238,46 @@ def _batch_starts(events: list[tuple[str, str]]) -> list[int]:
             starts.append(index)
         previous = kind
     return starts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(1, 10), st.integers(1, 4), st.sampled_from([10, 20, 25, 30]),
+                       st.sampled_from([1, 2, 4])), min_size=60, max_size=120),
+    st.lists(st.floats(12.0, 60.0), min_size=1, max_size=4),
+    st.sampled_from([20, 25]),
+    st.sampled_from([0, 8]),
+    st.sampled_from([{}, {1: 4.0}, {2: 0.25, 3: 3.0}]),
+)
+def test_a_light_guild_behind_ten_flooding_guilds_waits_for_the_batch_in_progress_only(
+        flood: list[tuple[int, int, int, int]], arrivals: list[float], light_steps: int, lookahead: int,
+        weights: dict[int, float]) -> None:
+    """Ten guilds queue their floods at t=0; by t=12 each has had its first (new-guild) batch, so from then on
+    they are busy guilds. A light guild arriving then starts in the very next batch, whatever the flood."""
+    from bot.core.config import GuildConfig
+
+    async def run() -> tuple[Checker, FakeExecutor]:
+        clock = SimulatedClock()
+        config = make_config(lookahead=lookahead, guilds={gid: GuildConfig(weight=w) for gid, w in weights.items()})
+        checker = Checker(config)
+        # at most 0.5 + 0.2 x 4 = 1.3 s a batch: the ten flooders' first batches have all begun by t=11.7
+        executor = FakeExecutor(clock, duration=lambda batch: 0.5 + 0.2 * sum(r.count for r in batch))
+        scheduler = Scheduler(executor, config, clock=clock, listener=checker)
+        await scheduler.start()
+        for n, (guild, user, steps, count) in enumerate(flood):
+            scheduler.submit(make_job(guild, user, job_id=f"f{n}", prompt=f"g{guild}", steps=steps, count=count))
+        for n, at in enumerate(sorted(arrivals)):
+            await clock.advance(at - clock.monotonic())
+            scheduler.submit(make_job(20 + n, 1, job_id=f"light{n}", prompt=f"l{n}", steps=light_steps))
+        await clock.run_until_done(scheduler.drain(finish_queued=True))
+        return checker, executor
+
+    checker, executor = asyncio.run(run())
+    assert not checker.violations, checker.violations[:5]
+    starts = _batch_starts(checker.events)
+    for n in range(len(arrivals)):
+        arrived = checker.events.index(("queued", f"light{n}"))
+        started = checker.events.index(("started", f"light{n}"))
+        heads = [executor.calls[i][0].prompt for i, index in enumerate(starts) if arrived < index < started]
+        # only other light guilds that arrived first (each new too) may go before it
+        assert all(head.startswith("l") for head in heads), (n, heads)

@@ -78,13 +78,15 @@ def _release(job: Job) -> None:
 
 
 class SchedulerCore:
-    def __init__(self, config: ConfigSource, clock: Clock, listener: JobListener | None) -> None:
+    def __init__(self, config: ConfigSource, clock: Clock, listener: JobListener | None, *,
+                 idle_first: bool = True) -> None:
         self.config_source = config
         self.clock = clock
         self.events = JobEvents()
         if listener is not None:
             self.events.subscribe(listener)
-        self.queue: FairQueue[Job] = FairQueue(lambda gid: self.config.guild_weight(gid))
+        self.queue: FairQueue[Job] = FairQueue(lambda gid: self.config.guild_weight(gid),
+                                               idle_first=idle_first)
         self.occupancy = Occupancy()
         self.admission = Admission()
         self.jobs: dict[str, Job] = {}  # queued or running
