@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import pytest
 
-from bot.core.config import ConfigStore, GuildConfig, Limits
+from bot.core.config import GuildConfig, Limits
 from bot.core.errors import InternalFailure, JobNotFound, NotPermitted, QueueFull
 from bot.core.identity import Requester
-from bot.scheduler import Job, JobState, Scheduler, SimulatedClock
+from bot.scheduler import Job, JobState, Scheduler
 from generation.errors import GenerationFailed
 from generation.request import GenerationRequest
-from tests.scheduler_helpers import OPEN_LIMITS, FakeExecutor, Recorder, make_config, make_job
-
-
-class Rig:
-    def __init__(self, *, executor_kwargs: dict[str, Any] | None = None, listener: Any = None, **config: Any) -> None:
-        self.clock = SimulatedClock()
-        self.executor = FakeExecutor(self.clock, **(executor_kwargs or {}))
-        self.recorder = Recorder()
-        self.store = ConfigStore(initial=make_config(**config))
-        self.scheduler = Scheduler(self.executor, self.store, clock=self.clock,
-                                   listener=listener if listener is not None else self.recorder)
-
-    def batches(self) -> list[list[str]]:
-        return [[request.prompt for request in call] for call in self.executor.calls]
-
-    def submit(self, name: str, guild: int = 1, user: int = 10, **kwargs: Any) -> Job:
-        return self.scheduler.submit(make_job(guild, user, job_id=name, prompt=name, **kwargs))
+from tests.scheduler_helpers import OPEN_LIMITS, Recorder, Rig, make_config, make_job
 
 
 @pytest.fixture

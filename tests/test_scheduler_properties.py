@@ -2,8 +2,8 @@
 
 Checked for every generated run: no job lost or duplicated, exactly one terminal state per job
 (or handed back at shutdown), no cap ever exceeded, batches hold only compatible jobs within the
-image limit, and a guild's first job waits behind at most one batch headed by any other guild and,
-behind ten flooding guilds, for the batch in progress only.
+image limit (the executor's and the model's own), and a guild's first job waits behind at most one
+batch headed by any other guild and, behind ten flooding guilds, for the batch in progress only.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bot.core.config import AppConfig, Bucket, Limits
 from bot.core.errors import Refused
 from bot.core.identity import Requester
 from bot.scheduler import TERMINAL_STATES, Job, JobState, Scheduler, SimulatedClock
+from generation.config import GenerationConfig, ModelConfig
 from generation.errors import ImagineError
 from generation.request import compatibility_key
 from tests.scheduler_helpers import FakeExecutor, make_config, make_job
@@ -116,8 +117,10 @@ ops = st.lists(st.tuples(
 
 
 async def scenario(clock: SimulatedClock, limits: dict[str, Any], sched: dict[str, Any], plan: list[tuple[Any, ...]],
-                   finish: bool) -> tuple[Checker, FakeExecutor, list[Job], list[Job], list[Job]]:
-    config = make_config(limits=Limits(guild_rate=None, **limits), **sched)
+                   finish: bool, model_cap: int | None = None
+                   ) -> tuple[Checker, FakeExecutor, list[Job], list[Job], list[Job]]:
+    generation = GenerationConfig(models={"tiny": ModelConfig(source="builtin:tiny", max_batch_images=model_cap)})
+    config = make_config(limits=Limits(guild_rate=None, **limits), generation=generation, **sched)
     checker = Checker(config)
     executor = FakeExecutor(clock, max_batch_images=MAX_IMAGES,
                             duration=lambda batch: 1.0 + 0.3 * sum(r.count for r in batch),
@@ -152,12 +155,13 @@ async def scenario(clock: SimulatedClock, limits: dict[str, Any], sched: dict[st
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(configs, schedulers, ops, st.booleans())
+@given(configs, schedulers, ops, st.booleans(), st.sampled_from([None, None, 1, 2, 8]))
 def test_every_job_accounted_for_caps_kept_batches_compatible(limits: dict[str, Any], sched: dict[str, Any],
-                                                               plan: list[tuple[Any, ...]], finish: bool) -> None:
+                                                               plan: list[tuple[Any, ...]], finish: bool,
+                                                               model_cap: int | None) -> None:
     async def run() -> tuple[Checker, FakeExecutor, list[Job], list[Job], list[Job]]:
         clock = SimulatedClock()
-        return await clock.run_until_done(scenario(clock, limits, sched, plan, finish))
+        return await clock.run_until_done(scenario(clock, limits, sched, plan, finish, model_cap))
 
     checker, executor, admitted, refused, handed = asyncio.run(run())
     assert not checker.violations, checker.violations[:5]
@@ -183,7 +187,7 @@ def test_every_job_accounted_for_caps_kept_batches_compatible(limits: dict[str, 
     assert set(seen) == {job_id for job_id, n in started.items() if n}
     for call in executor.calls:
         assert len({compatibility_key(request) for request in call}) == 1
-        assert len(call) == 1 or sum(request.count for request in call) <= MAX_IMAGES
+        assert len(call) == 1 or sum(request.count for request in call) <= min(MAX_IMAGES, model_cap or MAX_IMAGES)
     if not finish:
         assert all(job.state is not JobState.QUEUED for job in admitted)
 

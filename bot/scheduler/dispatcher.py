@@ -92,10 +92,11 @@ class Dispatcher:
             jobs = core.plan(max_images)
             if jobs:
                 images = sum(job.images for job in jobs)
-                if self._window_deadline is None and images < max_images:
+                cap = core.image_cap(jobs[0], max_images)  # the model's own max_batch_images too
+                if self._window_deadline is None and images < cap:
                     assert jobs[0].enqueued_at is not None
                     self._window_deadline = jobs[0].enqueued_at + settings.batch_window_ms / 1000
-                if (self._window_deadline is not None and images < max_images
+                if (self._window_deadline is not None and images < cap
                         and self._window_deadline - now > EPSILON_S):
                     return self._window_deadline - now  # room for batch-mates: wait briefly
                 self._window_deadline = None
