@@ -36,30 +36,6 @@ async def test_compatible_jobs_share_a_batch_up_to_the_image_limit(rig: Rig) -> 
     assert all(state is JobState.DONE for state in rig.recorder.finished_states().values())
 
 
-async def test_batch_window_waits_briefly_for_batch_mates() -> None:
-    rig = Rig(batch_window_ms=30)
-    await rig.scheduler.start()
-    rig.submit("a", user=1)
-    await rig.clock.advance(0.02)
-    assert rig.executor.calls == []  # still inside the window
-    rig.submit("b", user=2)
-    await rig.clock.advance(0.02)
-    rig.submit("late", user=3)
-    await rig.clock.advance(5)
-    assert rig.batches() == [["a", "b"], ["late"]]
-    await rig.clock.run_until_done(rig.scheduler.stop())
-
-
-async def test_full_batch_does_not_wait_for_the_window() -> None:
-    rig = Rig(batch_window_ms=1000, executor_kwargs={"max_batch_images": 2})
-    await rig.scheduler.start()
-    rig.submit("a", user=1)
-    rig.submit("b", user=2)
-    await rig.clock.advance(0)
-    assert rig.batches() == [["a", "b"]]
-    await rig.scheduler.stop(cancel_running=True)
-
-
 async def test_cancel_queued_at_once_and_running_member_alone(rig: Rig) -> None:
     rig.submit("a", user=1)
     rig.submit("b", user=2)

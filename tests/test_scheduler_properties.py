@@ -2,13 +2,16 @@
 
 Checked for every generated run: no job lost or duplicated, exactly one terminal state per job
 (or handed back at shutdown), no cap ever exceeded, batches hold only compatible jobs within the
-image limit (the executor's and the model's own), and a guild's first job waits behind at most one
-batch headed by any other guild and, behind ten flooding guilds, for the batch in progress only.
+image limit (the executor's and the model's own), a guild's first job waits behind at most one
+batch headed by any other guild and, behind ten flooding guilds, for the batch in progress only;
+the GPU is never idle while a job waits (no batch window when idle), and a batch takes every
+compatible job that waited for it, up to the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -285,3 +288,46 @@ def test_a_light_guild_behind_ten_flooding_guilds_waits_for_the_batch_in_progres
         heads = [executor.calls[i][0].prompt for i, index in enumerate(starts) if arrived < index < started]
         # only other light guilds that arrived first (each new too) may go before it
         assert all(head.startswith("l") for head in heads), (n, heads)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([0.0] * 4 + [0.05, 0.4, 1.0, 3.0]), st.integers(1, 3), st.sampled_from([1, 2])),
+             min_size=1, max_size=30),
+    st.sampled_from([0, 30, 5000]),
+)
+def test_the_gpu_never_idles_while_a_job_waits_and_a_batch_takes_all_that_waited(
+        arrivals: list[tuple[float, int, int]], window: int) -> None:
+    """Natural batching, concurrency 1, compatible jobs: a job that finds the GPU idle starts at once (no batch
+    window), and each batch holds every job that was waiting when it started, up to the executor's limit."""
+
+    async def run() -> tuple[list[Job], FakeExecutor]:
+        clock = SimulatedClock()
+        executor = FakeExecutor(clock, duration=lambda batch: 1.0 + 0.25 * sum(r.count for r in batch))
+        scheduler = Scheduler(executor, make_config(batch_window_ms=window), clock=clock)
+        await scheduler.start()
+        jobs = []
+        for n, (gap, guild, count) in enumerate(arrivals):
+            await clock.advance(gap)
+            jobs.append(scheduler.submit(make_job(guild, n, job_id=f"j{n}", count=count)))
+        await clock.run_until_done(scheduler.drain(finish_queued=True))
+        return jobs, executor
+
+    jobs, _ = asyncio.run(run())
+    assert all(job.state is JobState.DONE for job in jobs)
+    batches: dict[float, list[Job]] = {}
+    for job in jobs:
+        assert job.started_at is not None and job.finished_at is not None
+        batches.setdefault(job.started_at, []).append(job)
+    ends = sorted((members[0].started_at or 0.0, members[0].finished_at or 0.0) for members in batches.values())
+    idle = [(0.0, ends[0][0])] + [(end, begin) for (_, end), (begin, _) in itertools.pairwise(ends)]
+    for job in jobs:
+        assert job.enqueued_at is not None and job.started_at is not None
+        for begin, end in idle:  # waiting through any stretch with nothing running: never
+            assert min(job.started_at, end) <= max(job.enqueued_at, begin), (job.id, job.enqueued_at, begin, end)
+    for start, members in batches.items():
+        waited = [job for job in jobs if job.enqueued_at is not None and job.enqueued_at < start
+                  and job.started_at is not None and job.started_at >= start]
+        images = sum(job.images for job in members)
+        left_out = [job for job in waited if job not in members]
+        assert not left_out or images + min(job.images for job in left_out) > MAX_IMAGES, (start, left_out)
