@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import math
 import random
 import statistics
 import time
@@ -39,7 +40,7 @@ COUNTS = [(0.4, 1), (0.2, 2), (0.4, 4)]
 
 
 def batch_seconds(cost_per_image: float, images: int) -> float:
-    return OVERHEAD_S + SECONDS_PER_COST * cost_per_image * images**BATCH_EXPONENT
+    return OVERHEAD_S + SECONDS_PER_COST * cost_per_image * math.pow(images, BATCH_EXPONENT)
 
 
 @dataclass
