@@ -61,6 +61,9 @@ class ModelConfig(_Strict):
     img2img: bool = True
     enabled: bool = Field(default=True, description="false: a ready entry that is not served (say, too big for "
                           "this GPU); requests naming it are refused")
+    max_batch_images: Annotated[int, within(1, 64)] | None = Field(
+        default=None, description="most images of this model in one batch (the scheduler also keeps to "
+        "executor.max_batch_images); from `python -m bench.batch_sizes`; null: the executor's limit alone")
     cost_weight: Annotated[float, within(0.001, 1000)] = Field(
         default=1.0, description="relative cost of one step at 512x512")
 

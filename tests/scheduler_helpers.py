@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.core.config import AppConfig, GuildConfig, Limits, SchedulerConfig
-from bot.scheduler import Job, SimulatedClock
+from bot.core.config import AppConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
+from bot.scheduler import Job, Scheduler, SimulatedClock
+from generation.config import GenerationConfig
 from generation.errors import FixableFailure, GenerationCancelled
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.request import GenerationRequest, GenerationResult, ProgressEvent, Timings
@@ -20,10 +21,19 @@ OPEN_LIMITS = Limits(
 
 
 def make_config(
-    *, limits: Limits = OPEN_LIMITS, guilds: dict[int, GuildConfig] | None = None, **scheduler: Any
+    *,
+    limits: Limits = OPEN_LIMITS,
+    guilds: dict[int, GuildConfig] | None = None,
+    generation: GenerationConfig | None = None,
+    **scheduler: Any,
 ) -> AppConfig:
     settings = {"batch_window_ms": 0, "position_update_s": 0.0, "max_queued": None, **scheduler}
-    return AppConfig(limits=limits, guilds=guilds or {}, scheduler=SchedulerConfig(**settings))
+    return AppConfig(
+        limits=limits,
+        guilds=guilds or {},
+        scheduler=SchedulerConfig(**settings),
+        generation=generation or GenerationConfig(),
+    )
 
 
 def make_request(
@@ -153,3 +163,21 @@ class Recorder:
     def last_position(self, job_id: str) -> Any:
         found = [detail for kind, jid, detail in self.events if jid == job_id and kind in ("queued", "position")]
         return found[-1] if found else None
+
+
+class Rig:
+    """A scheduler on simulated time with a FakeExecutor and a Recorder; ``store`` swaps the config."""
+
+    def __init__(self, *, executor_kwargs: dict[str, Any] | None = None, listener: Any = None, **config: Any) -> None:
+        self.clock = SimulatedClock()
+        self.executor = FakeExecutor(self.clock, **(executor_kwargs or {}))
+        self.recorder = Recorder()
+        self.store = ConfigStore(initial=make_config(**config))
+        self.scheduler = Scheduler(self.executor, self.store, clock=self.clock,
+                                   listener=listener if listener is not None else self.recorder)
+
+    def batches(self) -> list[list[str]]:
+        return [[request.prompt for request in call] for call in self.executor.calls]
+
+    def submit(self, name: str, guild: int = 1, user: int = 10, **kwargs: Any) -> Job:
+        return self.scheduler.submit(make_job(guild, user, job_id=name, prompt=name, **kwargs))

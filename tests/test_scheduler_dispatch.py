@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import pytest
 
-from bot.core.config import ConfigStore, GuildConfig, Limits
+from bot.core.config import GuildConfig, Limits
 from bot.core.errors import InternalFailure, JobNotFound, NotPermitted, QueueFull
 from bot.core.identity import Requester
-from bot.scheduler import Job, JobState, Scheduler, SimulatedClock
+from bot.scheduler import Job, JobState, Scheduler
 from generation.errors import GenerationFailed
 from generation.request import GenerationRequest
-from tests.scheduler_helpers import OPEN_LIMITS, FakeExecutor, Recorder, make_config, make_job
-
-
-class Rig:
-    def __init__(self, *, executor_kwargs: dict[str, Any] | None = None, listener: Any = None, **config: Any) -> None:
-        self.clock = SimulatedClock()
-        self.executor = FakeExecutor(self.clock, **(executor_kwargs or {}))
-        self.recorder = Recorder()
-        self.store = ConfigStore(initial=make_config(**config))
-        self.scheduler = Scheduler(self.executor, self.store, clock=self.clock,
-                                   listener=listener if listener is not None else self.recorder)
-
-    def batches(self) -> list[list[str]]:
-        return [[request.prompt for request in call] for call in self.executor.calls]
-
-    def submit(self, name: str, guild: int = 1, user: int = 10, **kwargs: Any) -> Job:
-        return self.scheduler.submit(make_job(guild, user, job_id=name, prompt=name, **kwargs))
+from tests.scheduler_helpers import OPEN_LIMITS, Recorder, Rig, make_config, make_job
 
 
 @pytest.fixture
@@ -51,30 +34,6 @@ async def test_compatible_jobs_share_a_batch_up_to_the_image_limit(rig: Rig) -> 
     assert rig.batches() == [["a", "b", "d"], ["odd"], ["c"]]
     assert all(state is JobState.DONE for state in rig.recorder.finished_states().values())
     assert {job.id: job.batch_size for job in jobs} == {"a": 3, "b": 3, "d": 3, "odd": 1, "c": 1}  # for metrics
-
-
-async def test_batch_window_waits_briefly_for_batch_mates() -> None:
-    rig = Rig(batch_window_ms=30)
-    await rig.scheduler.start()
-    rig.submit("a", user=1)
-    await rig.clock.advance(0.02)
-    assert rig.executor.calls == []  # still inside the window
-    rig.submit("b", user=2)
-    await rig.clock.advance(0.02)
-    rig.submit("late", user=3)
-    await rig.clock.advance(5)
-    assert rig.batches() == [["a", "b"], ["late"]]
-    await rig.clock.run_until_done(rig.scheduler.stop())
-
-
-async def test_full_batch_does_not_wait_for_the_window() -> None:
-    rig = Rig(batch_window_ms=1000, executor_kwargs={"max_batch_images": 2})
-    await rig.scheduler.start()
-    rig.submit("a", user=1)
-    rig.submit("b", user=2)
-    await rig.clock.advance(0)
-    assert rig.batches() == [["a", "b"]]
-    await rig.scheduler.stop(cancel_running=True)
 
 
 async def test_cancel_queued_at_once_and_running_member_alone(rig: Rig) -> None:

@@ -139,3 +139,94 @@ def test_taking_heads_one_by_one_follows_the_projection(entries: list[tuple[int,
         fq.push(Item(g, u, c, name=str(i)))
     projected = [item.name for item in fq.order()]
     assert drain_names(fq) == projected
+
+
+def flooded(n_guilds: int, jobs_each: int, *, idle_first: bool = True) -> FairQueue[Item]:
+    fq: FairQueue[Item] = FairQueue(lambda gid: 1.0, idle_first=idle_first)
+    for i in range(jobs_each):
+        for gid in range(1, n_guilds + 1):
+            fq.push(Item(gid, i % 3, name=f"flood{gid}"))
+    return fq
+
+
+def test_an_idle_guild_goes_before_ten_flooders_even_when_they_tie_at_the_virtual_time() -> None:
+    """Plain SFQ starts the idle guild at the virtual time, level with flooders whose tags sit there; those
+    were scheduled earlier, so it waits one job of each. As a new guild it goes first."""
+    for idle_first, place in ((False, 10), (True, 1)):
+        fq = flooded(10, 20, idle_first=idle_first)
+        drain_names(fq, 11)  # one job of each flooder, then flooder 1 again: flooders 2-10 sit at the virtual time
+        fq.push(Item(99, 1, name="light"))
+        assert [item.name for item in fq.order()].index("light") + 1 == place
+
+
+def test_a_new_guilds_priority_is_its_first_job_and_it_pays_for_it() -> None:
+    fq = flooded(3, 10)
+    drain_names(fq, 3)
+    for name in ("l1", "l2", "l3"):
+        fq.push(Item(99, 1, name=name))
+    assert fq.is_new(99)
+    assert drain_names(fq, 1) == ["l1"] and not fq.is_new(99)
+    # charged for l1: its tag is now one job ahead of the flooders', which go first
+    assert drain_names(fq, 4) == ["flood1", "flood2", "flood3", "l2"]
+
+
+def test_a_guild_that_keeps_something_queued_or_running_is_never_new() -> None:
+    fq = flooded(2, 3)
+    assert fq.is_new(1) and fq.is_new(2)  # nothing was queued before
+    drain_names(fq, 2)
+    assert not fq.is_new(1) and not fq.is_new(2)
+    drain_names(fq)  # guild 1's last job now "runs": it owes it until the scheduler forgets the guild
+    fq.push(Item(1, 1, name="again"))
+    assert not fq.is_new(1)
+    fq.remove(next(fq.order()))
+    fq.forget(1)  # nothing queued or running any more
+    fq.push(Item(1, 1, name="later"))
+    assert fq.is_new(1)
+
+
+def test_a_paused_new_guild_keeps_its_priority_and_a_cancelled_one_leaves_nothing_behind() -> None:
+    fq = flooded(2, 5)
+    drain_names(fq, 2)
+    light = Item(99, 1, name="light")
+    fq.push(light)
+    fq.pause(99)
+    assert "light" not in [item.name for item in fq.order()]
+    drain_names(fq, 2)
+    fq.resume(99)
+    assert next(fq.order()).name == "light"
+    assert fq.remove(light) and not fq.is_new(99) and fq.guild_length(99) == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([0.25, 1.0, 2.0, 8.0]), min_size=3 * 20, max_size=3 * 20),
+       st.lists(st.tuples(st.integers(0, 19), st.integers(4, 9), st.sampled_from([0.25, 1.0, 8.0])), max_size=30))
+def test_idle_guilds_do_not_change_the_order_among_backlogged_guilds(
+        costs: list[float], visits: list[tuple[int, int, float]]) -> None:
+    """Weighted fairness among busy guilds is what it was: the order in which backlogged guilds are served,
+    restricted to them, is the same with idle guilds arriving (served first or not) as without any."""
+    weights = {1: 2.0, 2: 1.0, 3: 0.5}
+
+    def served(idle_first: bool, with_visitors: bool) -> list[str]:
+        fq: FairQueue[Item] = FairQueue(lambda gid: weights.get(gid, 1.0), idle_first=idle_first)
+        for i, cost in enumerate(costs):
+            fq.push(Item(1 + i % 3, i % 2, cost, name=f"b{i}"))
+        arrivals = {}
+        if with_visitors:
+            for step, guild, cost in visits:
+                arrivals.setdefault(step, []).append(Item(guild, 1, cost, name=f"v{guild}"))
+        out = []
+        for step in range(20):  # 20 takes: no backlogged guild (20 jobs each) can run dry
+            for item in arrivals.get(step, []):
+                fq.push(item)
+            head = next(fq.order())
+            fq.take([head])
+            if not head.name.startswith("v"):
+                out.append(head.name)
+            elif fq.guild_length(head.guild_id) == 0:
+                fq.forget(head.guild_id)  # the visitor's job "ran"; it may come back as a new guild
+        return out
+
+    alone = served(True, with_visitors=False)
+    for idle_first in (True, False):
+        with_idle = served(idle_first, with_visitors=True)
+        assert with_idle == alone[:len(with_idle)]

@@ -2,12 +2,16 @@
 
 Checked for every generated run: no job lost or duplicated, exactly one terminal state per job
 (or handed back at shutdown), no cap ever exceeded, batches hold only compatible jobs within the
-image limit, and a guild's first job waits behind at most one batch headed by any other guild.
+image limit (the executor's and the model's own), a guild's first job waits behind at most one
+batch headed by any other guild and, behind ten flooding guilds, for the batch in progress only;
+the GPU is never idle while a job waits (no batch window when idle), and a batch takes every
+compatible job that waited for it, up to the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +23,7 @@ from bot.core.config import AppConfig, Bucket, Limits
 from bot.core.errors import Refused
 from bot.core.identity import Requester
 from bot.scheduler import TERMINAL_STATES, Job, JobState, Scheduler, SimulatedClock
+from generation.config import GenerationConfig, ModelConfig
 from generation.errors import ImagineError
 from generation.request import compatibility_key
 from tests.scheduler_helpers import FakeExecutor, make_config, make_job
@@ -115,8 +120,10 @@ ops = st.lists(st.tuples(
 
 
 async def scenario(clock: SimulatedClock, limits: dict[str, Any], sched: dict[str, Any], plan: list[tuple[Any, ...]],
-                   finish: bool) -> tuple[Checker, FakeExecutor, list[Job], list[Job], list[Job]]:
-    config = make_config(limits=Limits(guild_rate=None, **limits), **sched)
+                   finish: bool, model_cap: int | None = None
+                   ) -> tuple[Checker, FakeExecutor, list[Job], list[Job], list[Job]]:
+    generation = GenerationConfig(models={"tiny": ModelConfig(source="builtin:tiny", max_batch_images=model_cap)})
+    config = make_config(limits=Limits(guild_rate=None, **limits), generation=generation, **sched)
     checker = Checker(config)
     executor = FakeExecutor(clock, max_batch_images=MAX_IMAGES,
                             duration=lambda batch: 1.0 + 0.3 * sum(r.count for r in batch),
@@ -151,12 +158,13 @@ async def scenario(clock: SimulatedClock, limits: dict[str, Any], sched: dict[st
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(configs, schedulers, ops, st.booleans())
+@given(configs, schedulers, ops, st.booleans(), st.sampled_from([None, None, 1, 2, 8]))
 def test_every_job_accounted_for_caps_kept_batches_compatible(limits: dict[str, Any], sched: dict[str, Any],
-                                                               plan: list[tuple[Any, ...]], finish: bool) -> None:
+                                                               plan: list[tuple[Any, ...]], finish: bool,
+                                                               model_cap: int | None) -> None:
     async def run() -> tuple[Checker, FakeExecutor, list[Job], list[Job], list[Job]]:
         clock = SimulatedClock()
-        return await clock.run_until_done(scenario(clock, limits, sched, plan, finish))
+        return await clock.run_until_done(scenario(clock, limits, sched, plan, finish, model_cap))
 
     checker, executor, admitted, refused, handed = asyncio.run(run())
     assert not checker.violations, checker.violations[:5]
@@ -182,7 +190,7 @@ def test_every_job_accounted_for_caps_kept_batches_compatible(limits: dict[str, 
     assert set(seen) == {job_id for job_id, n in started.items() if n}
     for call in executor.calls:
         assert len({compatibility_key(request) for request in call}) == 1
-        assert len(call) == 1 or sum(request.count for request in call) <= MAX_IMAGES
+        assert len(call) == 1 or sum(request.count for request in call) <= min(MAX_IMAGES, model_cap or MAX_IMAGES)
     if not finish:
         assert all(job.state is not JobState.QUEUED for job in admitted)
 
@@ -237,3 +245,89 @@ def _batch_starts(events: list[tuple[str, str]]) -> list[int]:
             starts.append(index)
         previous = kind
     return starts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(1, 10), st.integers(1, 4), st.sampled_from([10, 20, 25, 30]),
+                       st.sampled_from([1, 2, 4])), min_size=60, max_size=120),
+    st.lists(st.floats(12.0, 60.0), min_size=1, max_size=4),
+    st.sampled_from([20, 25]),
+    st.sampled_from([0, 8]),
+    st.sampled_from([{}, {1: 4.0}, {2: 0.25, 3: 3.0}]),
+)
+def test_a_light_guild_behind_ten_flooding_guilds_waits_for_the_batch_in_progress_only(
+        flood: list[tuple[int, int, int, int]], arrivals: list[float], light_steps: int, lookahead: int,
+        weights: dict[int, float]) -> None:
+    """Ten guilds queue their floods at t=0; by t=12 each has had its first (new-guild) batch, so from then on
+    they are busy guilds. A light guild arriving then starts in the very next batch, whatever the flood."""
+    from bot.core.config import GuildConfig
+
+    async def run() -> tuple[Checker, FakeExecutor]:
+        clock = SimulatedClock()
+        config = make_config(lookahead=lookahead, guilds={gid: GuildConfig(weight=w) for gid, w in weights.items()})
+        checker = Checker(config)
+        # at most 0.5 + 0.2 x 4 = 1.3 s a batch: the ten flooders' first batches have all begun by t=11.7
+        executor = FakeExecutor(clock, duration=lambda batch: 0.5 + 0.2 * sum(r.count for r in batch))
+        scheduler = Scheduler(executor, config, clock=clock, listener=checker)
+        await scheduler.start()
+        for n, (guild, user, steps, count) in enumerate(flood):
+            scheduler.submit(make_job(guild, user, job_id=f"f{n}", prompt=f"g{guild}", steps=steps, count=count))
+        for n, at in enumerate(sorted(arrivals)):
+            await clock.advance(at - clock.monotonic())
+            scheduler.submit(make_job(20 + n, 1, job_id=f"light{n}", prompt=f"l{n}", steps=light_steps))
+        await clock.run_until_done(scheduler.drain(finish_queued=True))
+        return checker, executor
+
+    checker, executor = asyncio.run(run())
+    assert not checker.violations, checker.violations[:5]
+    starts = _batch_starts(checker.events)
+    for n in range(len(arrivals)):
+        arrived = checker.events.index(("queued", f"light{n}"))
+        started = checker.events.index(("started", f"light{n}"))
+        heads = [executor.calls[i][0].prompt for i, index in enumerate(starts) if arrived < index < started]
+        # only other light guilds that arrived first (each new too) may go before it
+        assert all(head.startswith("l") for head in heads), (n, heads)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([0.0] * 4 + [0.05, 0.4, 1.0, 3.0]), st.integers(1, 3), st.sampled_from([1, 2])),
+             min_size=1, max_size=30),
+    st.sampled_from([0, 30, 5000]),
+)
+def test_the_gpu_never_idles_while_a_job_waits_and_a_batch_takes_all_that_waited(
+        arrivals: list[tuple[float, int, int]], window: int) -> None:
+    """Natural batching, concurrency 1, compatible jobs: a job that finds the GPU idle starts at once (no batch
+    window), and each batch holds every job that was waiting when it started, up to the executor's limit."""
+
+    async def run() -> tuple[list[Job], FakeExecutor]:
+        clock = SimulatedClock()
+        executor = FakeExecutor(clock, duration=lambda batch: 1.0 + 0.25 * sum(r.count for r in batch))
+        scheduler = Scheduler(executor, make_config(batch_window_ms=window), clock=clock)
+        await scheduler.start()
+        jobs = []
+        for n, (gap, guild, count) in enumerate(arrivals):
+            await clock.advance(gap)
+            jobs.append(scheduler.submit(make_job(guild, n, job_id=f"j{n}", count=count)))
+        await clock.run_until_done(scheduler.drain(finish_queued=True))
+        return jobs, executor
+
+    jobs, _ = asyncio.run(run())
+    assert all(job.state is JobState.DONE for job in jobs)
+    batches: dict[float, list[Job]] = {}
+    for job in jobs:
+        assert job.started_at is not None and job.finished_at is not None
+        batches.setdefault(job.started_at, []).append(job)
+    ends = sorted((members[0].started_at or 0.0, members[0].finished_at or 0.0) for members in batches.values())
+    idle = [(0.0, ends[0][0])] + [(end, begin) for (_, end), (begin, _) in itertools.pairwise(ends)]
+    for job in jobs:
+        assert job.enqueued_at is not None and job.started_at is not None
+        for begin, end in idle:  # waiting through any stretch with nothing running: never
+            assert min(job.started_at, end) <= max(job.enqueued_at, begin), (job.id, job.enqueued_at, begin, end)
+    for start, members in batches.items():
+        waited = [job for job in jobs if job.enqueued_at is not None and job.enqueued_at < start
+                  and job.started_at is not None and job.started_at >= start]
+        images = sum(job.images for job in members)
+        left_out = [job for job in waited if job not in members]
+        assert not left_out or images + min(job.images for job in left_out) > MAX_IMAGES, (start, left_out)

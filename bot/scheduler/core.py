@@ -78,13 +78,15 @@ def _release(job: Job) -> None:
 
 
 class SchedulerCore:
-    def __init__(self, config: ConfigSource, clock: Clock, listener: JobListener | None) -> None:
+    def __init__(self, config: ConfigSource, clock: Clock, listener: JobListener | None, *,
+                 idle_first: bool = True) -> None:
         self.config_source = config
         self.clock = clock
         self.events = JobEvents()
         if listener is not None:
             self.events.subscribe(listener)
-        self.queue: FairQueue[Job] = FairQueue(lambda gid: self.config.guild_weight(gid))
+        self.queue: FairQueue[Job] = FairQueue(lambda gid: self.config.guild_weight(gid),
+                                               idle_first=idle_first)
         self.occupancy = Occupancy()
         self.admission = Admission()
         self.jobs: dict[str, Job] = {}  # queued or running
@@ -202,8 +204,16 @@ class SchedulerCore:
                     users.add(job.user_key)
         return guilds, users
 
+    def image_cap(self, job: Job, executor_max: int) -> int:
+        """The most images a batch headed by ``job`` may hold: the executor's limit, and its model's own
+        ``max_batch_images`` (measured by ``bench.batch_sizes``) where one is set. All of a batch is one model."""
+        model = self.config.generation.models.get(job.request.model or "")
+        own = model.max_batch_images if model is not None else None
+        return max(1, executor_max if own is None else min(executor_max, own))
+
     def plan(self, max_images: int) -> list[Job]:
-        """The next batch in fair order: the head plus compatible jobs from the next few fair picks."""
+        """The next batch in fair order: the head plus compatible jobs from the next few fair picks, up to
+        ``image_cap`` images (the head alone may hold more: a job is never split here)."""
         scheduler = self.config.scheduler
         room = math.inf if scheduler.max_running is None else scheduler.max_running - self.occupancy.running_total
         if room <= 0 or not len(self.queue):
@@ -214,6 +224,7 @@ class SchedulerCore:
         if not picks:
             return []
         head = picks[0]
+        max_images = self.image_cap(head, max_images)
         key, batch, images = self.keys[head.id], [head], head.images
         in_batch_user = {head.user_key: 1}
         in_batch_guild = {head.lane: 1}

@@ -72,12 +72,17 @@ class QuotaLeft:
 
 
 class Scheduler:
-    """Admits, orders, batches and runs jobs on one executor. All methods run on the event loop."""
+    """Admits, orders, batches and runs jobs on one executor. All methods run on the event loop.
+
+    ``idle_first``: a server with nothing queued or owed has its next job served ahead of busy servers'
+    (``bot.scheduler.fairqueue``); False turns that off (plain fair queueing: the benchmark's baseline)."""
 
     def __init__(self, executor: Executor, config: ConfigSource | AppConfig, *, clock: Clock | None = None,
-                 listener: JobListener | None = None, record_timings: bool = False) -> None:
+                 listener: JobListener | None = None, record_timings: bool = False,
+                 idle_first: bool = True) -> None:
         source: ConfigSource = ConfigStore(initial=config) if isinstance(config, AppConfig) else config
-        self._core = SchedulerCore(source, clock if clock is not None else SystemClock(), listener)
+        self._core = SchedulerCore(source, clock if clock is not None else SystemClock(), listener,
+                                   idle_first=idle_first)
         self._dispatcher = Dispatcher(self._core, executor, record_timings=record_timings)
         self._draining = False
         self._refusals: Counter[str] = Counter()
