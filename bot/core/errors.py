@@ -27,6 +27,8 @@ people: it says what was wrong and what is allowed. The root and the generation 
     ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job)
     │   ├── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
     │   └── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
+    ├── ContestProblem                 a prompt contest does not allow this now (closed, capped, an own entry); the
+    │                                  message says why and what is allowed
     ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
     ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
     └── StorageError                   the database or the stored images could not do what was asked (for operators)
@@ -122,6 +124,11 @@ class BotLacksPermissions(NotPermitted):
 
 def _listed(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+class ContestProblem(ImagineError):
+    """A prompt contest does not allow what was asked at this point: its phase, its rules or its caps; the message
+    says what is allowed (and when, where a deadline applies)."""
 
 
 class JobNotFound(ImagineError):
