@@ -25,7 +25,8 @@ from bot.services import Services
 _log = logging.getLogger(__name__)
 
 # Loaded in this order; a new feature is one more entry (see docs/architecture.md).
-FEATURES: tuple[str, ...] = ("bot.features.imagine", "bot.features.info", "bot.features.retention")
+FEATURES: tuple[str, ...] = ("bot.features.imagine", "bot.features.info", "bot.features.retention",
+                             "bot.features.contests")
 
 
 def intents() -> discord.Intents:
