@@ -1,5 +1,9 @@
-"""The contests feature's tables, on the one ``Base`` (schema v8; ``bot/storage/migrations.py`` creates them
-with its own DDL, and ``tests/test_storage_migrations.py`` checks the two agree).
+"""The contests feature's tables (schema v8; ``bot/storage/migrations.py`` creates them with its own DDL, and
+``tests/test_storage_migrations.py`` checks the two agree).
+
+They are declared on a declarative base of this module's own, with the shared base's column types (aware UTC
+times, JSON): discord.py executes an extension's modules afresh each time it loads the extension (a restarted
+bot in one process, a reload), and the same classes declared twice on the shared ``Base`` would clash there.
 
 A round's state lives here and nowhere else: its phase and deadlines (the phase loop reads what is due
 from ``contests``), what members entered (``contest_entries``, each with a copy of its image so the purge of
@@ -13,15 +17,19 @@ every job it does not find there.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.storage.models import Base, StoredText
 
 
-class ContestRow(Base):
+class ContestBase(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = dict(Base.type_annotation_map)
+
+
+class ContestRow(ContestBase):
     __tablename__ = "contests"
     __table_args__ = (
         Index("ix_contests_guild_number", "guild_id", "number", unique=True),
@@ -47,7 +55,7 @@ class ContestRow(Base):
     gallery_channel_id: Mapped[int | None] = mapped_column(BigInteger)  # the gallery thread, or the channel
 
 
-class EntryRow(Base):
+class EntryRow(ContestBase):
     __tablename__ = "contest_entries"
     __table_args__ = (Index("ix_contest_entries_contest", "contest_id", "user_id"),)
 
@@ -64,14 +72,14 @@ class EntryRow(Base):
     disqualified_at: Mapped[datetime | None]
 
 
-class EntryImageRow(Base):
+class EntryImageRow(ContestBase):
     __tablename__ = "contest_entry_images"
 
     entry_id: Mapped[str] = mapped_column(String(32), ForeignKey("contest_entries.id"), primary_key=True)
     png: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class ContestJobRow(Base):
+class ContestJobRow(ContestBase):
     __tablename__ = "contest_jobs"
     __table_args__ = (Index("ix_contest_jobs_contest", "contest_id", "user_id"),)
 
@@ -81,7 +89,7 @@ class ContestJobRow(Base):
     created_at: Mapped[datetime]
 
 
-class VoteRow(Base):
+class VoteRow(ContestBase):
     __tablename__ = "contest_votes"
 
     contest_id: Mapped[str] = mapped_column(String(32), ForeignKey("contests.id"), primary_key=True)
@@ -90,7 +98,7 @@ class VoteRow(Base):
     voted_at: Mapped[datetime]
 
 
-class PlacingRow(Base):
+class PlacingRow(ContestBase):
     __tablename__ = "contest_placings"
 
     contest_id: Mapped[str] = mapped_column(String(32), ForeignKey("contests.id"), primary_key=True)
@@ -102,7 +110,7 @@ class PlacingRow(Base):
     points: Mapped[int] = mapped_column(Integer)
 
 
-class PostRow(Base):
+class PostRow(ContestBase):
     __tablename__ = "contest_posts"
     __table_args__ = (Index("ix_contest_posts_state", "state"),)
 
@@ -119,7 +127,7 @@ class PostRow(Base):
     created_at: Mapped[datetime]
 
 
-class AuditRow(Base):
+class AuditRow(ContestBase):
     __tablename__ = "contest_audit"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
