@@ -90,11 +90,14 @@ class PaintExecutor:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.gate.set()
+        self.held = asyncio.Event()  # set when a batch waits at the closed gate
         self.requests: list[GenerationRequest] = []
 
     async def run(self, batch: Sequence[GenerationRequest], on_progress: ProgressCallback | None = None, *,
                   cancel_tokens: Sequence[CancelToken] | None = None) -> list[Outcome]:
         self.requests.extend(batch)
+        if not self.gate.is_set():
+            self.held.set()
         await self.gate.wait()
         tokens: Sequence[CancelToken | None] = cancel_tokens or [None] * len(batch)
         outcomes: list[Outcome] = []
@@ -132,28 +135,38 @@ class Killed(BaseException):
 
 
 class KillAt(Checkpoints):
-    """Checkpoints that "kill" the bot (raise ``Killed``) the first time it reaches ``step``."""
+    """Checkpoints that "kill" the bot (raise ``Killed``) when it reaches ``step`` for the ``after + 1``-th time,
+    and at every checkpoint after that: a dead process does nothing more (the test then closes this bot and
+    starts a new one on the same data)."""
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: str, *, after: int = 0, fake: FakeDiscord | None = None) -> None:
         super().__init__()
-        self.step = step
+        self.step, self.after = step, after
         self.killed = asyncio.Event()
+        self._fake = fake  # told of the kill, so that its waits look again at once
 
     def reached(self, step: str) -> None:
-        if step == self.step and not self.killed.is_set():
-            self.killed.set()
+        if self.killed.is_set():
             raise Killed(step)
+        if step == self.step:
+            if self.after == 0:
+                self.killed.set()
+                if self._fake is not None:
+                    self._fake.state.changed()
+                raise Killed(step)
+            self.after -= 1
 
 
 @asynccontextmanager
 async def contest_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig, executor: Any, *,
                       checkpoints: Checkpoints | None = None) -> AsyncIterator[ImagineBot]:
-    """The bot as ``python -m bot`` builds it, on the test's clock, with ``checkpoints`` for simulated kills."""
+    """The bot as ``python -m bot`` builds it, on the test's clock, with ``checkpoints`` for simulated kills.
+    Closing it interrupts a running batch at once (as the drain does when its time is up)."""
     clock = fake.state.clock
     assert isinstance(clock, FrozenClock)
     storage = WatchedStorage(data_dir, clock=lambda: datetime.fromtimestamp(clock.time(), UTC))
     services = build_services(ConfigStore(initial=config), storage, executor, clock=clock, checkpoints=checkpoints)
-    bot = ImagineBot(services, guild_ready_timeout=0.05, watch_config=False)
+    bot = ImagineBot(services, guild_ready_timeout=0.05, watch_config=False, drain_timeout_s=0.0)
     async with run_client(fake, bot):
         yield bot
 

@@ -62,6 +62,11 @@ class ContestCog(commands.Cog, name=COG_NAME):
     def service(self) -> ContestService:
         return self._service
 
+    @property
+    def phases(self) -> PhaseLoop:
+        """The loop that moves this feature's rounds on (for diagnostics: ``await phases.next_pass()``)."""
+        return self._loop
+
     async def cog_load(self) -> None:
         # Subscribed for exactly as long as the cog is loaded, before any job of this feature is resumed.
         self._unsubscribe = self._events.subscribe(self._recorder)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -31,14 +30,15 @@ class Poster(Protocol):
 
 
 class PhaseLoop:
-    def __init__(self, phases: PhaseStore, poster: Poster, clock: Clock, checkpoints: Checkpoints | None = None,
-                 *, on_pass: Callable[[], None] | None = None) -> None:
+    def __init__(self, phases: PhaseStore, poster: Poster, clock: Clock,
+                 checkpoints: Checkpoints | None = None) -> None:
         self._phases = phases
         self._poster = poster
         self._clock = clock
         self._checkpoints = checkpoints or Checkpoints()
-        self._on_pass = on_pass
         self._wake = asyncio.Event()
+        self._started = self._done = 0  # passes begun and ended
+        self._pass_ended = asyncio.Condition()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -63,6 +63,14 @@ class PhaseLoop:
     def wake(self) -> None:
         """Look at the rounds now (one was started, cancelled or changed)."""
         self._wake.set()
+
+    async def next_pass(self) -> None:
+        """Wake the loop and wait for the end of a pass that begins after this call (for diagnostics and tests:
+        then everything that was due when it was called has been run, and its posts sent or tried)."""
+        wanted = self._started + 1
+        self.wake()
+        async with self._pass_ended:
+            await self._pass_ended.wait_for(lambda: self._done >= wanted)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.time(), UTC)
@@ -94,6 +102,7 @@ class PhaseLoop:
         try:
             while not self._stopping:
                 self._wake.clear()
+                self._started += 1
                 due: datetime | None = None
                 try:
                     await self.run_once()
@@ -103,8 +112,9 @@ class PhaseLoop:
                 except Exception:  # storage trouble: try again shortly rather than stop for good
                     _log.exception("the contest phase loop failed; it tries again in %g s", RETRY_S)
                     due = self._now() + timedelta(seconds=RETRY_S)
-                if self._on_pass is not None:
-                    self._on_pass()
+                async with self._pass_ended:
+                    self._done = self._started
+                    self._pass_ended.notify_all()
                 if self._stopping:
                     return
                 wait_s = IDLE_CHECK_S if due is None else max(0.05, (due - self._now()).total_seconds())

@@ -172,6 +172,7 @@ class ContestPoster:
         try:
             thread = await self._channel(contest, contest.channel_id).get_partial_message(
                 opening.message_id).create_thread(name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+            self._checkpoints.reached("contest thread made")
             gallery = thread.id
         except discord.Forbidden:
             _log.info("contest #%d of server %d: no thread allowed in channel %d; the gallery goes in the channel",
