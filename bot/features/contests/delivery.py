@@ -36,6 +36,9 @@ class PrivateDelivery:
         self._storage = storage
         self._store = store
         self._now = now
+        # One delivery of a job at a time: a try that ends just after a restart is delivered by its listener
+        # while the start-up's sweep of owed tries may be looking at it too; the second one finds it delivered.
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # job id -> (its lock, [callers holding it])
 
     async def deliver_owed(self) -> int:
         """Deliver every try that ended and was not shown (a restart, a failed send); returns how many."""
@@ -45,6 +48,17 @@ class PrivateDelivery:
         return len(owed)
 
     async def deliver(self, stored: JobRecord, pngs: list[bytes] | None = None) -> None:
+        lock, callers = self._locks.setdefault(stored.id, (asyncio.Lock(), [0]))
+        callers[0] += 1
+        try:
+            async with lock:
+                await self._deliver(stored, pngs)
+        finally:
+            callers[0] -= 1
+            if not callers[0]:
+                del self._locks[stored.id]
+
+    async def _deliver(self, stored: JobRecord, pngs: list[bytes] | None) -> None:
         fresh = await self._storage.get_job(stored.id)
         if fresh is None or fresh.delivery != "owed":
             return  # shown already (a repeat after a restart), or nothing to show

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from bot.core.config import AppConfig, ConfigStore
 from bot.core.contest_config import ContestsConfig, resolve_contests
-from bot.core.errors import ContestProblem, NotPermitted
+from bot.core.errors import ContestProblem, NotPermitted, Refused
 from bot.core.identity import Requester
 from bot.features.contests import refusals
 from bot.features.contests.records import OPEN_PHASES, Contest, Entry, Phase, Placing, Rules
@@ -198,10 +198,14 @@ class ContestService:
             request, user_id=requester.user_id, guild_id=contest.guild_id, channel_id=requester.channel_id or None,
             role_ids=requester.role_ids, kind="contest", interaction=interaction)
         await self._store.record_job(stored.id, contest.id, requester.user_id)  # before the listener can hear of it
-        self._scheduler.submit(Job.create(
-            stored.id, request, user_id=requester.user_id, guild_id=contest.guild_id,
-            channel_id=requester.channel_id, role_ids=requester.role_ids, cost_weight=model.cost_weight,
-            parent_channel_id=requester.parent_channel_id, feature=FEATURE))
+        try:
+            self._scheduler.submit(Job.create(
+                stored.id, request, user_id=requester.user_id, guild_id=contest.guild_id,
+                channel_id=requester.channel_id, role_ids=requester.role_ids, cost_weight=model.cost_weight,
+                parent_channel_id=requester.parent_channel_id, feature=FEATURE))
+        except Refused:
+            await self._store.forget_job(stored.id)  # a refusal costs nothing: not a try (the job stays, refused)
+            raise
         return stored
 
     async def try_of(self, requester: Requester, job_id: str) -> tuple[Contest, JobRecord]:

@@ -31,7 +31,6 @@ from bot.features.contests.tables import (
     VoteRow,
 )
 from bot.storage import Storage
-from bot.storage.models import JobRow
 
 
 def new_id() -> str:
@@ -144,18 +143,20 @@ class ContestStore:
         async with self._session() as session, session.begin():
             session.add(ContestJobRow(job_id=job_id, contest_id=contest_id, user_id=user_id, created_at=self._now()))
 
+    async def forget_job(self, job_id: str) -> None:
+        async with self._session() as session, session.begin():
+            await session.execute(delete(ContestJobRow).where(ContestJobRow.job_id == job_id))
+
     async def contest_of_job(self, job_id: str) -> str | None:
         async with self._session() as session:
             row = await session.get(ContestJobRow, job_id)
             return row.contest_id if row is not None else None
 
     async def tries(self, contest_id: str, user_id: int) -> int:
-        """A member's tries in a round; a refused one (a rate limit, a full queue) cost nothing and is not one."""
+        """A member's tries in a round (a refused one is forgotten at once: it cost nothing)."""
         async with self._session() as session:
-            count = await session.scalar(
-                select(func.count()).select_from(ContestJobRow).join(JobRow, JobRow.id == ContestJobRow.job_id)
-                .where(ContestJobRow.contest_id == contest_id, ContestJobRow.user_id == user_id,
-                       JobRow.status != "refused"))
+            count = await session.scalar(select(func.count()).select_from(ContestJobRow).where(
+                ContestJobRow.contest_id == contest_id, ContestJobRow.user_id == user_id))
             return int(count or 0)
 
     # --- entries ------------------------------------------------------------------------------------
