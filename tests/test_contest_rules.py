@@ -186,8 +186,8 @@ async def test_a_moderator_disqualifies_an_entry_audited(fake: FakeDiscord, cloc
         assert refused.content == "🚫 Only moderators of this server can do that."
         done = await answer(await fake.slash("contest disqualify", {"entry": alice.number, "reason": "a copied image"},
                                              user="bob"))
-        assert done.content == (f"Entry {alice.number} is disqualified; its 1 vote were removed, and those members "
-                                "can vote again. It is recorded in the contest's audit.")
+        assert done.content == (f"Entry {alice.number} is disqualified; its vote was removed, and that member can "
+                                "vote again. It is recorded in the contest's audit.")
         shown = entry_message(fake, contest, alice)
         assert shown.content == f"**Entry {alice.number}** was removed by a moderator."
         assert not shown.attachments and not shown.components

@@ -54,8 +54,8 @@ def too_many_open(limit: int) -> str:
 
 
 def too_costly(images: float, allowed: float) -> str:
-    return (f"Each try under these rules would take GPU time for about {images:.1f} images of 512×512 at 25 steps; "
-            f"contests here allow at most {allowed:g}. Use fewer steps or a smaller size.")
+    return (f"Each try under these rules would take GPU time for about {images:.3g} images of 512×512 at 25 steps, "
+            f"and contests here allow at most {allowed:.3g} per try. Use fewer steps or a smaller size.")
 
 
 def entries_closed(number: int, phase: str, submit_ends_at: datetime) -> str:

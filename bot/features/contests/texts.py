@@ -187,7 +187,8 @@ def my_vote(contest: Contest, entry: Entry | None) -> str:
 
 
 def disqualified(number: int, votes: int) -> str:
-    lost = f"; its {votes_word(votes)} were removed, and those members can vote again" if votes else ""
+    lost = "" if not votes else "; its vote was removed, and that member can vote again" if votes == 1 else \
+        f"; its {votes} votes were removed, and those members can vote again"
     return f"Entry {number} is disqualified{lost}. It is recorded in the contest's audit."
 
 
@@ -227,7 +228,8 @@ def leaderboard(standings: Sequence[Standing]) -> str:
     lines = ["🏆 **Contest leaderboard**"]
     for rank, standing in enumerate(standings, start=1):
         wins = f", {standing.wins} {'win' if standing.wins == 1 else 'wins'}" if standing.wins else ""
-        lines.append(f"{rank}. <@{standing.user_id}> · {standing.points} points{wins}")
+        points = f"{standing.points} {'point' if standing.points == 1 else 'points'}"
+        lines.append(f"{rank}. <@{standing.user_id}> · {points}{wins}")
     lines.append(f"Points: {', '.join(str(value) for value in POINTS)} for first, second and third place.")
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
