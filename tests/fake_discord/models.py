@@ -162,6 +162,7 @@ class FakeChannel:
                 "id": str(self.id),
                 "type": DM,
                 "last_message_id": None,
+                "flags": 0,
                 "recipients": [u.to_json() for u in self.recipients],
             }
         data: JSON = {
