@@ -22,11 +22,13 @@ from tests.contest_helpers import (
     contest_config,
     contest_fake,
     enter,
+    gallery_of,
     public_messages,
     start,
     stores,
 )
 from tests.fake_discord import FakeDiscord
+from tests.fake_discord.models import ALL_PERMISSIONS, CREATE_PUBLIC_THREADS
 from tests.frozen_clock import FrozenClock
 
 
@@ -169,3 +171,23 @@ async def test_with_several_rounds_a_member_names_one_or_uses_the_one_of_the_cha
             ["#3", "Birds"], ["#2", "Dogs"], ["#1", "Cats"]]
         choices = await fake.autocomplete("contest enter", "contest", {"prompt": "x", "contest": ""}, user="carol")
         assert [choice["value"] for choice in choices] == [3, 2, 1]
+
+
+async def test_without_the_right_to_make_threads_the_gallery_goes_in_the_channel(
+        fake: FakeDiscord, clock: FrozenClock, tmp_path: Path) -> None:
+    channel = fake.channel("contests")
+    channel.bot_permissions = ALL_PERMISSIONS & ~CREATE_PUBLIC_THREADS
+    async with contest_bot(fake, tmp_path, contest_config(fake), PaintExecutor()) as bot:
+        store, _ = stores(bot)
+        await start(fake, "Caves", guild="Pixel Den", channel="contests")
+        _, tried = await enter(fake, "alice", "a cave of crystals", guild="Pixel Den", channel="contests")
+        await click(fake, tried, "Submit 1", "alice")
+        await clock.advance(3600)
+        contest = await gallery_of(fake, bot, (await store.in_guild(fake.guild("Pixel Den").id))[0].id)
+    assert contest.gallery_channel_id == channel.id
+    assert [m.content.split("\n")[0] for m in fake.channel_messages(channel, include_ephemeral=False)] == [
+        "🎨 **New prompt contest:** **Caves** (contest #1)", "🗳 **Voting is open:** **Caves** (contest #1)",
+        "**Entry 1**", "That's all 1 entry. Press **Vote** under your favourite: one vote each, until "
+        f"<t:{int(contest.vote_ends_at.timestamp())}:R>; voting again moves your vote. You can't vote for your own "
+        "entry."]
+    assert [r.status for r in fake.requests if r.path.endswith("/threads")] == [403]

@@ -103,15 +103,17 @@ class ContestCog(commands.Cog, name=COG_NAME):
                     seed: app_commands.Range[int, 0, MAX_SEED] | None = None, blind: bool = False,
                     joined_before_voting: bool = False, prize: app_commands.Range[str, 1, 200] | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        requester = requester_of(interaction)
+        # Used in a thread, the round belongs to the thread's channel: its gallery becomes a thread of that channel.
+        here = requester.parent_channel_id or requester.channel_id
         started = await self._service.start(
-            requester_of(interaction), theme=theme, submit=submit, vote=vote,
-            channel_id=channel.id if channel is not None else interaction.channel_id or 0, max_entries=max_entries,
+            requester, theme=theme, submit=submit, vote=vote,
+            channel_id=channel.id if channel is not None else here, max_entries=max_entries,
             model=model, steps=steps, size=size, seed=seed, blind=blind, joined_before_voting=joined_before_voting,
             prize=prize)
         self._loop.wake()  # its deadline may come before the loop's next look
         await self._poster.deliver_due()
-        announced = await self._poster.announced(started.id)
-        await self._reply(interaction, texts.started(started, posted=announced))
+        await self._reply(interaction, texts.started(started, await self._poster.announcement_state(started.id)))
 
     @contest.command(name="cancel", description="Cancel a contest (moderators)")
     @app_commands.describe(contest=CONTEST_OPTION, reason="Why (kept in the contest's audit)")

@@ -179,15 +179,21 @@ class ContestPoster:
                       contest.number, contest.guild_id, contest.channel_id)
             gallery = contest.channel_id
         except discord.HTTPException as exc:
-            if exc.code != THREAD_EXISTS:
+            if exc.code == THREAD_EXISTS:
+                gallery = opening.message_id  # made before a restart: the thread has its message's id
+            elif 400 <= exc.status < 500:  # a channel that holds no threads (a thread itself, say): no retry helps
+                _log.info("contest #%d of server %d: no thread possible in channel %d (%s); the gallery goes in the "
+                          "channel", contest.number, contest.guild_id, contest.channel_id, exc)
+                gallery = contest.channel_id
+            else:
                 raise
-            gallery = opening.message_id  # made before a restart: the thread has its message's id
         await self._phases.set_gallery(contest.id, gallery)
         return gallery
 
-    async def announced(self, contest_id: str) -> bool:
+    async def announcement_state(self, contest_id: str) -> str:
+        """``posted``, ``owed`` (to be tried again) or ``failed`` (the bot may not post in the channel)."""
         post = await self._phases.post_of(contest_id, "announce")
-        return post is not None and post.state == "posted"
+        return post.state if post is not None else "owed"
 
     async def remove_entry(self, contest: Contest, entry: Entry) -> None:
         """Show a disqualified entry as removed in the gallery (best effort: its Vote button refuses anyway)."""

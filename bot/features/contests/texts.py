@@ -142,10 +142,16 @@ def cancelled(contest: Contest) -> str:
 
 
 # --- private answers -----------------------------------------------------------------------------------
-def started(contest: Contest, *, posted: bool) -> str:
+def started(contest: Contest, announcement: str) -> str:
+    """The moderator's answer to /contest start; ``announcement``: ``posted``, ``owed`` or ``failed``."""
     where = f"<#{contest.channel_id}>"
-    return (f"✅ Contest #{contest.number} started: the announcement is in {where}." if posted else
-            f"✅ Contest #{contest.number} started; the announcement will be posted in {where} as soon as the bot "
+    if announcement == "posted":
+        return f"✅ Contest #{contest.number} started: the announcement is in {where}."
+    if announcement == "failed":
+        return (f"⚠ Contest #{contest.number} started, but the bot may not post in {where}. Give it Send Messages "
+                f"and Attach Files there, or cancel it with `/contest cancel contest:{contest.number}` and start it "
+                "in another channel.")
+    return (f"✅ Contest #{contest.number} started; the announcement will be posted in {where} as soon as the bot "
             "can post there.")
 
 
