@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord_ui.invite import LABELS, SCOPES, invite_url
+from bot.discord_ui.invite import INVITE_LABELS, SCOPES, invite_url
 from bot.discord_ui.replies import reply_error
 from bot.services import Services
 
@@ -77,7 +77,7 @@ class ImagineBot(commands.Bot):
         the application id Discord returned at login, so an admin never assembles it by hand."""
         if self.application_id is None:  # discord.py sets it at login, before setup_hook; never None in practice
             return
-        _log.info("invite link (scopes %s; permissions %s): %s", " and ".join(SCOPES), ", ".join(LABELS.values()),
+        _log.info("invite link (scopes %s; permissions %s): %s", " and ".join(SCOPES), ", ".join(INVITE_LABELS.values()),
                   invite_url(self.application_id))
 
     async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
