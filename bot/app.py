@@ -77,8 +77,8 @@ class ImagineBot(commands.Bot):
         the application id Discord returned at login, so an admin never assembles it by hand."""
         if self.application_id is None:  # discord.py sets it at login, before setup_hook; never None in practice
             return
-        _log.info("invite link (scopes %s; permissions %s): %s", " and ".join(SCOPES), ", ".join(INVITE_LABELS.values()),
-                  invite_url(self.application_id))
+        _log.info("invite link (scopes %s; permissions %s): %s", " and ".join(SCOPES),
+                  ", ".join(INVITE_LABELS.values()), invite_url(self.application_id))
 
     async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
         await reply_error(interaction, error)
