@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bot.discord_ui.texts import failure_text
 from bot.features.contests import refusals, texts
 from bot.features.contests.records import Contest, Entry, Placing, Rules, Standing
 from tests.test_member_texts import LEAKS
@@ -51,6 +52,9 @@ def rendered() -> dict[str, str]:
         "private: the images of a try": texts.try_result(ROUND, "a paper lantern on a lake", 1, 2),
         "private: the image of a same-seed try": texts.try_result(BLIND, "a sleeper train", 0, 1),
         "private: entered": texts.entered(ROUND, 2),
+        "private: a try without images": texts.try_failed(failure_text("failed", "The GPU ran out of memory.")),
+        "private: a try dropped at a restart": texts.try_failed(failure_text(
+            "dropped", "it was never linked to its contest")),
         "private: withdrawn": texts.withdrawn(ROUND, 1),
         "moderator: started": texts.started(ROUND, "posted"),
         "moderator: started, announcement pending": texts.started(ROUND, "owed"),
@@ -95,7 +99,8 @@ def rendered() -> dict[str, str]:
         "image not ready": refusals.IMAGE_NOT_READY, "not your entry": refusals.NOT_YOUR_ENTRY,
         "already withdrawn": refusals.ALREADY_WITHDRAWN, "entry removed": refusals.ENTRY_REMOVED,
         "self-vote": refusals.NO_SELF_VOTE, "joined too late": refusals.JOINED_TOO_LATE,
-        "not your try": refusals.NOT_YOUR_TRY, "bad duration": refusals.bad_duration("submit"),
+        "not your try": refusals.NOT_YOUR_TRY, "another server's round": refusals.NOT_HERE,
+        "bad duration": refusals.bad_duration("submit"),
         "pick one": refusals.pick_one([2, 3]), "no such contest": refusals.no_such_contest(9),
         "too many rounds": refusals.too_many_open(3), "too costly": refusals.too_costly(8.0, 4.0),
         "entries closed (deadline)": refusals.entries_closed(3, "submitting", ROUND.submit_ends_at),

@@ -83,13 +83,12 @@ class PrivateDelivery:
         contest_id = await self._store.contest_of_job(stored.id)
         contest = await self._store.get(contest_id) if contest_id is not None else None
         if stored.status != "done" or contest is None:
-            ending = failure_text(stored.status, stored.error)
-            return f"{ending} Try again with `/contest enter`."[:2000], [], None
+            return texts.try_failed(failure_text(stored.status, stored.error)), [], None
         if pngs is None:
             loaded = [await self._storage.load_result_image(stored.id, index) for index in range(len(stored.seeds))]
             pngs = [png for png in loaded if png is not None]
         if not pngs:
-            return failure_text("failed", "the images are no longer stored"), [], None
+            return texts.try_failed(failure_text("failed", "the images are no longer stored")), [], None
         entered = len(await self._store.entries(contest.id, user_id=stored.user_id, active=True))
         guild = self._client.get_guild(contest.guild_id)
         limit = upload_limit(guild.filesize_limit if guild is not None else None)

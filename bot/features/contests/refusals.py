@@ -32,6 +32,7 @@ ENTRY_REMOVED = "That entry was removed by a moderator; vote for another one."
 NO_SELF_VOTE = "You can't vote for your own entry."
 JOINED_TOO_LATE = "Only members who joined this server before voting opened can vote in this contest."
 NOT_YOUR_TRY = "Only the member who made these images can try again with them."
+NOT_HERE = "That contest belongs to another server."
 
 
 def bad_duration(what: str) -> str:

@@ -34,7 +34,7 @@ MIN_DURATION_S = 60.0
 MAX_DURATION_S = 14 * 24 * 3600.0
 _DURATION = re.compile(r"(?:(\d{1,3})\s*d)?\s*(?:(\d{1,4})\s*h)?\s*(?:(\d{1,6})\s*m(?:in)?)?", re.IGNORECASE)
 _SIZE = re.compile(r"(\d{2,4})\s*[x×]\s*(\d{2,4})", re.IGNORECASE)
-DROPPED_NO_ROUND = "it was never linked to its contest; please run /contest enter again"
+DROPPED_NO_ROUND = "it was never linked to its contest"  # the member reads it, then "Make a new try ..."
 
 
 def parse_duration(text: str) -> float | None:
@@ -260,6 +260,8 @@ class ContestService:
         contest = await self._store.get(entry.contest_id) if entry is not None else None
         if entry is None or contest is None:
             raise ContestProblem(refusals.ENTRY_REMOVED)
+        if requester.guild_id != contest.guild_id:  # a replayed button: members vote in their own server's rounds
+            raise ContestProblem(refusals.NOT_HERE)
         if contest.phase != "voting" or self._now() >= contest.vote_ends_at:
             raise ContestProblem(refusals.voting_not_open(contest.number, contest.phase, contest.submit_ends_at))
         # Voting opened at the entries' deadline, whenever the loop got to it.

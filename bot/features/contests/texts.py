@@ -168,6 +168,11 @@ def try_result(contest: Contest, prompt: str, entered: int, count: int) -> str:
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
+def try_failed(ending: str) -> str:
+    """A try that made no images: ``ending`` is how any request ends without images (``failure_text``)."""
+    return f"{ending} Make a new try with `/contest enter`."[:MESSAGE_LIMIT]
+
+
 def entered(contest: Contest, count: int) -> str:
     return (f"✅ Entered! You have {count} of {contest.max_entries} entries in {title(contest)}. Until entries close "
             f"{stamp(contest.submit_ends_at)} you can withdraw one with `/contest my-entries`.")
