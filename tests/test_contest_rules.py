@@ -221,6 +221,10 @@ async def test_two_rounds_in_two_servers_at_once(fake: FakeDiscord, clock: Froze
         assert status.content.startswith("**Deserts** (contest #1): entries open · 2 entries")
         river_entries = sorted(await store.entries(rivers.id, active=True), key=lambda e: e.prompt)
         await vote(fake, rivers, river_entries[0], "dave")  # alice's
+        cog = bot.get_cog("Contests")  # a Vote button of Art Club replayed from Pixel Den is refused
+        assert cog is not None
+        with pytest.raises(ContestProblem, match="belongs to another server"):
+            await cog.service.vote(Requester(fake.user("erin").id, den.id), river_entries[1].id, None)
         await clock.advance(3600)  # Rivers closes, Deserts votes
         await results_of(fake, "Rivers")
         deserts = await gallery_of(fake, bot, deserts.id)
