@@ -28,7 +28,7 @@ from bot.features.contests.records import Contest, Entry
 from bot.features.contests.store import ContestStore
 from bot.features.contests.texts import reveal_parts
 from bot.services import build_services
-from generation.errors import GenerationCancelled
+from generation.errors import FixableFailure, GenerationCancelled
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.request import GenerationRequest, GenerationResult, Timings
 from tests.bot_harness import WAIT_S, WatchedStorage, tiny_app_config
@@ -104,6 +104,9 @@ class PaintExecutor:
         for request, token in zip(batch, tokens, strict=True):
             if token is not None and token.cancelled:
                 outcomes.append(GenerationCancelled("cancelled"))
+                continue
+            if "out of memory" in request.prompt:  # a prompt that fails, as a too large batch would on a GPU
+                outcomes.append(FixableFailure("The GPU ran out of memory; try a smaller size."))
                 continue
             seeds = request.seeds()
             images = [paint(request.prompt, seed, (request.width or 64, request.height or 64)) for seed in seeds]

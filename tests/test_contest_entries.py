@@ -191,3 +191,28 @@ async def test_without_the_right_to_make_threads_the_gallery_goes_in_the_channel
         f"<t:{int(contest.vote_ends_at.timestamp())}:R>; voting again moves your vote. You can't vote for your own "
         "entry."]
     assert [r.status for r in fake.requests if r.path.endswith("/threads")] == [403]
+
+
+async def test_a_failed_try_tells_its_member_and_entries_close_for_withdrawal_too(
+        fake: FakeDiscord, clock: FrozenClock, tmp_path: Path) -> None:
+    async with contest_bot(fake, tmp_path, contest_config(fake), PaintExecutor()) as bot:
+        store, _ = stores(bot)
+        await start(fake, "Comets")
+        failing = await fake.slash("contest enter", {"prompt": "a comet, out of memory"}, user="alice")
+        told = await failing.wait_followup()
+        assert told.ephemeral and told.content == ("❌ This image could not be made: The GPU ran out of memory; try "
+                                                   "a smaller size. Make a new try with `/contest enter`.")
+        assert not told.components
+        _, tried = await enter(fake, "alice", "a comet over the sea")
+        await click(fake, tried, "Submit 1", "alice")
+        listed = await answer(await fake.slash("contest my-entries", user="alice"))
+        await clock.advance(3600)
+        contest = await gallery_of(fake, bot, (await store.in_guild(fake.guild("Art Club").id))[0].id)
+        assert await click(fake, listed, "Withdraw 1", "alice") == \
+            "Entries of contest #1 can only be withdrawn until entries close."
+        assert await click(fake, listed, "Withdraw 1", "carol") == "🚫 You can only withdraw your own entries."
+        mine = await answer(await fake.slash("contest my-entries", user="alice"))
+        assert mine.content.splitlines()[1] == "1. entry 1: a comet over the sea" and not mine.components
+        early = await answer(await fake.slash("contest disqualify", {"entry": 7}, user="bob"))
+        assert early.content == "Contest #1 has no entry 7."
+        assert [entry.prompt for entry in await store.entries(contest.id, active=True)] == ["a comet over the sea"]
