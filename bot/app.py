@@ -19,7 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord_ui.invite import LABELS, SCOPES, invite_url
+from bot.discord_ui.invite import INVITE_LABELS, SCOPES, invite_url
 from bot.discord_ui.replies import reply_error
 from bot.observability import Health, OperationsServer, ReadinessCheck, database_check, model_check
 from bot.services import Services
@@ -29,7 +29,7 @@ _log = logging.getLogger(__name__)
 # Loaded in this order; a new feature is one more entry (see docs/architecture.md). Moderation comes first: the
 # servers its moderators paused are paused again before imagine resumes the jobs that were queued at the restart.
 FEATURES: tuple[str, ...] = ("bot.features.moderation", "bot.features.imagine", "bot.features.info",
-                             "bot.features.retention", "bot.features.stats")
+                             "bot.features.retention", "bot.features.stats", "bot.features.contests")
 
 
 def intents() -> discord.Intents:
@@ -108,8 +108,8 @@ class ImagineBot(commands.Bot):
         the application id Discord returned at login, so an admin never assembles it by hand."""
         if self.application_id is None:  # discord.py sets it at login, before setup_hook; never None in practice
             return
-        _log.info("invite link (scopes %s; permissions %s): %s", " and ".join(SCOPES), ", ".join(LABELS.values()),
-                  invite_url(self.application_id))
+        _log.info("invite link (scopes %s; permissions %s): %s", " and ".join(SCOPES),
+                  ", ".join(INVITE_LABELS.values()), invite_url(self.application_id))
 
     async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
         await reply_error(interaction, error)

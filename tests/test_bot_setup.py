@@ -12,11 +12,12 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.discord_ui.invite import NEEDED, invite_url
+from bot.discord_ui.invite import INVITED, NEEDED, invite_url
 from tests.bot_harness import WAIT_S, is_result, public, running_bot
 from tests.fake_discord import FakeChannel, FakeDiscord
 from tests.fake_discord.models import (
     ATTACH_FILES,
+    CREATE_PUBLIC_THREADS,
     PUBLIC_THREAD,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES,
@@ -41,10 +42,12 @@ NO_ATTACH = ("🚫 The bot can't post images in this channel: it lacks the Attac
 
 def test_the_invite_link_asks_for_both_scopes_and_exactly_the_needed_permissions() -> None:
     """README: "Invite the bot with the `bot` and `applications.commands` scopes and the permissions *View
-    Channel*, *Send Messages*, *Send Messages in Threads*, *Attach Files* and *Read Message History*"."""
+    Channel*, *Send Messages*, *Send Messages in Threads*, *Attach Files* and *Read Message History*", and
+    *Create Public Threads* for prompt contests' galleries (a channel with /imagine needs only the first five)."""
     assert NEEDED.value == PERMISSIONS == (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 38)
+    assert INVITED.value == PERMISSIONS | CREATE_PUBLIC_THREADS == 309237746688
     assert invite_url(1234567890123) == ("https://discord.com/oauth2/authorize?client_id=1234567890123"
-                                         "&scope=bot+applications.commands&permissions=274878008320")
+                                         "&scope=bot+applications.commands&permissions=309237746688")
     assert invite_url(42, discord.Permissions(view_channel=True)).endswith("client_id=42&scope=bot+applications"
                                                                           ".commands&permissions=1024")
     assert invite_url(42, 0).endswith("&permissions=0")

@@ -53,6 +53,8 @@ def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
     ("bot/core/text.py", "import discord", "bot.core, bot.scheduler and bot.storage import neither discord nor torch"),
     ("bot/scheduler/limits.py", "import bot.storage", "bot.scheduler imports bot.core only of the bot"),
     ("bot/features/info/cog.py", "import bot.features.imagine.service", "features do not import each other"),
+    ("bot/features/contests/service.py", "import discord",
+     "the contests feature keeps its rules, tables and tally free of discord"),
     ("bot/features/imagine/service.py", "import torch", "bot talks to generation only through its torch-free modules"),
     ("bot/discord_ui/presenter.py", "import generation.runner",
      "bot talks to generation only through its torch-free modules"),

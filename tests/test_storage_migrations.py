@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import bot.features.moderation.tables  # noqa: F401  (features declare their tables on Base.metadata too)
 from bot.core.errors import StorageError
+from bot.features.contests import tables as contest_tables
 from bot.storage import LATEST_VERSION, MIGRATIONS, Migration, Storage, migrate
 from bot.storage.db import default_url, make_engine
 from bot.storage.migrations import MIGRATION_LOCK_ID, current_version
@@ -30,6 +31,10 @@ async def run(url: str, function: Any, *args: Any) -> Any:
             return await conn.run_sync(function, *args)
     finally:
         await engine.dispose()
+
+
+# Features declare their tables in their own package (on a base of their own); the latest schema includes them.
+FEATURE_METADATA = (contest_tables.ContestBase.metadata,)
 
 
 def schema(conn: Connection) -> dict[str, Any]:
@@ -59,6 +64,8 @@ async def test_fresh_database_is_at_latest_and_matches_the_models(tmp_path: Path
 
     def from_models(conn: Connection) -> dict[str, Any]:
         Base.metadata.create_all(conn)
+        for metadata in FEATURE_METADATA:
+            metadata.create_all(conn)
         return schema(conn)
 
     expected = await run(await databases.new(), from_models)
@@ -108,17 +115,17 @@ async def test_a_failing_migration_leaves_the_database_unchanged(database_url: s
     await run(database_url, migrate)
 
     def broken(conn: Connection) -> None:
-        conn.execute(text("CREATE TABLE contests (id INTEGER PRIMARY KEY)"))
-        conn.execute(text("ALTER TABLE jobs ADD COLUMN contest_id INTEGER"))
+        conn.execute(text("CREATE TABLE trophies (id INTEGER PRIMARY KEY)"))
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN trophy_id INTEGER"))
         raise RuntimeError("step failed half way")
 
     with pytest.raises(RuntimeError, match="half way"):
-        await run(database_url, migrate, None, (*MIGRATIONS, Migration(LATEST_VERSION + 1, "contests", broken)))
+        await run(database_url, migrate, None, (*MIGRATIONS, Migration(LATEST_VERSION + 1, "trophies", broken)))
     assert await run(database_url, current_version) == LATEST_VERSION
     tables = await run(database_url, lambda conn: inspect(conn).get_table_names())
-    assert "contests" not in tables
+    assert "trophies" not in tables
     columns = await run(database_url, lambda conn: [c["name"] for c in inspect(conn).get_columns("jobs")])
-    assert "contest_id" not in columns
+    assert "trophy_id" not in columns
 
 
 async def test_a_newer_database_is_refused(tmp_path: Path, database_url: str) -> None:

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.core.overrides import Overrides, file_entry, merge, validate_guild
+from bot.core.contest_config import ContestsConfig
 from bot.core.policy import ContentConfig, ObservabilityConfig, SafetyConfig
 from generation.config import GenerationConfig, generation_config_from_mapping
 from generation.configfile import parse_yaml, read_config_text, validate_section, within
@@ -120,6 +121,7 @@ class GuildConfig(_Strict):
     content: ContentConfig = Field(default_factory=ContentConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     banned_users: list[int] = Field(default_factory=list, description="members refused /imagine and its buttons here")
+    contests: ContestsConfig = Field(default_factory=ContestsConfig)
 
 
 class SchedulerConfig(_Strict):
@@ -201,6 +203,7 @@ class _FileSections(_Strict):
     content: ContentConfig = Field(default_factory=ContentConfig)
     safety: SafetyConfig = Field(default_factory=lambda: SafetyConfig(mode="blur", nsfw_channel_mode="off"))
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    contests: ContestsConfig = Field(default_factory=ContestsConfig)
 
 
 class AppConfig(_FileSections):

@@ -32,6 +32,8 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
     │   └── ImageWithheld              U/V on an image the server's safety setting withholds
     ├── InvalidSetting                 a moderator's /mod change was refused; the text is config.yaml's for that key
+    ├── ContestProblem                 a prompt contest does not allow this now (closed, capped, an own entry); the
+    │                                  message says why and what is allowed
     ├── JobNotFound                    no job with this id is where it was looked for (queue or storage)
     ├── JobExpired                     a queued job waited past ``scheduler.max_wait_s`` (the job's error)
     └── StorageError                   the database or the stored images could not do what was asked (for operators)
@@ -172,6 +174,11 @@ class ImageWithheld(NotPermitted):
         self.index = index
         super().__init__(f"Image {index + 1} was withheld by this server's safety setting, so it can't be upscaled "
                          "or varied.")
+
+
+class ContestProblem(ImagineError):
+    """A prompt contest does not allow what was asked at this point: its phase, its rules or its caps; the message
+    says what is allowed (and when, where a deadline applies)."""
 
 
 class JobNotFound(ImagineError):

@@ -28,9 +28,13 @@ LABELS = {
     "attach_files": "Attach Files",
     "read_message_history": "Read Message History",
 }
+# The invite asks for one more, which no channel needs for /imagine: prompt contests open each round's gallery as a
+# thread of its channel (without it, the gallery is posted in the channel itself).
+INVITED = discord.Permissions(NEEDED.value | discord.Permissions(create_public_threads=True).value)
+INVITE_LABELS = {**LABELS, "create_public_threads": "Create Public Threads"}
 
 
-def invite_url(application_id: int, permissions: discord.Permissions | int = NEEDED) -> str:
+def invite_url(application_id: int, permissions: discord.Permissions | int = INVITED) -> str:
     """The link a server admin opens to add the bot with ``SCOPES`` and ``permissions`` (an integer is the
     permissions bit field, as Discord writes it)."""
     value = permissions.value if isinstance(permissions, discord.Permissions) else int(permissions)

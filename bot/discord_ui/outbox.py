@@ -11,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from bot.discord_ui.presenter import DiscordPresenter
 from bot.scheduler import Clock
-from bot.storage import Storage
+from bot.storage import JobKind, Storage
 
 _log = logging.getLogger(__name__)
 IDLE_CHECK_S = 300.0  # without a known due time, look again this often (a write elsewhere may owe one)
 
 
 class Outbox:
-    def __init__(self, storage: Storage, presenter: DiscordPresenter, clock: Clock) -> None:
+    def __init__(self, storage: Storage, presenter: DiscordPresenter, clock: Clock, *,
+                 kinds: Sequence[JobKind] | None = None) -> None:
         self._storage = storage
+        self._kinds = kinds  # the jobs its feature shows; another feature delivers its own kinds
         self._presenter = presenter
         self._clock = clock
         self._wake = asyncio.Event()
@@ -57,7 +60,7 @@ class Outbox:
     async def deliver_due(self) -> int:
         """Try every owed delivery that is due and not shown live; return how many were tried."""
         tried = 0
-        for stored in await self._storage.owed_deliveries(self._now()):
+        for stored in await self._storage.owed_deliveries(self._now(), kinds=self._kinds):
             if self._presenter.is_live(stored.id):
                 continue
             tried += 1
@@ -69,7 +72,7 @@ class Outbox:
             self._wake.clear()
             try:
                 await self.deliver_due()
-                due = await self._storage.next_delivery_due()
+                due = await self._storage.next_delivery_due(kinds=self._kinds)
             except Exception:  # storage trouble: try again later rather than stop delivering for good
                 _log.exception("the outbox could not look for owed deliveries")
                 due = None

@@ -48,6 +48,9 @@ class Job:
     channel_id: int
     cost: float
     role_ids: frozenset[int] = frozenset()
+    # The feature that submitted the job and shows it: every feature hears every job's events, and each
+    # records and shows only its own (a contest entry's images are private until its round's results).
+    feature: str = "imagine"
     state: JobState = JobState.NEW
     cancel_token: CancelToken = field(default_factory=CancelToken, repr=False)
     enqueued_at: float | None = None
@@ -62,11 +65,11 @@ class Job:
     @classmethod
     def create(cls, id: str, request: GenerationRequest, *, user_id: int, guild_id: int, channel_id: int,
                role_ids: frozenset[int] | set[int] = frozenset(), cost_weight: float = 1.0,
-               parent_channel_id: int | None = None) -> Job:
+               parent_channel_id: int | None = None, feature: str = "imagine") -> Job:
         """A job whose cost is images x pixels/512² x steps/25 x the model's ``cost_weight``."""
         return cls(id=id, request=request, user_id=user_id, guild_id=guild_id, channel_id=channel_id,
                    cost=estimate_cost(request, cost_weight), role_ids=frozenset(role_ids),
-                   parent_channel_id=parent_channel_id)
+                   parent_channel_id=parent_channel_id, feature=feature)
 
     @property
     def images(self) -> int:

@@ -187,6 +187,105 @@ def _v7_result_safety_flags(conn: Connection) -> None:
     _add_column(conn, "results", Column("nsfw", Boolean))
 
 
+def _v8_prompt_contests(conn: Connection) -> None:
+    # The tables of bot.features.contests (its tables.py holds the ORM side).
+    metadata = MetaData()
+    Table(
+        "contests", metadata,
+        Column("id", String(32), primary_key=True),
+        Column("guild_id", BigInteger, nullable=False),
+        Column("number", Integer, nullable=False),
+        Column("channel_id", BigInteger, nullable=False),
+        Column("created_by", BigInteger, nullable=False),
+        Column("theme", Text, nullable=False),
+        Column("rules", JSON, nullable=False),
+        Column("max_entries", Integer, nullable=False),
+        Column("blind", Boolean, nullable=False),
+        Column("joined_before_voting", Boolean, nullable=False),
+        Column("prize", Text),
+        Column("phase", String(16), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("submit_ends_at", DateTime(timezone=True), nullable=False),
+        Column("vote_ends_at", DateTime(timezone=True), nullable=False),
+        Column("ended_at", DateTime(timezone=True)),
+        Column("gallery_channel_id", BigInteger),
+        Index("ix_contests_guild_number", "guild_id", "number", unique=True),
+        Index("ix_contests_phase", "phase"),
+    )
+    Table(
+        "contest_entries", metadata,
+        Column("id", String(32), primary_key=True),
+        Column("contest_id", String(32), ForeignKey("contests.id"), nullable=False),
+        Column("user_id", BigInteger, nullable=False),
+        Column("job_id", String(32), nullable=False),
+        Column("image_index", Integer, nullable=False),
+        Column("prompt", Text, nullable=False),
+        Column("seed", BigInteger, nullable=False),
+        Column("number", Integer),
+        Column("submitted_at", DateTime(timezone=True), nullable=False),
+        Column("withdrawn_at", DateTime(timezone=True)),
+        Column("disqualified_at", DateTime(timezone=True)),
+        Index("ix_contest_entries_contest", "contest_id", "user_id"),
+    )
+    Table(
+        "contest_entry_images", metadata,
+        Column("entry_id", String(32), ForeignKey("contest_entries.id"), primary_key=True),
+        Column("png", LargeBinary, nullable=False),
+    )
+    Table(
+        "contest_jobs", metadata,
+        Column("job_id", String(32), primary_key=True),
+        Column("contest_id", String(32), ForeignKey("contests.id"), nullable=False),
+        Column("user_id", BigInteger, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Index("ix_contest_jobs_contest", "contest_id", "user_id"),
+    )
+    Table(
+        "contest_votes", metadata,
+        Column("contest_id", String(32), ForeignKey("contests.id"), primary_key=True),
+        Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("entry_id", String(32), nullable=False),
+        Column("voted_at", DateTime(timezone=True), nullable=False),
+    )
+    Table(
+        "contest_placings", metadata,
+        Column("contest_id", String(32), ForeignKey("contests.id"), primary_key=True),
+        Column("entry_id", String(32), primary_key=True),
+        Column("user_id", BigInteger, nullable=False),
+        Column("rank", Integer, nullable=False),
+        Column("votes", Integer, nullable=False),
+        Column("place", Integer),
+        Column("points", Integer, nullable=False),
+    )
+    Table(
+        "contest_posts", metadata,
+        Column("id", String(32), primary_key=True),
+        Column("contest_id", String(32), ForeignKey("contests.id"), nullable=False),
+        Column("seq", Integer, nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("entry_id", String(32)),
+        Column("part", Integer, nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("message_id", BigInteger),
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt_at", DateTime(timezone=True)),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Index("ix_contest_posts_state", "state"),
+    )
+    Table(
+        "contest_audit", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("contest_id", String(32), ForeignKey("contests.id"), nullable=False),
+        Column("guild_id", BigInteger, nullable=False),
+        Column("actor_id", BigInteger, nullable=False),
+        Column("action", String(16), nullable=False),
+        Column("entry_number", Integer),
+        Column("reason", Text),
+        Column("at", DateTime(timezone=True), nullable=False),
+    )
+    metadata.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and results", _v1_jobs_and_results),
     Migration(2, "soft delete of jobs, guild settings, job indexes", _v2_soft_delete_guild_settings_indexes),
@@ -195,6 +294,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "why a job was refused, and an index for usage figures", _v5_refusal_reason_and_usage_index),
     Migration(6, "moderation: audit log and paused servers", _v6_moderation),
     Migration(7, "the safety checker's flag of each result image", _v7_result_safety_flags),
+    Migration(8, "prompt contests: rounds, entries, votes, placings, posts, audit", _v8_prompt_contests),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

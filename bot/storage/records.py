@@ -9,11 +9,11 @@ from typing import Literal
 
 from generation.request import GenerationRequest
 
-JobKind = Literal["imagine", "upscale", "variation", "reroll"]
+JobKind = Literal["imagine", "upscale", "variation", "reroll", "contest"]
 # The outbox: a job's end (its result, or why it has none) is owed to the user until Discord accepted it.
 Delivery = Literal["owed", "delivered", "undeliverable"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "refused", "expired", "dropped"]
-JOB_KINDS: tuple[JobKind, ...] = ("imagine", "upscale", "variation", "reroll")
+JOB_KINDS: tuple[JobKind, ...] = ("imagine", "upscale", "variation", "reroll", "contest")
 ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "running")  # what a restart resumes or drops
 TERMINAL_STATUSES: tuple[JobStatus, ...] = ("done", "failed", "cancelled", "refused", "expired", "dropped")
 JOB_STATUSES: tuple[JobStatus, ...] = ACTIVE_STATUSES + TERMINAL_STATUSES

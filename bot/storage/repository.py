@@ -80,6 +80,10 @@ def _refusal(key: str | None) -> str | None:
     return key[:REFUSAL_MAX_CHARS] if key is not None else None
 
 
+def _of_kinds(kinds: Iterable[JobKind] | None) -> list[ColumnElement[bool]]:
+    return [] if kinds is None else [JobRow.kind.in_(list(kinds))]
+
+
 class Storage:
     """The bot's database. ``await open()`` creates the data dir and migrates; ``await close()`` at the end."""
 
@@ -269,12 +273,15 @@ class Storage:
                 row.delivery = "undeliverable"
         return await self.require_job(job_id)
 
-    async def owed_deliveries(self, now: datetime, limit: int = 50) -> list[JobRecord]:
-        """Ended jobs whose last message Discord has not accepted yet and that are due a try, oldest first."""
+    async def owed_deliveries(self, now: datetime, limit: int = 50, *,
+                              kinds: Iterable[JobKind] | None = None) -> list[JobRecord]:
+        """Ended jobs whose last message Discord has not accepted yet and that are due a try, oldest first
+        (``kinds``: only jobs of these kinds, for a feature that delivers its own)."""
         async with self._session() as session:
             rows = await session.scalars(
                 select(JobRow).where(JobRow.delivery == "owed",
-                                     (JobRow.next_delivery_at.is_(None)) | (JobRow.next_delivery_at <= now))
+                                     (JobRow.next_delivery_at.is_(None)) | (JobRow.next_delivery_at <= now),
+                                     *_of_kinds(kinds))
                 .order_by(JobRow.finished_at, JobRow.id).limit(limit))
             return [_to_job(row) for row in rows]
 
@@ -284,11 +291,11 @@ class Storage:
             return int(await session.scalar(select(func.count()).select_from(JobRow)
                                             .where(JobRow.delivery == "owed")) or 0)
 
-    async def next_delivery_due(self) -> datetime | None:
+    async def next_delivery_due(self, *, kinds: Iterable[JobKind] | None = None) -> datetime | None:
         """When the earliest owed delivery is due (None: nothing owed, or one is due now)."""
         async with self._session() as session:
             return await session.scalar(
-                select(func.min(JobRow.next_delivery_at)).where(JobRow.delivery == "owed"))
+                select(func.min(JobRow.next_delivery_at)).where(JobRow.delivery == "owed", *_of_kinds(kinds)))
 
     async def _update_job(self, job_id: str, values: dict[str, Any]) -> JobRecord:
         async with self._session() as session, session.begin():

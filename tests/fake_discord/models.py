@@ -27,6 +27,7 @@ ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
 USE_APPLICATION_COMMANDS = 1 << 31
 ADD_REACTIONS = 1 << 6
+CREATE_PUBLIC_THREADS = 1 << 35
 USE_EXTERNAL_EMOJIS = 1 << 18
 SEND_MESSAGES_IN_THREADS = 1 << 38
 ALL_PERMISSIONS = (1 << 51) - 1
@@ -161,6 +162,7 @@ class FakeChannel:
                 "id": str(self.id),
                 "type": DM,
                 "last_message_id": None,
+                "flags": 0,
                 "recipients": [u.to_json() for u in self.recipients],
             }
         data: JSON = {
@@ -193,6 +195,8 @@ class FakeMember:
     user: FakeUser
     roles: list[FakeRole] = field(default_factory=list)
     nick: str | None = None
+    # When the member joined the server (ISO 8601), as Discord sends it with the member: in interactions too.
+    joined_at: str = "2024-01-01T00:00:00+00:00"
 
     def to_json(self, *, permissions: int | None = None) -> JSON:
         data: JSON = {
@@ -201,7 +205,7 @@ class FakeMember:
             "nick": self.nick,
             "avatar": None,
             "banner": None,
-            "joined_at": "2024-01-01T00:00:00+00:00",
+            "joined_at": self.joined_at,
             "premium_since": None,
             "deaf": False,
             "mute": False,

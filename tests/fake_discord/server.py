@@ -44,6 +44,7 @@ from .records import (
 from .rest import API_PREFIX, RestApi
 from .rest_messages import MessageRoutes
 from .rest_routes import MiscRoutes
+from .rest_threads import ThreadRoutes
 from .state import FakeState
 from .validation import load_validator, spec_path_from_env
 
@@ -104,6 +105,7 @@ class FakeDiscord:
         api = RestApi(self.state, self.validator)
         MiscRoutes(self.state, self.gateway_url).install(api)
         MessageRoutes(self.state).install(api)
+        ThreadRoutes(self.state).install(api)
         app = web.Application(client_max_size=1024**3)  # the fake, not aiohttp, enforces upload limits
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", api.handle)
         app.router.add_get("/gateway", self.gateway.handle)

@@ -24,7 +24,7 @@ from bot.discord_ui.presenter import DiscordPresenter
 from bot.features.imagine.cog import ImagineCog
 from bot.features.imagine.gate import ContentGate
 from bot.features.imagine.recorder import JobRecorder
-from bot.features.imagine.service import ImagineService
+from bot.features.imagine.service import IMAGINE_KINDS, ImagineService
 from bot.features.imagine.views import DYNAMIC_ITEMS, ImagineViews
 from bot.services import services_of
 from bot.storage import JobRecord
@@ -48,7 +48,7 @@ async def setup(bot: commands.Bot) -> None:
     recorder = JobRecorder(services.storage, presenter, services.scheduler, services.checkpoints)
     service = ImagineService(services.config, services.storage, services.scheduler, clock, services.checkpoints,
                              gate=ContentGate(services.content_stats))
-    outbox = Outbox(services.storage, presenter, clock)
+    outbox = Outbox(services.storage, presenter, clock, kinds=IMAGINE_KINDS)
     presenter.on_failed_attempt(outbox.wake)
     # The cog subscribes the recorder to job events in cog_load, before any job is resumed below.
     await bot.add_cog(ImagineCog(services.config, service, presenter, events=services.events, recorder=recorder,

@@ -17,6 +17,7 @@ from generation.request import GenerationResult, ProgressEvent
 _log = logging.getLogger(__name__)
 
 SAVE_FAILED = "the result could not be saved; please try again"
+FEATURE = "imagine"  # ``Job.feature`` of this feature's jobs: another feature's (a contest's) are its own to show
 _STATUS: dict[JobState, JobStatus] = {
     JobState.DONE: "done", JobState.FAILED: "failed", JobState.CANCELLED: "cancelled",
     JobState.REFUSED: "refused", JobState.EXPIRED: "expired",
@@ -48,12 +49,18 @@ class JobRecorder:
         self._checkpoints = checkpoints or Checkpoints()
 
     async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+        if job.feature != FEATURE:
+            return
         await self._presenter.queued(job.id, position, eta_s)
 
     async def position_changed(self, job: Job, position: int | None, eta_s: float | None) -> None:
+        if job.feature != FEATURE:
+            return
         await self._presenter.queued(job.id, position, eta_s)
 
     async def started(self, job: Job) -> None:
+        if job.feature != FEATURE:
+            return
         stored = await self._storage.get_job(job.id)
         if stored is not None and stored.status == "queued":
             await self._storage.update_status(job.id, "running")
@@ -61,10 +68,14 @@ class JobRecorder:
         await self._presenter.started(job.id)
 
     async def progress(self, job: Job, event: ProgressEvent) -> None:
+        if job.feature != FEATURE:
+            return
         # The safety checker judges finished images only: where a server's mode asks for it, previews are veiled.
         await self._presenter.progress(job.id, event, veiled=job.request.check_safety)
 
     async def finished(self, job: Job) -> None:
+        if job.feature != FEATURE:
+            return
         if job.state is JobState.REFUSED:
             # The cog tells the requester ephemerally (the refusal is raised to it); nothing public to show.
             await self._record_refusal(job)
@@ -101,6 +112,8 @@ class JobRecorder:
             return unsaved_failure(job, SAVE_FAILED)
 
     async def handed_back(self, job: Job) -> None:
+        if job.feature != FEATURE:
+            return
         # Still queued in storage: the next start resumes it; its queue place means nothing until then.
         await self._presenter.interrupted(job.id)
 

@@ -54,6 +54,8 @@ FollowUpAction = Literal["u", "v", "reroll"]
 DROPPED_NEVER_SHOWN = "it had not been shown yet; please run it again"
 DROPPED_INPUT_GONE = "the image it started from was deleted"
 _DRY_RUN_ID = "dry-run"  # the id of the stand-in job that ``check`` prices
+# The stored kinds this feature makes and shows; other features resume and deliver their own jobs.
+IMAGINE_KINDS: tuple[JobKind, ...] = ("imagine", "upscale", "variation", "reroll")
 
 
 def img2img_steps(steps: int | None, strength: float) -> int:
@@ -262,6 +264,8 @@ class ImagineService:
         dropped: list[JobRecord] = []
         config = self._config.current
         for stored in await self._storage.requeue_interrupted():
+            if stored.kind not in IMAGINE_KINDS:
+                continue
             if stored.status_message_id is None and await adopt_status(stored) is None:
                 # Stopped before showing it: its owner saw only an error or nothing, so don't run it.
                 dropped.append(await self._storage.update_status(stored.id, "dropped", error=DROPPED_NEVER_SHOWN))
