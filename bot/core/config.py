@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bot.core.overrides import Overrides, file_entry, merge, validate_guild
 from bot.core.contest_config import ContestsConfig
+from bot.core.overrides import Overrides, file_entry, merge, validate_guild
 from bot.core.policy import ContentConfig, ObservabilityConfig, SafetyConfig
 from generation.config import GenerationConfig, generation_config_from_mapping
 from generation.configfile import parse_yaml, read_config_text, validate_section, within
