@@ -165,6 +165,31 @@ class WatchedStorage(Storage):
             raise AssertionError(f"storage never showed {what} within {timeout_s:g} s") from None
 
 
+class ShownFirstStorage(WatchedStorage):
+    """Real storage that records a job as running only once its status message is recorded. An idle GPU starts a
+    job at once, so its progress could otherwise end before there is a message to show previews on; the job's
+    events wait in order behind this write, and every preview is shown."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown: dict[str, asyncio.Event] = {}
+
+    def _event(self, job_id: str) -> asyncio.Event:
+        return self._shown.setdefault(job_id, asyncio.Event())
+
+    async def set_messages(self, job_id: str, **kwargs: Any) -> Any:
+        try:
+            return await super().set_messages(job_id, **kwargs)
+        finally:
+            if kwargs.get("status_message_id") is not None:
+                self._event(job_id).set()
+
+    async def update_status(self, job_id: str, status: Any, **kwargs: Any) -> Any:
+        if status == "running":
+            await asyncio.wait_for(self._event(job_id).wait(), WAIT_S)
+        return await super().update_status(job_id, status, **kwargs)
+
+
 @asynccontextmanager
 async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | ConfigStore | None = None, *,
                       executor: Executor | None = None, drain_timeout_s: float = 30.0,

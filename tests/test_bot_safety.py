@@ -5,7 +5,6 @@ setting; U and V never serve a flagged image clear; the flag is stored and outli
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from bot.discord_ui.result_message import ResultContent, result_message
 from bot.storage import JobRecord
 from tests.bot_harness import (
     WAIT_S,
-    WatchedStorage,
+    ShownFirstStorage,
     button,
     decode,
     public,
@@ -122,31 +121,6 @@ async def test_previews_are_blurred_wherever_the_image_will_be_checked(fake: Fak
     assert veiled and clear
     # The same picture on its way (same seed): blurred to a near-even tone where it will be checked.
     assert max(preview.std() for preview in veiled) * 3 < min(preview.std() for preview in clear)
-
-
-class ShownFirstStorage(WatchedStorage):
-    """Real storage that records a job as running only once its status message is recorded. An idle GPU starts a
-    job at once, so its progress could otherwise end before there is a message to show previews on; the job's
-    events wait in order behind this write, and every preview is shown."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._shown: dict[str, asyncio.Event] = {}
-
-    def _event(self, job_id: str) -> asyncio.Event:
-        return self._shown.setdefault(job_id, asyncio.Event())
-
-    async def set_messages(self, job_id: str, **kwargs: Any) -> Any:
-        try:
-            return await super().set_messages(job_id, **kwargs)
-        finally:
-            if kwargs.get("status_message_id") is not None:
-                self._event(job_id).set()
-
-    async def update_status(self, job_id: str, status: Any, **kwargs: Any) -> Any:
-        if status == "running":
-            await asyncio.wait_for(self._event(job_id).wait(), WAIT_S)
-        return await super().update_status(job_id, status, **kwargs)
 
 
 def previews_of(fake: FakeDiscord, handle: Any) -> list[np.ndarray]:
