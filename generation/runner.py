@@ -21,7 +21,14 @@ from PIL import Image, UnidentifiedImageError
 from generation.config import GenerationConfig
 from generation.decode import decode_latents, truncation_warnings
 from generation.devices import free_memory
-from generation.errors import FixableFailure, GenerationCancelled, GenerationFailed, ImagineError, InvalidRequest
+from generation.errors import (
+    FixableFailure,
+    GenerationCancelled,
+    GenerationFailed,
+    ImagineError,
+    InvalidRequest,
+    OutOfMemory,
+)
 from generation.imagefiles import ALLOWED_FORMATS, open_image, unreadable_reason
 from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.loras import use_loras
@@ -306,7 +313,7 @@ class _Call:
             self._run_chunk(items[half:])
             return
         member = self._members[items[0][0]]
-        member.error = FixableFailure(
+        member.error = OutOfMemory(
             f"the GPU ran out of memory at {self._width}x{self._height}, even one image at a time; "
             "try a smaller size"
         )
