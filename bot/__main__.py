@@ -30,6 +30,7 @@ from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_r
 from bot.services import build_services
 from bot.storage import Storage
 from generation.errors import ConfigError
+from generation.interface import Executor
 from generation.paths import folder_of
 
 _log = logging.getLogger("bot")
@@ -120,11 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not reachable:
         return EXIT_UNREACHABLE
-    # The local GPU executor: the one place in bot/ that reaches past generation's torch-free interface
-    # (an import contract allows exactly this import). A remote executor will be picked here too.
-    from generation.executor import GpuExecutor
+    executor: Executor
+    if config.generation.executor.mode == "redis":
+        # GPU workers (python -m generation.worker) over Redis: torch is never imported in this process.
+        from generation.remote.executor import RemoteExecutor
 
-    executor = GpuExecutor.from_config(config.generation)
+        executor = RemoteExecutor.from_config(config.generation)
+    else:
+        # The local GPU executor: the one place in bot/ that reaches past generation's torch-free interface
+        # (an import contract allows exactly this import).
+        from generation.executor import GpuExecutor
+
+        executor = GpuExecutor.from_config(config.generation)
     services = build_services(store, Storage(data_dir(path), config.bot.database_url), executor,
                               checkpoints=checkpoints)
     bot = ImagineBot(services)

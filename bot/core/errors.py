@@ -11,7 +11,10 @@ people: it says what was wrong and what is allowed. The root and the generation 
     ├── GenerationFailed               (generation.errors) the pipeline failed for this request (a crash: text for
     │   │                              operators, with exception text and paths)
     │   ├── FixableFailure             (generation.errors) ...for a reason the requester can act on (input image,
-    │   │                              out of memory, NaNs); the message says what to change
+    │   │   │                          out of memory, NaNs); the message says what to change
+    │   │   └── OutOfMemory            (generation.errors) ...the GPU's memory, even one image at a time
+    │   ├── WorkerLost                 (generation.errors) the remote GPU worker stopped, and the one it moved
+    │   │                              to as well (its text is for the requester)
     │   └── InternalFailure            what a requester sees instead of any other failure: a fixed text and the
     │                                  ``reference`` under which the detail was logged
     ├── GenerationCancelled            (generation.errors) cancelled before it finished
@@ -23,7 +26,8 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── ChannelNotAllowed          the server allows /imagine only in some channels; ``allowed``
     │   ├── GuildPaused                a moderator paused this server's queue
     │   ├── ModelUnavailable           the model failed to load at start-up; the bot retries (``retry_after``)
-    │   └── ShuttingDown               the bot is draining its queue before a restart
+    │   ├── ShuttingDown               the bot is draining its queue before a restart
+    │   └── WorkersUnreachable         the GPU workers' queue (Redis) cannot be reached; queued jobs wait
     ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job)
     │   ├── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
     │   └── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
@@ -45,7 +49,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from generation.errors import ConfigError, FixableFailure, GenerationFailed, ImagineError, ModelLoadError
+from generation.errors import ConfigError, FixableFailure, GenerationFailed, ImagineError, ModelLoadError, WorkerLost
 
 
 class Refused(ImagineError):
@@ -94,6 +98,11 @@ class ModelUnavailable(Refused):
 
 class ShuttingDown(Refused):
     """The bot is draining before a restart and admits nothing new."""
+
+
+class WorkersUnreachable(Refused):
+    """The bot cannot reach the queue its GPU workers take batches from (Redis, ``executor.mode: redis``): new
+    requests are refused until it can again; queued ones keep their place and run once it can."""
 
 
 class NotPermitted(ImagineError):
@@ -182,4 +191,4 @@ def shown_to_requester(error: BaseException) -> bool:
     carries nothing of the machine (no exception text, paths or config file names)."""
     if not isinstance(error, ImagineError) or isinstance(error, (ModelLoadError, ConfigError, StorageError)):
         return False  # a storage error names job ids and states: the requester gets a reference instead
-    return not isinstance(error, GenerationFailed) or isinstance(error, (FixableFailure, InternalFailure))
+    return not isinstance(error, GenerationFailed) or isinstance(error, (FixableFailure, InternalFailure, WorkerLost))
