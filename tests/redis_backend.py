@@ -14,9 +14,8 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -102,31 +101,32 @@ class OwnRedis:
 
     def __init__(self, binary: str, folder: Path) -> None:
         self.binary, self.folder, self.port = binary, folder, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
+        self.process = await asyncio.create_subprocess_exec(
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(self.folder), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(400):  # a wait, not a timing assertion: a loaded machine may take a while
             if await _answers(self.url) is None:
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError(f"redis-server on port {self.port} did not answer")
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+    async def stop(self) -> None:
+        """SIGKILL: it vanishes at once, with everything it held."""
+        if self.process is not None and self.process.returncode is None:
             self.process.kill()
-            self.process.wait(timeout=30)
+            await self.process.wait()
         self.process = None
 
 
 @pytest.fixture
-def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnRedis]:
+async def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OwnRedis]:
     """A private Redis server for a test that restarts it; skip (fail under CI) without ``redis-server``."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -136,7 +136,7 @@ def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnRed
     try:
         yield server
     finally:
-        server.stop()
+        await server.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

@@ -120,7 +120,7 @@ async def test_a_batch_comes_back_as_the_local_runner_makes_it(cluster: Cluster)
         await local_gpu.close()
     assert all(isinstance(outcome, GenerationResult) for outcome in remote + local)
     assert [o.seeds for o in remote] == [[3, 4], [9]]  # type: ignore[union-attr]
-    assert all(same_pixels(r, l) for r, l in zip(remote, local, strict=True))  # type: ignore[arg-type]
+    assert all(same_pixels(mine, theirs) for mine, theirs in zip(remote, local, strict=True))  # type: ignore[arg-type]
     assert [event.step for event in events][-1] == 2 and any(len(event.previews) == 2 for event in events)
     assert isinstance(cluster.executor, Pooled) and isinstance(cluster.executor, PreparesModels)
 
