@@ -40,7 +40,7 @@ def cluster_yaml(redis_url: str, namespace: str) -> str:
     return f"""\
 models:
   default: tiny
-  tiny: {{source: "builtin:tiny", default_steps: 2, default_width: 64, default_height: 64}}
+  tiny: {{source: "builtin:tiny", default_steps: 2, max_steps: 200, default_width: 64, default_height: 64}}
 executor:
   device: cpu
   preview_every_steps: 0
@@ -144,6 +144,32 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_its_batch_moves(fake:
     told = [handle for _, handle in requests
             if any(MOVED_TEXT in version.content for message in handle.messages for version in message.versions)]
     assert len(told) == 1, logs(bot, doomed)  # the one whose GPU died was told, once its new one took over
+
+
+@pytest.mark.timeout(300)
+async def test_a_bot_killed_mid_batch_runs_it_again_from_its_database_and_it_ends_once(
+        fake: FakeDiscord, tmp_path: Path, redis_url: str, redis_namespace: str) -> None:
+    """The worker may still be running the dead bot's attempt when the next bot starts: that one is aborted
+    (nobody waits for it), and the batch runs again for the job the database says is running."""
+    (tmp_path / "config.yaml").write_text(cluster_yaml(redis_url, redis_namespace))
+    first = BotProcess(fake, tmp_path, "first", IMAGINE_FAULT_KILL_AFTER="running", IMAGINE_LOG_LEVEL="INFO")
+    second = BotProcess(fake, tmp_path, "second", IMAGINE_LOG_LEVEL="INFO")
+    worker = WorkerProcess(tmp_path, "only")
+    try:
+        await start_all(worker, first)
+        await fake.wait_commands("imagine")
+        handle = await fake.slash("imagine", {"prompt": "outlives its bot --steps 120 --size 128x128 --seed 5"},
+                                  user="alice")
+        await first.wait_killed()
+        await second.start()
+        await fake.wait_until(lambda: endings_of(fake, "outlives its bot", handle), what="its ending",
+                              timeout=4 * WAIT_S)
+    finally:
+        await stop_all(second, first, worker)
+    endings = endings_of(fake, "outlives its bot", handle)
+    assert len(endings) == 1 and is_result(endings[0]), logs(first, second, worker)
+    assert worker.done("outlives its bot") == 1, logs(worker)
+    fake.pop_failures()  # the killed bot missed Discord's answer window: that is the point
 
 
 def two_servers() -> list[FakeGuild]:

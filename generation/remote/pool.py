@@ -61,7 +61,10 @@ class WorkerPool:
     # --- what the scheduler reads ----------------------------------------------------------------
     @property
     def slots(self) -> int:
-        """Workers that can take a batch (alive, not draining), busy or not: as many batches may be in flight."""
+        """Workers that can take a batch (alive, not draining), busy or not: as many batches may be in flight.
+        Zero while Redis is out of reach: queued jobs wait rather than start towards a queue nobody can reach."""
+        if self._reachable is not True:
+            return 0
         return sum(not info.draining for info in self._workers.values())
 
     @property
@@ -149,8 +152,12 @@ class WorkerPool:
                 found[worker_id] = info  # not declared dead while every worker is still beating its way back
         gone = [worker_id for worker_id in (set(self._workers) | set(ids)) - set(found)]
         for worker_id in gone:
-            if worker_id in self._workers:
-                _log.warning("GPU worker %s is gone (no heartbeat)", worker_id)
+            last = self._workers.get(worker_id)
+            if last is not None and last.draining and worker_id not in ids:
+                _log.info("GPU worker %s left the pool (drained)", worker_id)
+            elif last is not None:
+                _log.warning("GPU worker %s is gone (no heartbeat for %.1f s)", worker_id,
+                             self._heartbeat_s * MISSED_BEATS)
             await self._forget(worker_id)
         for info in found.values():
             if info.busy is not None and info.busy not in self._assigned.values() and info.busy not in self._ended:
@@ -203,6 +210,8 @@ class WorkerPool:
                                                                                    info.served)]
 
     def choose(self, model: str, exclude: Collection[str] = ()) -> WorkerInfo | None:
+        if not self.reachable:
+            return None
         candidates = [info for info in self._free() if info.id not in exclude and (not info.served or model in
                                                                                     info.served)]
         if not candidates:
