@@ -28,6 +28,7 @@ from tests.bot_harness import WAIT_S, is_result, world
 from tests.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, FakeUser, InteractionHandle
 from tests.frozen_clock import FrozenClock
 from tests.redis_backend import OwnRedis
+from tests.storage_backends import Databases, _server_engine
 from tests.test_bot_process import ROOT, bot_env
 from tests.test_delivery_kills import BotProcess, endings_of
 
@@ -146,12 +147,25 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_its_batch_moves(fake:
     assert len(told) == 1, logs(bot, doomed)  # the one whose GPU died was told, once its new one took over
 
 
+@pytest_asyncio.fixture
+async def postgres_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (README's scale-out set-up); skips, or fails under CI, without a server."""
+    server = await _server_engine(request.config)
+    databases = Databases("postgresql", tmp_path, server)
+    try:
+        yield await databases.new()
+    finally:
+        await databases.drop_all()
+        await server.dispose()
+
+
 @pytest.mark.timeout(300)
 async def test_a_bot_killed_mid_batch_runs_it_again_from_its_database_and_it_ends_once(
-        fake: FakeDiscord, tmp_path: Path, redis_url: str, redis_namespace: str) -> None:
+        fake: FakeDiscord, tmp_path: Path, redis_url: str, redis_namespace: str, postgres_url: str) -> None:
     """The worker may still be running the dead bot's attempt when the next bot starts: that one is aborted
-    (nobody waits for it), and the batch runs again for the job the database says is running."""
-    (tmp_path / "config.yaml").write_text(cluster_yaml(redis_url, redis_namespace))
+    (nobody waits for it), and the batch runs again for the job the database (PostgreSQL) says is running."""
+    (tmp_path / "config.yaml").write_text(cluster_yaml(redis_url, redis_namespace)
+                                          + f'bot: {{database_url: "{postgres_url}"}}\n')
     first = BotProcess(fake, tmp_path, "first", IMAGINE_FAULT_KILL_AFTER="running", IMAGINE_LOG_LEVEL="INFO")
     second = BotProcess(fake, tmp_path, "second", IMAGINE_LOG_LEVEL="INFO")
     worker = WorkerProcess(tmp_path, "only")
