@@ -34,7 +34,7 @@ from tests.test_delivery_kills import BotProcess, endings_of
 
 pytestmark = pytest.mark.slow
 
-HEARTBEAT_S = 0.25
+HEARTBEAT_S = 0.5
 
 
 def cluster_yaml(redis_url: str, namespace: str) -> str:

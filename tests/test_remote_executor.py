@@ -31,12 +31,12 @@ from generation.runner import PipelineCall, Runner
 from tests.bot_harness import WAIT_S, tiny_model
 from tests.redis_backend import OwnRedis
 
-HEARTBEAT_S = 0.2
+HEARTBEAT_S = 0.5
 
 
 def cluster_config(redis_url: str, namespace: str, **models: ModelConfig) -> GenerationConfig:
     return GenerationConfig(
-        default_model="tiny", models={"tiny": tiny_model(), **models},
+        default_model="tiny", models={"tiny": tiny_model(max_steps=200), **models},
         executor=ExecutorConfig(device="cpu", preview_every_steps=1, max_batch_images=4, mode="redis",
                                 redis_url=redis_url, redis_namespace=namespace, heartbeat_s=HEARTBEAT_S))
 
@@ -131,13 +131,24 @@ async def test_the_warm_up_reads_the_workers_measured_speed(cluster: Cluster) ->
     assert warmed.model == "tiny" and warmed.seconds_per_cost > 0
 
 
-async def test_a_cancelled_member_stops_and_its_batch_mates_finish(cluster: Cluster) -> None:
+async def test_a_member_cancelled_before_its_batch_starts_is_never_run(cluster: Cluster) -> None:
     await cluster.add()
-    batch = [request(cluster.config, "keep", steps=30), request(cluster.config, "drop", steps=30)]
+    batch = [request(cluster.config, "keep"), request(cluster.config, "drop")]
     tokens = [CancelToken(), CancelToken()]
+    tokens[1].cancel()
+    kept, dropped = await cluster.executor.run(batch, cancel_tokens=tokens)
+    assert isinstance(kept, GenerationResult) and isinstance(dropped, GenerationCancelled)
+
+
+async def test_a_member_cancelled_while_its_batch_runs_stops_and_its_batch_mates_finish(cluster: Cluster) -> None:
+    await cluster.add()
+    batch = [request(cluster.config, "keep", steps=200), request(cluster.config, "drop", steps=200)]
+    tokens = [CancelToken(), CancelToken()]
+    steps: list[int] = []
 
     def on_progress(event: ProgressEvent) -> None:
-        tokens[1].cancel()  # at the first step: the worker hears it within a step or two
+        steps.append(event.step)
+        tokens[1].cancel()  # at its first step: the worker drops it a few steps later, long before step 200
 
     kept, dropped = await cluster.executor.run(batch, on_progress, cancel_tokens=tokens)
     assert isinstance(kept, GenerationResult) and isinstance(dropped, GenerationCancelled)
@@ -165,6 +176,21 @@ async def test_a_model_no_worker_serves_fails_saying_so(redis_url: str, redis_na
         assert isinstance(outcome, FixableFailure) and str(outcome) == NO_WORKER_TEXT.format(model="other")
         with pytest.raises(ModelLoadError, match="no GPU worker serves it"):
             await made.executor.prepare("other")
+    finally:
+        await made.close()
+
+
+async def test_a_worker_whose_config_lacks_the_model_declines_it_and_another_runs_it(redis_url: str,
+                                                                                     redis_namespace: str) -> None:
+    bot_config = cluster_config(redis_url, redis_namespace, other=tiny_model())
+    made = Cluster(bot_config)
+    try:
+        await made.add(config=cluster_config(redis_url, redis_namespace))  # its config has no "other"
+        alone = (await made.executor.run([request(bot_config, model="other")]))[0]
+        assert isinstance(alone, FixableFailure) and str(alone) == NO_WORKER_TEXT.format(model="other")
+        await made.add()
+        outcome = (await made.executor.run([request(bot_config, model="other")]))[0]
+        assert isinstance(outcome, GenerationResult) and outcome.request.model == "other"
     finally:
         await made.close()
 

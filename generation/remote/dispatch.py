@@ -49,6 +49,7 @@ from generation.request import GenerationRequest, GenerationResult, ProgressEven
 
 _log = logging.getLogger(__name__)
 POLL_S = 0.25  # between looks at an attempt (its end is also announced: this is the fallback)
+CANCEL_CHECK_S = 0.05  # between looks at the members' cancel flags
 MAX_RESENDS = 3  # times one batch is sent again after Redis forgot it, before it fails
 CANCEL_SETTLE_S = 10.0  # how long a cancelled attempt waits for the worker to let go before giving up on it
 LOST_TEXT = "The GPU running this request stopped, and so did the one it moved to; please try again."
@@ -160,7 +161,7 @@ class BatchRun:
                                    for item in stored]
         retry = [index for index, outcome in enumerate(outcomes) if isinstance(outcome, OutOfMemory)
                  and not self._tokens[index].cancelled]
-        others = [info for info in self._pool.serving(self.model) if info.id not in self._tried | {worker_id}]
+        others = self._pool.serving(self.model, exclude=self._tried | {worker_id})
         if retry and others:
             # Out of memory even one image at a time on that GPU: another may have more to give.
             _log.info("batch %s: %d request(s) ran out of GPU memory on %s; trying another worker", key, len(retry),
@@ -200,6 +201,7 @@ class BatchRun:
         for _ in range(120):
             try:
                 await self._redis.set(payload, data, px=self._ttl_ms)
+                await self._push_cancels(key, set())
                 job = await queue.enqueue("run_batch", key=key, timeout=0, retries=1, ttl=int(self._ttl_ms / 1000),
                                           payload=payload)
                 return job if job is not None else await queue.job(key)
@@ -222,10 +224,15 @@ class BatchRun:
         pushed: set[int] = set()
         started = False
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), POLL_S)
+            # A cancel is a flag the scheduler sets: looked at often (cheap), sent to the worker when new.
+            for _ in range(round(POLL_S / CANCEL_CHECK_S)):
+                if done.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), CANCEL_CHECK_S)
+                with contextlib.suppress(RedisError, OSError):
+                    await self._push_cancels(job.key, pushed)
             try:
-                await self._push_cancels(job.key, pushed)
                 output, record = await self._look(job)
             except (RedisError, OSError):
                 continue  # an outage: wait it out (new requests are refused meanwhile)

@@ -115,7 +115,7 @@ class RemoteExecutor:
             ready = [info for info in self._pool.workers() if name in info.loaded and name in info.measured]
             if ready:
                 return ready[0].measured[name]
-            if self._pool.reachable and self._pool.workers() and not self._pool.serving(name):
+            if self._pool.lacks(name):
                 raise ModelLoadError(f"model {name}: no GPU worker serves it (start one with --models {name})")
             if self._pool.choose(name) is None:
                 await self._pool.changed()  # none alive yet, or all busy: a worker's next beat may change that

@@ -205,9 +205,17 @@ class WorkerPool:
                 if not info.draining and info.id not in self._assigned
                 and (info.busy is None or info.busy in self._ended)]
 
-    def serving(self, model: str) -> list[WorkerInfo]:
-        return [info for info in self._workers.values() if not info.draining and (not info.served or model in
-                                                                                   info.served)]
+    def serving(self, model: str, exclude: Collection[str] = ()) -> list[WorkerInfo]:
+        """Live workers that take batches (not draining) and serve ``model``, but for those in ``exclude``."""
+        return [info for info in self._workers.values() if not info.draining and info.id not in exclude
+                and (not info.served or model in info.served)]
+
+    def lacks(self, model: str, exclude: Collection[str] = ()) -> bool:
+        """Whether it is known that no worker can take ``model`` now: Redis answers, some workers take batches,
+        and none of them (but those in ``exclude``) serves it. With none taking batches (all draining in a
+        rolling restart, or none started yet) nothing is known: new ones are waited for."""
+        active = any(not info.draining for info in self._workers.values())
+        return self.reachable and active and not self.serving(model, exclude)
 
     def choose(self, model: str, exclude: Collection[str] = ()) -> WorkerInfo | None:
         if not self.reachable:
@@ -227,8 +235,7 @@ class WorkerPool:
             if chosen is not None:
                 self._assigned[chosen.id] = key
                 return chosen
-            if self.reachable and self._workers and not [info for info in self.serving(model)
-                                                         if info.id not in exclude]:
+            if self.lacks(model, exclude):
                 raise NoWorker(model)
             await self.changed()
 

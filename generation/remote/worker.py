@@ -61,7 +61,7 @@ from generation.request import GenerationRequest, GenerationResult, ProgressEven
 from generation.warmup import Warmed
 
 _log = logging.getLogger(__name__)
-WATCH_S = 0.2  # how often a running batch looks for an abort or a cancelled member (between steps)
+WATCH_S = 0.1  # how often a running batch looks for an abort or a cancelled member (between steps)
 SPEED_SMOOTHING = 0.3
 DRAIN_GRACE_S = 24 * 3600  # a drain waits for the running batch, however long it takes
 # cast: SAQ's PartialTimersDict inherits its keys as required, though its constructor merges partial ones.
@@ -229,13 +229,18 @@ class GpuWorker:
         batch = [request_from_json(item) for item in loads(data)["requests"]]
         model = batch[0].model or self._config.default_model
         served = self._settings.served
-        if served and model not in served:
-            declined = Declined("model", f"this worker serves {joined(served)}, not {model}")
-            await self._store(job, declined_to_json(declined))
+        problem = f"this worker serves {joined(served)}, not {model}" if served and model not in served else None
+        try:
+            self._config.model(model)
+        except ImagineError as exc:  # its config does not have it (or has it switched off): another one may
+            problem = str(exc)
+        if problem is not None:
+            await self._store(job, declined_to_json(Declined("model", problem)))
             return {"declined": "model"}
         self._busy = key
         self._beat_now.set()
         tokens = [CancelToken() for _ in batch]
+        await self._mark_cancelled(job.key, tokens)  # cancelled while queued: never started
         started = time.perf_counter()
         self._running = asyncio.ensure_future(self._gpu.run(batch, self._progress(key), cancel_tokens=tokens))
         watcher = asyncio.create_task(self._watch(job, tokens, self._running))
@@ -275,12 +280,16 @@ class GpuWorker:
         sending: list[asyncio.Task[None]] = []
 
         async def send() -> None:
-            while latest:  # only the newest step matters: a slow Redis never builds a backlog of old ones
-                event = latest.pop()
-                latest.clear()
-                with contextlib.suppress(RedisError, OSError):
-                    await self.redis.publish(channel, dumps(progress_to_json(event)))
-            sending.clear()
+            try:
+                while latest:  # only the newest step matters: a slow Redis never builds a backlog of old ones
+                    event = latest.pop()
+                    latest.clear()
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.redis.publish(channel, dumps(progress_to_json(event)))
+            except Exception:  # progress is a courtesy: the batch goes on without it
+                _log.exception("batch %s: progress not sent", key)
+            finally:
+                sending.clear()
 
         def on_progress(event: ProgressEvent) -> None:
             if kill_at is not None and event.step >= kill_at:
@@ -291,6 +300,12 @@ class GpuWorker:
                 sending.append(asyncio.ensure_future(send()))
 
         return on_progress
+
+    async def _mark_cancelled(self, key: str, tokens: Sequence[CancelToken]) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            for member in await self.redis.smembers(self._keys.cancelled(key)):
+                if 0 <= int(member) < len(tokens):
+                    tokens[int(member)].cancel()
 
     async def _watch(self, job: Job, tokens: Sequence[CancelToken], running: asyncio.Future[Any]) -> None:
         """Between steps: mark members the bot cancelled; stop the batch when it is aborted or its record gone."""
