@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
@@ -57,8 +57,7 @@ async def start_fake_workers(config: GenerationConfig, count: int) -> FakeWorker
     assert executor.redis_url is not None
     workers, tasks = [], []
     for _ in range(count):
-        settings = WorkerSettings(redis_url=executor.redis_url, namespace=executor.redis_namespace,
-                                  heartbeat_s=executor.heartbeat_s, preload=(config.default_model,))
+        settings = replace(WorkerSettings.from_config(config), preload=(config.default_model,))
         worker = GpuWorker(GpuExecutor(InstantRunner(), name="fake"), config, settings, device="fake",
                            loaded_models=lambda: [config.default_model])
         workers.append(worker)

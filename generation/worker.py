@@ -117,10 +117,8 @@ async def _run(config: GenerationConfig, models: tuple[str, ...]) -> None:
     executor = config.executor
     assert executor.redis_url is not None
     kill_at = os.environ.get(KILL_AT_STEP_ENV)
-    settings = with_models(WorkerSettings(
-        redis_url=executor.redis_url, namespace=executor.redis_namespace, heartbeat_s=executor.heartbeat_s,
-        shared_dir=executor.shared_dir, inline_result_bytes=executor.inline_result_bytes,
-        result_ttl_s=executor.result_ttl_s, kill_at_step=int(kill_at) if kill_at else None), config, models)
+    settings = with_models(WorkerSettings.from_config(config, kill_at_step=int(kill_at) if kill_at else None),
+                           config, models)
     device = choose_device(executor.device)
     await wait_for_redis(executor.redis_url)
     runner = Runner(config)

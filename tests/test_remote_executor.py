@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,9 +66,7 @@ class Cluster:
         config = config or self.config
         runner = Runner(config, fault_hook=fault_hook)
         assert config.executor.redis_url is not None
-        settings = with_models(WorkerSettings(redis_url=config.executor.redis_url,
-                                              namespace=config.executor.redis_namespace, heartbeat_s=HEARTBEAT_S),
-                               config, models)
+        settings = with_models(WorkerSettings.from_config(config), config, models)
         worker = GpuWorker(GpuExecutor(runner, name="cpu"), config, settings, device="cpu",
                            loaded_models=runner.loaded_models)
         task = asyncio.create_task(worker.serve(connect(config.executor.redis_url), signals=False))
@@ -129,6 +128,52 @@ async def test_the_warm_up_reads_the_workers_measured_speed(cluster: Cluster) ->
     await cluster.add()
     warmed = await asyncio.wait_for(cluster.executor.prepare(None), WAIT_S)
     assert warmed.model == "tiny" and warmed.seconds_per_cost > 0
+
+
+async def test_the_warm_up_has_a_worker_load_a_model_none_has_loaded(redis_url: str, redis_namespace: str) -> None:
+    config = cluster_config(redis_url, redis_namespace, other=tiny_model(), broken=tiny_model(source="/no/such/dir"))
+    made = Cluster(config)
+    try:
+        worker = await made.add()  # it loads the default model at start, and any other when asked
+        warmed = await asyncio.wait_for(made.executor.prepare("other"), WAIT_S)
+        assert warmed.model == "other" and "other" in worker.worker.info().loaded
+        with pytest.raises(ModelLoadError, match="broken"):
+            await asyncio.wait_for(made.executor.prepare("broken"), WAIT_S)
+    finally:
+        await made.close()
+
+
+async def test_large_results_go_through_the_shared_folder_and_the_bot_takes_them(redis_url: str,
+                                                                                 redis_namespace: str,
+                                                                                 tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    config = cluster_config(redis_url, redis_namespace)
+    executor = config.executor.model_copy(update={"shared_dir": str(shared), "inline_result_bytes": 1024})
+    config = config.model_copy(update={"executor": executor})
+    made = Cluster(config)
+    try:
+        await made.add()
+        outcome = (await made.executor.run([request(config, count=2)]))[0]
+        assert isinstance(outcome, GenerationResult) and len(outcome.images) == 2
+        assert list(shared.iterdir()) == []  # taken: nothing is left for the worker's clean-up
+    finally:
+        await made.close()
+
+
+async def test_a_worker_waits_out_a_redis_outage_and_serves_again(own_redis: OwnRedis, redis_namespace: str) -> None:
+    await own_redis.start()
+    made = Cluster(cluster_config(own_redis.url, redis_namespace))
+    try:
+        await made.add()
+        await own_redis.stop()
+        await made.wait(lambda: made.executor.unavailable is not None, "the outage to show")
+        assert made.executor.slots == 0
+        await asyncio.sleep(HEARTBEAT_S * 2)  # the worker meets the outage too (its dequeue, its heartbeat)
+        await own_redis.start()
+        await made.wait(lambda: made.executor.slots == 1, "the worker to come back")
+        assert isinstance((await made.executor.run([request(made.config)]))[0], GenerationResult)
+    finally:
+        await made.close()
 
 
 async def test_a_member_cancelled_before_its_batch_starts_is_never_run(cluster: Cluster) -> None:

@@ -81,6 +81,15 @@ class WorkerSettings:
     kill_at_step: int | None = None  # fault injection for tests: SIGKILL itself at this step of its first batch
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
+    @classmethod
+    def from_config(cls, config: GenerationConfig, *, kill_at_step: int | None = None) -> WorkerSettings:
+        """The executor section's settings (``redis_url`` must be set)."""
+        executor = config.executor
+        assert executor.redis_url is not None, "a worker needs executor.redis_url (or --redis)"
+        return cls(redis_url=executor.redis_url, namespace=executor.redis_namespace, heartbeat_s=executor.heartbeat_s,
+                   shared_dir=executor.shared_dir, inline_result_bytes=executor.inline_result_bytes,
+                   result_ttl_s=executor.result_ttl_s, kill_at_step=kill_at_step)
+
 
 class GpuWorker:
     """Serves one SAQ queue with one ``GpuExecutor``; ``serve()`` runs until drained."""
