@@ -28,6 +28,7 @@ from bot.core.config import ConfigStore
 from bot.core.faults import Checkpoints
 from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_reachable
 from bot.services import build_services
+from bot.standby import EXIT_STEPPED_DOWN, Standby
 from bot.storage import Storage
 from generation.errors import ConfigError
 from generation.interface import Executor
@@ -75,16 +76,39 @@ def data_dir(config_path: Path | None) -> Path:
     return (folder_of(config_path) if config_path is not None else Path.cwd()) / "data"
 
 
-async def _serve(bot: ImagineBot, token: str) -> None:
+async def _serve(bot: ImagineBot, token: str, standby: Standby | None = None) -> int:
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()  # a signal while waiting as a standby: exit without ever starting
+    started = standby is None
+    closing: list[asyncio.Future[None]] = []  # held: the loop keeps only weak references to tasks
+
+    def on_signal() -> None:
+        stop.set()
+        if started:
+            closing.append(asyncio.ensure_future(bot.close()))
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
-    async with bot:
-        await bot.start(token)
-    # discord.py's exit waits for its own close only; wait for ours too (storage closes last), or
-    # asyncio.run cancels it half way and the log ends with a traceback from the database pool.
-    await bot.close()
+            loop.add_signal_handler(signum, on_signal)
+    holding: asyncio.Task[None] | None = None
+    if standby is not None:
+        if not await standby.wait_until_active(stop):
+            await standby.release()
+            return 0
+        holding = asyncio.create_task(standby.hold(bot.close), name="imagine-standby-lease")
+        started = True
+    try:
+        async with bot:
+            await bot.start(token)
+        # discord.py's exit waits for its own close only; wait for ours too (storage closes last), or
+        # asyncio.run cancels it half way and the log ends with a traceback from the database pool.
+        await bot.close()
+    finally:
+        if holding is not None and standby is not None:
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            await standby.release()  # after the drain: a standby takes over with everything stored
+    return EXIT_STEPPED_DOWN if standby is not None and standby.stepped_down else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     services = build_services(store, Storage(data_dir(path), config.bot.database_url), executor,
                               checkpoints=checkpoints)
     bot = ImagineBot(services)
+    standby = None
+    if config.bot.standby:
+        if not config.generation.executor.redis_url:
+            return _fail("bot.standby needs executor.redis_url: the active bot process is elected in Redis")
+        standby = Standby.from_url(config.generation.executor.redis_url, config.generation.executor.redis_namespace,
+                                   config.bot.standby_lease_s, say=_say)
     try:
-        asyncio.run(_serve(bot, token))
+        return asyncio.run(_serve(bot, token, standby))
     except discord.LoginFailure:
         return _fail("Discord rejected DISCORD_TOKEN; copy the bot token again from the developer portal")
     except discord.PrivilegedIntentsRequired:

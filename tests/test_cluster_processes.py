@@ -186,6 +186,50 @@ async def test_a_bot_killed_mid_batch_runs_it_again_from_its_database_and_it_end
     fake.pop_failures()  # the killed bot missed Discord's answer window: that is the point
 
 
+async def log_says(process: BotProcess, text: str) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while text not in (process.log_path.read_text() if process.log_path.exists() else ""):
+            assert process.process is not None and process.process.returncode is None, process.log_path.read_text()
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(300)
+async def test_a_standby_bot_takes_over_when_the_active_one_is_killed(
+        fake: FakeDiscord, tmp_path: Path, redis_url: str, redis_namespace: str, postgres_url: str) -> None:
+    """Two bot processes on one database (and data folder): the standby waits without connecting to Discord,
+    and once the active one is SIGKILLed it takes over, resuming what was queued and running: every request
+    ends once."""
+    (tmp_path / "config.yaml").write_text(
+        cluster_yaml(redis_url, redis_namespace)
+        + f'bot: {{database_url: "{postgres_url}", standby: true, standby_lease_s: 2}}\n')
+    active = BotProcess(fake, tmp_path, "active", IMAGINE_LOG_LEVEL="INFO")
+    standby = BotProcess(fake, tmp_path, "standby", IMAGINE_LOG_LEVEL="INFO")
+    worker = WorkerProcess(tmp_path, "only")
+    requests: list[tuple[str, InteractionHandle]] = []
+    try:
+        await start_all(worker, active)
+        await fake.wait_commands("imagine")
+        await standby.start()
+        await log_says(standby, "standby: another bot process is active")
+        for prompt in ("running at the failover", "queued at the failover"):
+            handle = await fake.slash("imagine", {"prompt": f"{prompt} --steps 120 --size 128x128 --seed 5"},
+                                      user="alice")
+            requests.append((prompt, handle))
+        await requests[0][1].wait_original(lambda m: m.content.startswith("Generating"))
+        assert fake.identify_count == 1  # the standby has not connected: Discord sees one bot
+        assert active.process is not None
+        active.process.kill()
+        await active.process.wait()
+        await fake.wait_until(partial(ended, fake, requests), what="every request to end", timeout=4 * WAIT_S)
+        assert fake.identify_count == 2  # the standby connected once it held the lease
+    finally:
+        await stop_all(standby, active, worker)
+    for prompt, handle in requests:
+        endings = endings_of(fake, prompt, handle)
+        assert len(endings) == 1 and is_result(endings[0]), (prompt, logs(active, standby, worker))
+    fake.pop_failures()
+
+
 def two_servers() -> list[FakeGuild]:
     quiet = FakeUser("dana")
     return [*world(), FakeGuild("Quiet Corner", channels=[FakeChannel("art", position=0)],
