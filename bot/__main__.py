@@ -6,7 +6,8 @@ exits with code 2; SIGINT/SIGTERM drain the queue and close cleanly. When Discor
 (connection refused, a failed name lookup) it prints one line naming the host and the error per try and
 tries again with exponential backoff (``discord.connect_retry_s`` doubling up to ``connect_retry_max_s``),
 or, with ``--exit-on-connect-failure`` (``discord.exit_on_connect_failure``), exits with code 3 at once
-so that a supervisor decides when to restart it.
+so that a supervisor decides when to restart it. With ``bot.standby`` it first waits to hold the active
+process's lease in Redis (``bot/standby.py``), and exits with code 4 after stepping down when it loses it.
 """
 
 from __future__ import annotations
