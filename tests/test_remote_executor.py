@@ -299,6 +299,20 @@ async def test_a_draining_worker_finishes_its_batch_and_gets_no_new_one(cluster:
     assert second.worker.info().busy is None
 
 
+async def test_a_second_stop_signal_interrupts_the_batch_and_another_worker_runs_it(cluster: Cluster) -> None:
+    first = await cluster.add()
+    started = asyncio.Event()
+    running = asyncio.ensure_future(cluster.executor.run([request(cluster.config, "interrupted", steps=200)],
+                                                         lambda event: started.set()))
+    await asyncio.wait_for(started.wait(), WAIT_S)
+    await cluster.add()
+    first.worker.drain()
+    first.worker.drain()  # as a second SIGTERM: stop the batch at its next step, then exit
+    outcome = (await asyncio.wait_for(running, WAIT_S))[0]
+    assert isinstance(outcome, GenerationResult) and outcome.request.prompt == "interrupted"
+    await asyncio.wait_for(first.task, WAIT_S)
+
+
 async def test_a_batch_redis_forgot_is_sent_again_and_ends_once(cluster: Cluster, redis_url: str,
                                                                 redis_namespace: str) -> None:
     await cluster.add()
