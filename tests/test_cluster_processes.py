@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -57,18 +58,22 @@ limits: {{user_rate: null, guild_rate: null, max_queued_per_user: null, max_queu
 
 
 class WorkerProcess:
-    """``python -m generation.worker`` with one torch thread, its output in a file."""
+    """``python -m generation.worker --redis URL --config PATH --threads 1`` (README "Scaling out", on the CPU),
+    its output in a file."""
 
     def __init__(self, tmp_path: Path, name: str, **env: str) -> None:
         self.log_path = tmp_path / f"worker-{name}.log"
+        self.config = tmp_path / "config.yaml"
         self.env = bot_env(tmp_path, IMAGINE_LOG_LEVEL="INFO", OMP_NUM_THREADS="1", **env)
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
+        redis_url = re.search(r'redis_url: "([^"]+)"', self.config.read_text())
+        assert redis_url is not None
         with self.log_path.open("w") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "generation.worker", "--threads", "1", cwd=ROOT, env=self.env, stdout=log,
-                stderr=log)
+                sys.executable, "-m", "generation.worker", "--redis", redis_url.group(1), "--config", str(self.config),
+                "--threads", "1", cwd=ROOT, env=self.env, stdout=log, stderr=log)
 
     @property
     def log(self) -> str:
