@@ -84,8 +84,7 @@ class ExecutorConfig(_Strict):
     """How and where models run: in the bot's process (``mode: local``), or on GPU worker processes that take
     batches from Redis (``mode: redis``; ``python -m generation.worker``, see generation/remote/)."""
 
-    device: Annotated[str, Field(pattern=rf"^({DEVICE_PATTERN})$",
-                                 description="auto, cpu, mps, cuda or cuda:N (one GPU of several)")] = "auto"
+    device: str = Field(default="auto", description="auto, cpu, mps, cuda or cuda:N (one GPU of several)")
     dtype: DType = "auto"
     max_batch_images: Annotated[int, within(1, 64)] = 4
     max_loaded_models: Annotated[int, within(1, 16)] = 1
@@ -111,6 +110,14 @@ class ExecutorConfig(_Strict):
     inline_result_bytes: Annotated[int, within(1024, 512 * 1024 * 1024, "bytes")] = 8 * 1024 * 1024
     result_ttl_s: Annotated[float, within(10, 86_400, "s", "a day")] = Field(
         default=3600.0, description="how long results wait in Redis (or shared_dir) for the bot to take them")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError(f"device {value!r} is unknown; allowed: auto, cpu, mps, cuda or cuda:N (N: the GPU's "
+                             "index)")
+        return value
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> ExecutorConfig:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from generation.config import DEVICE_PATTERN, GenerationConfig, load_generation_config
@@ -39,6 +40,10 @@ RETRY_MAX_S = 30.0
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
+
+
+_OPTIONS = {"--redis": "redis_url", "--device": "device", "--threads": "threads", "--namespace": "redis_namespace",
+            "--heartbeat": "heartbeat_s", "--shared-dir": "shared_dir"}  # command line -> executor key
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +79,8 @@ def load_config(args: argparse.Namespace) -> GenerationConfig:
     update: dict[str, object] = {}
     if args.device is not None:
         if not re.fullmatch(DEVICE_PATTERN, args.device):
-            raise ConfigError(f"--device {args.device!r} is unknown; allowed: auto, cpu, mps, cuda or cuda:N")
+            raise ConfigError(f"--device {args.device!r} is unknown; allowed: auto, cpu, mps, cuda or cuda:N "
+                              "(N: the GPU's index)")
         update["device"] = args.device
     for option, key in (("threads", "threads"), ("namespace", "redis_namespace"), ("heartbeat", "heartbeat_s")):
         if getattr(args, option) is not None:
@@ -84,7 +90,13 @@ def load_config(args: argparse.Namespace) -> GenerationConfig:
     if args.redis is not None:
         update["redis_url"] = args.redis
     if update:  # validated like the file: a bad value is named with what is allowed
-        executor = type(config.executor).model_validate({**config.executor.model_dump(), **update})
+        try:
+            executor = type(config.executor).model_validate({**config.executor.model_dump(), **update})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            key = str(problem["loc"][0]) if problem["loc"] else ""
+            option = next((flag for flag, name in _OPTIONS.items() if name == key), f"executor.{key}")
+            raise ConfigError(f"{option}: {problem['msg']}".replace("Value error, ", "")) from exc
         config = config.model_copy(update={"executor": executor})
     if not config.executor.redis_url:
         raise ConfigError("no Redis to take batches from: pass --redis redis://host:port/db "

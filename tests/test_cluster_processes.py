@@ -347,4 +347,6 @@ def test_the_worker_says_what_is_wrong_with_its_arguments(tmp_path: Path) -> Non
     unknown = run([sys.executable, "-m", "generation.worker", "--redis", "redis://127.0.0.1:1/0", "--models", "sdxl"])
     assert unknown.returncode == 2 and "unknown model 'sdxl'" in unknown.stderr
     device = run([sys.executable, "-m", "generation.worker", "--redis", "redis://127.0.0.1:1/0", "--device", "gpu0"])
-    assert device.returncode == 2 and "--device 'gpu0'" in device.stderr
+    assert device.returncode == 2 and "--device 'gpu0' is unknown; allowed: auto, cpu, mps, cuda" in device.stderr
+    threads = run([sys.executable, "-m", "generation.worker", "--redis", "redis://127.0.0.1:1/0", "--threads", "0"])
+    assert threads.returncode == 2 and threads.stderr.startswith("imagine worker: --threads: ")
