@@ -27,6 +27,7 @@ from pathlib import Path
 
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
 from generation.remote.executor import RemoteExecutor
+from generation.remote.keys import connect
 from generation.request import GenerationRequest, GenerationResult, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,17 @@ async def start_workers(count: int, config_path: Path, folder: Path) -> list[asy
                 sys.executable, "-m", "generation.worker", "--config", str(config_path), "--threads", "1", cwd=ROOT,
                 env=env, stdout=log, stderr=log))
     return processes
+
+
+async def forget_namespace(namespace: str) -> None:
+    """Delete a round's keys: the bot's and the workers', and SAQ's for their queues and jobs."""
+    client = connect(REDIS_URL)
+    try:
+        for pattern in (f"imagine:{namespace}:*", f"saq:*imagine.{namespace}.*"):
+            async for key in client.scan_iter(match=pattern, count=500):
+                await client.delete(key)
+    finally:
+        await client.aclose()
 
 
 async def stop_workers(processes: Sequence[asyncio.subprocess.Process]) -> None:
@@ -113,6 +125,7 @@ async def one_round(workers: int, jobs: int, steps: int, size: int, folder: Path
     finally:
         await executor.close()
         await stop_workers(processes)
+        await forget_namespace(namespace)
 
 
 async def cluster(rounds: int, jobs: int, steps: int, size: int) -> None:
@@ -161,6 +174,7 @@ async def dispatch_only(jobs: int, workers: int) -> None:
     finally:
         await executor.close()
         await fakes.stop()
+        await forget_namespace(namespace)
     print(f"dispatch limit: {jobs} one-job batches over {workers} instant fake workers in {elapsed:.2f} s: "
           f"{jobs / elapsed:.1f} jobs/s ({elapsed / jobs * 1000:.1f} ms per job, bot and workers in one process)")
 
