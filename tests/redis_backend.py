@@ -2,8 +2,9 @@
 and, for a test that restarts Redis, a ``redis-server`` of its own on a free port.
 
 A test that takes ``redis_url`` gets the server's URL and ``redis_namespace`` a fresh namespace (every key the bot
-and its workers write is under it; they are deleted after the test), so tests never see each other's keys, nor
-those of another run sharing the server. Without a reachable server these tests skip, and the run ends with one
+and its workers write is under it; they are deleted after the test, but for SAQ's abort marks, which are keyed
+by job key alone, unique per bot process, and expire within a minute), so tests never see each other's keys,
+nor those of another run sharing the server. Without a reachable server these tests skip, and the run ends with one
 line saying how to run them; under ``CI=true`` they fail instead (``.ci/run`` starts the server first).
 """
 
