@@ -6,7 +6,8 @@ exits with code 2; SIGINT/SIGTERM drain the queue and close cleanly. When Discor
 (connection refused, a failed name lookup) it prints one line naming the host and the error per try and
 tries again with exponential backoff (``discord.connect_retry_s`` doubling up to ``connect_retry_max_s``),
 or, with ``--exit-on-connect-failure`` (``discord.exit_on_connect_failure``), exits with code 3 at once
-so that a supervisor decides when to restart it.
+so that a supervisor decides when to restart it. With ``bot.standby`` it first waits to hold the active
+process's lease in Redis (``bot/standby.py``), and exits with code 4 after stepping down when it loses it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from bot.core.faults import Checkpoints
 from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_reachable
 from bot.observability.logs import TEXT_FORMAT, use_format
 from bot.services import build_services
+from bot.standby import EXIT_STEPPED_DOWN, Standby
 from bot.storage import Storage
 from generation.errors import ConfigError
+from generation.interface import Executor
 from generation.paths import folder_of
 
 _log = logging.getLogger("bot")
@@ -75,16 +78,39 @@ def data_dir(config_path: Path | None) -> Path:
     return (folder_of(config_path) if config_path is not None else Path.cwd()) / "data"
 
 
-async def _serve(bot: ImagineBot, token: str) -> None:
+async def _serve(bot: ImagineBot, token: str, standby: Standby | None = None) -> int:
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()  # a signal while waiting as a standby: exit without ever starting
+    started = standby is None
+    closing: list[asyncio.Future[None]] = []  # held: the loop keeps only weak references to tasks
+
+    def on_signal() -> None:
+        stop.set()
+        if started:
+            closing.append(asyncio.ensure_future(bot.close()))
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
-    async with bot:
-        await bot.start(token)
-    # discord.py's exit waits for its own close only; wait for ours too (storage closes last), or
-    # asyncio.run cancels it half way and the log ends with a traceback from the database pool.
-    await bot.close()
+            loop.add_signal_handler(signum, on_signal)
+    holding: asyncio.Task[None] | None = None
+    if standby is not None:
+        if not await standby.wait_until_active(stop):
+            await standby.release()
+            return 0
+        holding = asyncio.create_task(standby.hold(bot.close), name="imagine-standby-lease")
+        started = True
+    try:
+        async with bot:
+            await bot.start(token)
+        # discord.py's exit waits for its own close only; wait for ours too (storage closes last), or
+        # asyncio.run cancels it half way and the log ends with a traceback from the database pool.
+        await bot.close()
+    finally:
+        if holding is not None and standby is not None:
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            await standby.release()  # after the drain: a standby takes over with everything stored
+    return EXIT_STEPPED_DOWN if standby is not None and standby.stepped_down else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,16 +147,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not reachable:
         return EXIT_UNREACHABLE
-    # The local GPU executor: the one place in bot/ that reaches past generation's torch-free interface
-    # (an import contract allows exactly this import). A remote executor will be picked here too.
-    from generation.executor import GpuExecutor
+    executor: Executor
+    if config.generation.executor.mode == "redis":
+        # GPU workers (python -m generation.worker) over Redis: torch is never imported in this process.
+        from generation.remote.executor import RemoteExecutor
 
-    executor = GpuExecutor.from_config(config.generation)
+        executor = RemoteExecutor.from_config(config.generation)
+    else:
+        # The local GPU executor: the one place in bot/ that reaches past generation's torch-free interface
+        # (an import contract allows exactly this import).
+        from generation.executor import GpuExecutor
+
+        executor = GpuExecutor.from_config(config.generation)
     services = build_services(store, Storage(data_dir(path), config.bot.database_url), executor,
                               checkpoints=checkpoints)
     bot = ImagineBot(services)
+    standby = None
+    if config.bot.standby:
+        if not config.generation.executor.redis_url:
+            return _fail("bot.standby needs executor.redis_url: the active bot process is elected in Redis")
+        standby = Standby.from_url(config.generation.executor.redis_url, config.generation.executor.redis_namespace,
+                                   config.bot.standby_lease_s, say=_say)
     try:
-        asyncio.run(_serve(bot, token))
+        return asyncio.run(_serve(bot, token, standby))
     except discord.LoginFailure:
         return _fail("Discord rejected DISCORD_TOKEN; copy the bot token again from the developer portal")
     except discord.PrivilegedIntentsRequired:

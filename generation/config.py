@@ -84,10 +84,15 @@ class ModelConfig(_Strict):
         return self
 
 
-class ExecutorConfig(_Strict):
-    """How and where models run."""
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]{1,2})?"
+ExecutorMode = Literal["local", "redis"]
 
-    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+
+class ExecutorConfig(_Strict):
+    """How and where models run: in the bot's process (``mode: local``), or on GPU worker processes that take
+    batches from Redis (``mode: redis``; ``python -m generation.worker``, see generation/remote/)."""
+
+    device: str = Field(default="auto", description="auto, cpu, mps, cuda or cuda:N (one GPU of several)")
     dtype: DType = "auto"
     max_batch_images: Annotated[int, within(1, 64)] = 4
     max_loaded_models: Annotated[int, within(1, 16)] = 1
@@ -113,6 +118,33 @@ class ExecutorConfig(_Strict):
             raise ValueError(f"unknown builtin safety checker {value!r}; allowed: {builtins}, a hub repo id "
                              "(owner/name) or a local folder")
         return value
+    # Scale-out (mode: redis). The bot and its workers read the same keys: both must agree on the namespace.
+    mode: ExecutorMode = Field(default="local", description="local: this process runs the models; redis: GPU "
+                               "workers (python -m generation.worker) do, over the Redis at redis_url")
+    redis_url: str | None = Field(default=None, description="redis://host:port/db, needed by mode: redis")
+    redis_namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = Field(
+        default="imagine", description="prefix of every key: bots sharing one Redis each use their own")
+    heartbeat_s: Annotated[float, within(0.05, 60, "s")] = Field(
+        default=1.0, description="how often a worker says it is alive; silent for 5 of these, it is dead")
+    shared_dir: str | None = Field(default=None, description="a folder the bot and its workers share: results "
+                                   "larger than inline_result_bytes are passed there instead of through Redis")
+    inline_result_bytes: Annotated[int, within(1024, 512 * 1024 * 1024, "bytes")] = 8 * 1024 * 1024
+    result_ttl_s: Annotated[float, within(10, 86_400, "s", "a day")] = Field(
+        default=3600.0, description="how long results wait in Redis (or shared_dir) for the bot to take them")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError(f"device {value!r} is unknown; allowed: auto, cpu, mps, cuda or cuda:N (N: the GPU's "
+                             "index)")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> ExecutorConfig:
+        if self.mode == "redis" and not self.redis_url:
+            raise ValueError("mode redis needs redis_url (e.g. redis://127.0.0.1:6379/0)")
+        return self
 
 
 LORA_WEIGHT_LIMIT = 2.0  # |weight| above this mostly burns the image; negative weights steer away
@@ -211,7 +243,7 @@ class GenerationConfig(_Strict):
 
     def anchored(self, base: Path) -> GenerationConfig:
         """A copy whose relative local paths (model, VAE, preview decoder and fused LoRA sources, LoRA files,
-        ``models.cache_dir``, the safety checker's source) are relative to ``base``, the config file's folder
+        ``models.cache_dir``, the safety checker's source, ``executor.shared_dir``) are relative to ``base``, the config file's folder
         (``generation.paths``)."""
         def model_at(model: ModelConfig) -> ModelConfig:
             fields = ("source", "vae", "preview_decoder", "fuse_lora")
@@ -227,7 +259,9 @@ class GenerationConfig(_Strict):
             "loras": {name: lora_at(lora) for name, lora in self.loras.items()},
             "cache_dir": anchored_path(self.cache_dir, base) if self.cache_dir else None,
             "executor": self.executor.model_copy(
-                update={"safety_checker": anchored_source(self.executor.safety_checker, base)}),
+                update={"safety_checker": anchored_source(self.executor.safety_checker, base),
+                        "shared_dir": anchored_path(self.executor.shared_dir, base)
+                        if self.executor.shared_dir else None}),
         })
 
     def with_default_model(self, name_or_source: str) -> GenerationConfig:

@@ -39,8 +39,12 @@ def choose_device(requested: str) -> str:
         if torch.cuda.is_available():
             return "cuda"
         return "mps" if _mps_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("executor.device is cuda but no CUDA GPU is visible; allowed here: cpu or auto")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"executor.device is {requested} but no CUDA GPU is visible; allowed here: cpu or auto")
+    if requested.startswith("cuda:") and int(requested[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ModelLoadError(f"executor.device is {requested} but this machine has {count} CUDA GPU(s); "
+                             f"allowed: cuda:0 to cuda:{count - 1}")
     if requested == "mps" and not _mps_available():
         raise ModelLoadError("executor.device is mps but MPS is not available; allowed here: cpu or auto")
     return requested

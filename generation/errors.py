@@ -43,6 +43,15 @@ class FixableFailure(GenerationFailed):
     seed that overflows): the message says what to change and carries nothing of the machine."""
 
 
+class OutOfMemory(FixableFailure):
+    """The GPU ran out of memory even for one image at a time: a smaller size would fit, or a GPU with more
+    memory (a cluster moves such a request to another worker when one has more free)."""
+
+
+class WorkerLost(GenerationFailed):
+    """The GPU worker running the request stopped (a crash, a lost heartbeat) and no other could take it over."""
+
+
 class GenerationCancelled(ImagineError):
     """The request was cancelled (by its owner, a moderator or shutdown) before it finished."""
 

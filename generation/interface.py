@@ -74,3 +74,26 @@ class PreparesModels(Protocol):
 
         Raises ModelLoadError (or another ImagineError) with a one-line reason when it cannot serve."""
         ...
+
+
+@runtime_checkable
+class Pooled(Protocol):
+    """An executor whose capacity is a pool of workers that come and go (remote GPU workers over Redis).
+
+    The scheduler hands out a batch only while fewer batches run than ``slots`` (instead of
+    ``scheduler.concurrency``), so the fair order holds across every worker; ``on_change`` callbacks run on the
+    event loop whenever ``slots`` or ``unavailable`` may have changed. While ``unavailable`` gives a reason
+    (the queue's server cannot be reached), new requests are refused and queued ones wait.
+    """
+
+    @property
+    def slots(self) -> int: ...
+
+    @property
+    def unavailable(self) -> str | None: ...
+
+    def on_change(self, callback: Callable[[], None]) -> None: ...
+
+    async def start(self) -> None:
+        """Begin watching the pool (on the event loop, before the first batch)."""
+        ...

@@ -278,12 +278,16 @@ class ProgressEvent:
     ``previews`` holds, on preview steps, one cheap look per batch member (its first image; None
     for members that are done or cancelled), empty otherwise. ``preview`` is set only when the batch
     has a single member, so one user's picture is never shown to another by accident.
+
+    ``moved`` is set by a remote executor once the batch's GPU worker stopped and another took it over: first
+    with ``step`` 0 (it starts again), then on every later step of that batch.
     """
 
     step: int
     total: int
     preview: Image.Image | None = None
     previews: tuple[Image.Image | None, ...] = ()
+    moved: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from generation.errors import (
     ImagineError,
     InvalidRequest,
     ModelLoadError,
+    OutOfMemory,
 )
 from generation.imagefiles import ALLOWED_FORMATS, open_image, unreadable_reason
 from generation.interface import CancelToken, Outcome, ProgressCallback
@@ -329,7 +330,7 @@ class _Call:
             self._run_chunk(items[half:])
             return
         member = self._members[items[0][0]]
-        member.error = FixableFailure(
+        member.error = OutOfMemory(
             f"the GPU ran out of memory at {self._width}x{self._height}, even one image at a time; "
             "try a smaller size"
         )

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-# The fake Discord's fixtures, the bot harness's, and the storage backends (SQLite and PostgreSQL).
-pytest_plugins = ["tests.fake_discord.fixtures", "tests.bot_harness", "tests.storage_backends"]
+# The fake Discord's fixtures, the bot harness's, the storage backends (SQLite and PostgreSQL), and Redis.
+pytest_plugins = ["tests.fake_discord.fixtures", "tests.bot_harness", "tests.storage_backends", "tests.redis_backend"]
 
 # Tests never touch the network: any hub access must fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

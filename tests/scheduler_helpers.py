@@ -131,6 +131,39 @@ class FakeExecutor:
 
 
 @dataclass
+class FakePool(FakeExecutor):
+    """A ``FakeExecutor`` that is ``Pooled``: ``workers`` live workers (``slots``), and ``unavailable`` while its
+    queue's server is out of reach. ``set(workers=..., unavailable=...)`` tells the scheduler, as the remote
+    executor's worker pool does."""
+
+    workers: int = 1
+    why_unavailable: str | None = None
+    listeners: list[Callable[[], None]] = field(default_factory=list)
+    started: bool = False
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    @property
+    def unavailable(self) -> str | None:
+        return self.why_unavailable
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self.listeners.append(callback)
+
+    async def start(self) -> None:
+        self.started = True
+
+    def set(self, *, workers: int | None = None, unavailable: str | None = None) -> None:
+        if workers is not None:
+            self.workers = workers
+        self.why_unavailable = unavailable
+        for callback in self.listeners:
+            callback()
+
+
+@dataclass
 class Recorder:
     """A JobListener that records every call as (kind, job id, details)."""
 

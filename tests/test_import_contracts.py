@@ -61,6 +61,10 @@ def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
     ("bot/observability/runtime.py", "import torch", "bot.observability imports neither discord nor torch"),
     ("bot/observability/health.py", "import bot.discord_ui.texts",
      "bot.observability imports neither discord nor torch"),
+    ("bot/services.py", "import generation.remote.worker",
+     "bot talks to generation only through its torch-free modules"),
+    ("generation/remote/pool.py", "import generation.runner", "the bot's side of generation.remote is torch-free"),
+    ("bot/scheduler/core.py", "import redis", "Redis and SAQ are reached only through generation.remote"),
 ])
 def test_a_forbidden_import_breaks_its_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:
     tree = copy_tree(tmp_path)

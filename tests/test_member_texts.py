@@ -37,12 +37,13 @@ from bot.features.imagine.flags import Options
 from bot.features.imagine.service import DROPPED_INPUT_GONE, DROPPED_NEVER_SHOWN, dropped_no_longer_fits
 from bot.features.info.texts import help_text, queue_text
 from bot.features.moderation.service import NOT_A_MODERATOR
-from bot.scheduler import DailyImages, QueueEntry, Scheduler
+from bot.scheduler import DailyImages, QueueEntry, Scheduler, SimulatedClock
 from bot.scheduler.core import expired_text
 from bot.scheduler.warmup import progress_line
-from generation.errors import FixableFailure, InvalidRequest
+from generation.errors import FixableFailure, InvalidRequest, WorkerLost
+from generation.remote.dispatch import LOST_TEXT, NO_WORKER_TEXT
 from generation.warmup import DownloadProgress
-from tests.scheduler_helpers import OPEN_LIMITS, make_job
+from tests.scheduler_helpers import OPEN_LIMITS, FakePool, make_config, make_job
 from tests.test_scheduler_limits import build
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "member_texts.txt"
@@ -129,6 +130,11 @@ def refusals() -> dict[str, str]:
     scheduler.model_unavailable("tiny", "a path /srv/models/x", None)
     found["model unavailable, no retry planned"] = refusal(lambda: scheduler.submit(make_job()))
 
+    clock = SimulatedClock()
+    pool = FakePool(clock, why_unavailable="Redis cannot be reached (Connection refused)")
+    scheduler = Scheduler(pool, make_config(), clock=clock)
+    found["GPUs out of reach"] = refusal(lambda: scheduler.submit(make_job()))
+
     found["direct messages off"] = refusal(raising(DirectMessagesOff()))
     not_owner = Requester(user_id=2, guild_id=1)
     found["not yours to cancel"] = refusal(lambda: not_owner.check_may_manage(1, 1, AppConfig(), "cancel"))
@@ -188,6 +194,8 @@ def job_texts() -> dict[str, str]:
         "starting": texts.STARTING_TEXT,
         "progress, first step": texts.progress_text(1, 4),
         "progress, with time left": texts.progress_text(15, 25, eta_s=12.3),
+        "progress, moved to another GPU": texts.progress_text(0, 25, moved=True),
+        "progress, after the move": texts.progress_text(3, 25, moved=True),
         "result, one image": texts.result_message_text("a red fox in snow", 42, [7], "tiny", (512, 512), 25, 4.23,
                                                        guidance=7.0),
         "result, a variation of four, every detail": texts.result_message_text(
@@ -205,6 +213,8 @@ def job_texts() -> dict[str, str]:
         "failed, a reference": texts.failure_text("failed", str(InternalFailure("abcd1234"))),
         "failed, something to change": texts.failure_text("failed", str(FixableFailure(
             "the GPU ran out of memory at 1024x1024, even one image at a time; try a smaller size"))),
+        "failed, both GPUs stopped": texts.failure_text("failed", str(WorkerLost(LOST_TEXT))),
+        "failed, no GPU serves the model": texts.failure_text("failed", NO_WORKER_TEXT.format(model="sdxl")),
         "dropped, never shown": texts.failure_text("dropped", DROPPED_NEVER_SHOWN),
         "dropped, input deleted": texts.failure_text("dropped", DROPPED_INPUT_GONE),
         "dropped, settings changed": texts.failure_text("dropped", dropped_no_longer_fits(

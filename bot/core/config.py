@@ -166,6 +166,10 @@ class BotConfig(BaseModel):
     allow_dms: bool = Field(default=False, description="whether /imagine works in direct messages")
     progress_interval_s: Annotated[float, within(0, 600, "s")] = Field(
         default=2.0, description="least seconds between progress edits")
+    standby: bool = Field(default=False, description="run as one of several bot processes: the one holding a "
+                          "lease in Redis (executor.redis_url) is active, the others wait to take over")
+    standby_lease_s: Annotated[float, within(1, 300, "s")] = Field(
+        default=5.0, description="how long the active process's lease lasts unless renewed")
 
     @field_validator("aspects")
     @classmethod

@@ -11,7 +11,10 @@ people: it says what was wrong and what is allowed. The root and the generation 
     ├── GenerationFailed               (generation.errors) the pipeline failed for this request (a crash: text for
     │   │                              operators, with exception text and paths)
     │   ├── FixableFailure             (generation.errors) ...for a reason the requester can act on (input image,
-    │   │                              out of memory, NaNs); the message says what to change
+    │   │   │                          out of memory, NaNs); the message says what to change
+    │   │   └── OutOfMemory            (generation.errors) ...the GPU's memory, even one image at a time
+    │   ├── WorkerLost                 (generation.errors) the remote GPU worker stopped, and the one it moved
+    │   │                              to as well (its text is for the requester)
     │   └── InternalFailure            what a requester sees instead of any other failure: a fixed text and the
     │                                  ``reference`` under which the detail was logged
     ├── GenerationCancelled            (generation.errors) cancelled before it finished
@@ -26,7 +29,8 @@ people: it says what was wrong and what is allowed. The root and the generation 
     │   ├── ModelUnavailable           the model failed to load at start-up; the bot retries (``retry_after``)
     │   ├── ShuttingDown               the bot is draining its queue before a restart
     │   ├── ContentBlocked             the prompt or negative prompt breaks a content rule; ``rule_id`` (never the term)
-    │   └── PromptTooLong              the prompt is longer than the server's ``content.max_prompt_chars``
+    │   ├── PromptTooLong              the prompt is longer than the server's ``content.max_prompt_chars``
+    │   └── WorkersUnreachable         the GPU workers' queue (Redis) cannot be reached; queued jobs wait
     ├── NotPermitted                   the caller may not do this (e.g. cancel someone else's job, use /mod)
     │   ├── DirectMessagesOff          /imagine in a direct message while ``bot.allow_dms`` is false
     │   ├── BotLacksPermissions        the bot itself lacks a permission it needs in this channel; ``missing``
@@ -52,7 +56,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from generation.errors import ConfigError, FixableFailure, GenerationFailed, ImagineError, ModelLoadError
+from generation.errors import ConfigError, FixableFailure, GenerationFailed, ImagineError, ModelLoadError, WorkerLost
 
 
 class Refused(ImagineError):
@@ -132,6 +136,11 @@ class PromptTooLong(Refused):
         where = "this bot" if in_dm else "this server"
         super().__init__(f"This prompt is {length} characters long; {where} allows at most {allowed}. Shorten it and "
                          "try again.", limit="content.max_prompt_chars", value=allowed)
+
+
+class WorkersUnreachable(Refused):
+    """The bot cannot reach the queue its GPU workers take batches from (Redis, ``executor.mode: redis``): new
+    requests are refused until it can again; queued ones keep their place and run once it can."""
 
 
 class NotPermitted(ImagineError):
@@ -239,4 +248,4 @@ def shown_to_requester(error: BaseException) -> bool:
     carries nothing of the machine (no exception text, paths or config file names)."""
     if not isinstance(error, ImagineError) or isinstance(error, (ModelLoadError, ConfigError, StorageError)):
         return False  # a storage error names job ids and states: the requester gets a reference instead
-    return not isinstance(error, GenerationFailed) or isinstance(error, (FixableFailure, InternalFailure))
+    return not isinstance(error, GenerationFailed) or isinstance(error, (FixableFailure, InternalFailure, WorkerLost))

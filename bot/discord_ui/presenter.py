@@ -231,8 +231,8 @@ class DiscordPresenter:
             if not shown.finished:
                 shown.pending = lambda target: self._show_progress(job_id, shown, target, event, veiled)
             return
-        if self._monotonic() - shown.last_progress_edit < self._interval:
-            return  # throttled: Discord allows a few edits per token every few seconds
+        if self._monotonic() - shown.last_progress_edit < self._interval and not (event.moved and event.step == 0):
+            return  # throttled: Discord allows a few edits per token every few seconds (a move is always told)
         async with shown.lock:
             if not shown.finished:
                 await self._show_progress(job_id, shown, shown.target, event, veiled)
@@ -245,7 +245,7 @@ class DiscordPresenter:
         uploads: list[Upload] = []
         if event.preview is not None:
             uploads.append((await asyncio.to_thread(preview_png, event.preview, veiled=veiled), "preview.png"))
-        await self._edit(target, progress_text(event.step, event.total), uploads=uploads,
+        await self._edit(target, progress_text(event.step, event.total, moved=event.moved), uploads=uploads,
                          view=self._views.status_view(job_id), only_if_token=True)
 
     async def finished(self, stored: JobRecord, result: GenerationResult | None) -> None:

@@ -62,13 +62,19 @@ def progress_bar(fraction: float, width: int = 12) -> str:
     return "▰" * filled + "▱" * (width - filled)
 
 
-def progress_text(step: int, total: int, eta_s: float | None = None) -> str:
-    """Status while running: a bar, the step (1 to the steps asked for) and, when known, the time left."""
+MOVED_TEXT = "↪ The GPU running this stopped, so it moved to another GPU and starts again."
+
+
+def progress_text(step: int, total: int, eta_s: float | None = None, *, moved: bool = False) -> str:
+    """Status while running: a bar, the step (1 to the steps asked for) and, when known, the time left; after the
+    batch ``moved`` to another GPU (a cluster's worker stopped), a line that says so (alone, until it restarts)."""
+    if moved and step <= 0:
+        return MOVED_TEXT
     fraction = step / total if total > 0 else 0.0
     text = f"Generating {progress_bar(fraction)} {round(fraction * 100)}% (step {step}/{total})"
     if eta_s is not None and eta_s >= 0:
         text += f" · about {format_duration(eta_s)} left"
-    return text
+    return f"{text}\n{MOVED_TEXT}" if moved else text
 
 
 def queue_place(position: int, start_s: float | None) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -103,6 +103,8 @@ class SchedulerCore:
         self.held_for: str | None = None  # a model loading at start-up: jobs wait queued, nothing dispatches
         self.eta_measured = False  # a real batch has been timed: a warm-up measurement no longer applies
         self.unavailable: dict[str, tuple[str, float | None]] = {}  # model -> (why, clock time of the next try)
+        # Batches that may run at once: scheduler.concurrency, or a pooled executor's live workers (Scheduler sets it).
+        self.slots: Callable[[], int] = lambda: self.config.scheduler.concurrency
         self.wake = asyncio.Event()  # for the dispatcher loop
         self.updated = asyncio.Event()  # for anyone else waiting on a change (drain)
         self._limits_cache: tuple[AppConfig | None, dict[tuple[int, frozenset[int]], Limits]] = (None, {})
@@ -286,12 +288,12 @@ class SchedulerCore:
         """Estimated seconds until the running batches are done, spread over the executor slots."""
         now = self.clock.monotonic()
         left = sum(max(0.0, b.estimate_s - (now - b.started_at)) for b in self.running)
-        return left / self.config.scheduler.concurrency
+        return left / max(1, self.slots())
 
     def ordered(self) -> Iterable[tuple[int, Job, float]]:
         """(position, job, seconds until it starts) for every queued job that can run, in fair order: what
         members are told ("starts in about 2 min"), so a job's own run time is not in its figure."""
-        spc = self.eta.seconds_per_cost / self.config.scheduler.concurrency
+        spc = self.eta.seconds_per_cost / max(1, self.slots())
         ahead = self.backlog_s()
         for position, job in enumerate(self.queue.order(), start=1):
             yield position, job, ahead

@@ -17,6 +17,7 @@ from bot.core.errors import (
     ModelUnavailable,
     Refused,
     ShuttingDown,
+    WorkersUnreachable,
 )
 from bot.core.identity import Requester
 from bot.core.text import format_duration, one_of
@@ -26,9 +27,12 @@ from bot.scheduler.dispatcher import Dispatcher, wait_event
 from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState, lane_of
 from bot.scheduler.limits import Charge, quota_day_starts, quota_period, quota_period_start
 from generation.errors import GenerationCancelled
-from generation.interface import CancelToken, Executor
+from generation.interface import CancelToken, Executor, Pooled
 
 _log = logging.getLogger(__name__)
+WORKERS_RETRY_S = 60.0
+WORKERS_UNREACHABLE_TEXT = ("The bot can't reach its GPUs right now, so it isn't taking new requests; requests already "
+                            "queued keep their place and run once it can. Please try again in a minute.")
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,13 @@ class Scheduler:
         self._dispatcher = Dispatcher(self._core, executor, record_timings=record_timings)
         self._draining = False
         self._refusals: Counter[str] = Counter()
+        # Remote GPU workers: as many batches in flight as live workers; a worker joining or leaving (or the
+        # queue's server coming back) wakes the dispatcher, as a finished batch does.
+        self._pool = executor if isinstance(executor, Pooled) else None
+        if self._pool is not None:
+            pool = self._pool
+            self._core.slots = lambda: pool.slots
+            pool.on_change(self._core.changed)
 
     @property
     def events(self) -> JobEvents:
@@ -105,6 +116,8 @@ class Scheduler:
                                limit="shutdown", retry_after=60.0)
 
     async def start(self) -> None:
+        if self._pool is not None:
+            await self._pool.start()
         self._draining = False
         self._dispatcher.hold_queue = False
         self._dispatcher.start()
@@ -237,6 +250,10 @@ class Scheduler:
     def _admit(self, job: Job, *, dry_run: bool = False) -> Charge | None:
         core = self._core
         config = core.config
+        unreachable = self._pool.unavailable if self._pool is not None else None
+        if unreachable is not None:  # queued jobs wait for the workers' queue; new ones are told at once
+            raise WorkersUnreachable(WORKERS_UNREACHABLE_TEXT, limit="executor.redis_url", value=unreachable,
+                                     retry_after=WORKERS_RETRY_S)
         guild = config.guilds.get(job.guild_id)
         # First: a banned member learns that, not a limit they could wait out (their job is never stored as
         # anything but refused; U, V and reroll come through here too, cancel and delete do not).
