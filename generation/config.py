@@ -243,8 +243,8 @@ class GenerationConfig(_Strict):
 
     def anchored(self, base: Path) -> GenerationConfig:
         """A copy whose relative local paths (model, VAE, preview decoder and fused LoRA sources, LoRA files,
-        ``models.cache_dir``, the safety checker's source, ``executor.shared_dir``) are relative to ``base``, the config file's folder
-        (``generation.paths``)."""
+        ``models.cache_dir``, the safety checker's source, ``executor.shared_dir``) are relative to ``base``, the
+        config file's folder (``generation.paths``)."""
         def model_at(model: ModelConfig) -> ModelConfig:
             fields = ("source", "vae", "preview_decoder", "fuse_lora")
             update = {name: anchored_source(getattr(model, name), base) for name in fields if getattr(model, name)}

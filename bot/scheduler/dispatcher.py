@@ -94,7 +94,6 @@ class Dispatcher:
         cpu = time.thread_time()
         expiry = core.sweep_expired(now)
         refresh = core.refresh_positions(now)
-        settings = core.config.scheduler
         if not self.hold_queue and core.held_for is None and len(core.running) < core.slots():
             max_images = max(1, self.executor.max_batch_images)
             jobs = core.plan(max_images)
