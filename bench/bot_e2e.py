@@ -1,7 +1,8 @@
 """What the whole bot adds on top of the executor, and how responsive its event loop stays.
 
-    python -m bench.bot_e2e [--rounds 3] [--size 128] [--steps 6]
+    python -m bench.bot_e2e [--rounds 3] [--size 128] [--steps 6] [--naive]
     python -m bench.bot_e2e --gpu        # full-size SD 1.5 architecture (random weights), CUDA, 512x512, 25 steps
+    python -m bench.bot_e2e --gpu --compile   # the same with executor.compile (buckets warmed before timing)
 
 For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped every round):
 
@@ -9,6 +10,8 @@ For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped eve
   when every status message shows its result. This pays for everything a user waits for: gateway
   dispatch, admission, storage, the scheduler's batching window, status edits, grid encoding and upload.
 - direct: the same requests straight into the same GpuExecutor, in batches of max_batch_images.
+- naive (``--naive``; always with ``--gpu``): what a simple bot does, one diffusers ``pipe(...)`` call per request,
+  first come first served, on the same loaded pipeline.
 
 It prints the median wall time per image of each and their ratio, and the event-loop lag (how late
 a 5 ms ``asyncio.sleep`` wakes) while the bot runs: its p99 says whether anything blocks the loop
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ from bot.storage import Storage
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
 from generation.executor import GpuExecutor
 from generation.request import GenerationRequest, validate
+from generation.runner import Runner
 from tests.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, FakeUser, run_client
 
 USERS = 8
@@ -46,6 +51,7 @@ TICK_S = 0.005
 class Samples:
     bot: list[float] = field(default_factory=list)  # seconds per image, one per round
     direct: list[float] = field(default_factory=list)
+    naive: list[float] = field(default_factory=list)
 
 
 class LagMeter:
@@ -76,7 +82,8 @@ class LagMeter:
         return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else float("nan")
 
 
-def config(size: int, steps: int, source: str = "builtin:tiny", device: str = "cpu") -> AppConfig:
+def config(size: int, steps: int, source: str = "builtin:tiny", device: str = "cpu",
+           use_compile: bool = False) -> AppConfig:
     model = ModelConfig(source=source, default_steps=steps, default_width=size, default_height=size,
                         max_width=512, max_height=512, max_pixels=512 * 512)
     none = Limits(user_rate=None, guild_rate=None, max_queued_per_user=None, max_queued_per_guild=None,
@@ -84,7 +91,8 @@ def config(size: int, steps: int, source: str = "builtin:tiny", device: str = "c
     return AppConfig(
         generation=GenerationConfig(models={"tiny": model},
                                     executor=ExecutorConfig(device=device,  # type: ignore[arg-type]
-                                                            preview_every_steps=0, max_batch_images=4)),
+                                                            preview_every_steps=0, max_batch_images=4,
+                                                            compile=use_compile, compile_batch_sizes=(1, 2, 4))),
         limits=none, scheduler=SchedulerConfig(), bot=BotConfig(progress_interval_s=2.0))
 
 
@@ -118,9 +126,31 @@ async def direct_round(executor: GpuExecutor, app: AppConfig, n: int, round_id: 
     return (time.perf_counter() - start) / n
 
 
-async def main(rounds: int, size: int, steps: int, gpu: bool = False) -> None:
+async def naive_round(executor: GpuExecutor, app: AppConfig, n: int, round_id: int) -> float:
+    """One plain diffusers call per request, first come first served (what a simple bot does), same weights."""
+    runner = executor.runner
+    assert isinstance(runner, Runner)
+    name, model = app.generation.model(None)
+    requests = [validate(GenerationRequest(f"a fox {round_id}-{i}", seed=i), name, model) for i in range(n)]
+
+    def one(request: GenerationRequest) -> None:
+        import torch
+
+        runner.model(None).pipe(
+            prompt=request.prompt, negative_prompt=request.negative_prompt or None, width=request.width,
+            height=request.height, num_inference_steps=request.steps, guidance_scale=request.guidance,
+            generator=torch.Generator("cpu").manual_seed(request.seed or 0), output_type="pil")
+
+    start = time.perf_counter()
+    for request in requests:
+        await asyncio.to_thread(one, request)  # off the loop, as a bot would have to
+    return (time.perf_counter() - start) / n
+
+
+async def main(rounds: int, size: int, steps: int, gpu: bool = False, naive: bool = False,
+               use_compile: bool = False) -> None:
     source, device = ("builtin:sd15-random", "cuda") if gpu else ("builtin:tiny", "cpu")
-    app = config(size, steps, source, device)
+    app = config(size, steps, source, device, use_compile)
     executor = GpuExecutor.from_config(app.generation)
     samples = {n: Samples() for n in (1, USERS)}
     with tempfile.TemporaryDirectory() as data:
@@ -132,23 +162,42 @@ async def main(rounds: int, size: int, steps: int, gpu: bool = False) -> None:
                     with LagMeter() as lag:
                         await direct_round(executor, app, 1, -1)  # warm-up: model load, first-call costs
                         await bot_round(fake, 1, -1, lag)
+                        if use_compile:  # the bot's warm-up started the buckets' compile: time them warm
+                            runner = executor.runner
+                            assert isinstance(runner, Runner)
+                            lag.lags.clear()
+                            lag.active = True  # how the loop fares while the compile thread works
+                            await asyncio.to_thread(runner.wait_compiled)
+                            lag.active = False
+                            compiled = runner.model(None).compiled
+                            print(f"compiled buckets: {compiled.state if compiled else 'off'}; event-loop lag while "
+                                  f"compiling: p99 {lag.p(0.99) * 1000:.1f} ms, max "
+                                  f"{max(lag.lags, default=0) * 1000:.1f} ms ({len(lag.lags)} ticks)", flush=True)
                         lag.lags.clear()
+                        kinds = ("bot", "direct", "naive") if naive else ("bot", "direct")
                         for round_id in range(rounds):
                             for n in (1, USERS):
-                                order = ("bot", "direct") if round_id % 2 == 0 else ("direct", "bot")
+                                order = kinds if round_id % 2 == 0 else tuple(reversed(kinds))
                                 for kind in order:
                                     if kind == "bot":
                                         samples[n].bot.append(await bot_round(fake, n, round_id, lag))
-                                    else:
+                                    elif kind == "direct":
                                         samples[n].direct.append(await direct_round(executor, app, n, round_id))
+                                    else:
+                                        samples[n].naive.append(await naive_round(executor, app, n, round_id))
                         p50, p99, worst = lag.p(0.5), lag.p(0.99), max(lag.lags)
             fake.assert_no_failures()
-    where = "CUDA fp16" if gpu else "CPU"
+    where = ("CUDA fp16" if gpu else "CPU") + (", compiled buckets" if use_compile else "")
     print(f"{source} {size}x{size}, {steps} steps, {where}, {rounds} rounds, batches of {executor.max_batch_images}")
-    print(f"{'N':>3} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6}")
+    naive_header = f" {'naive s/img':>12} {'bot img/s / naive':>18}" if naive else ""
+    print(f"{'N':>3} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6}{naive_header}")
     for n, got in samples.items():
         direct, via_bot = statistics.median(got.direct), statistics.median(got.bot)
-        print(f"{n:>3} {direct:>13.3f} {via_bot:>10.3f} {via_bot / direct:>6.3f}")
+        naive_cells = ""
+        if naive:
+            plain = statistics.median(got.naive)
+            naive_cells = f" {plain:>12.3f} {plain / via_bot:>18.2f}"
+        print(f"{n:>3} {direct:>13.3f} {via_bot:>10.3f} {via_bot / direct:>6.3f}{naive_cells}")
     print(f"event-loop lag while generating: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
           f"max {worst * 1000:.1f} ms ({len(lag.lags)} ticks)")
 
@@ -159,7 +208,16 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--gpu", action="store_true", help="SD 1.5-size random model on CUDA, 512x512, 25 steps")
+    parser.add_argument("--naive", action="store_true", help="also time a one-call-per-request diffusers loop "
+                        "(always on with --gpu)")
+    parser.add_argument("--compile", action="store_true", help="executor.compile, buckets warmed before timing")
     args = parser.parse_args()
     if args.gpu:
-        args.size, args.steps = 512, 25
-    asyncio.run(main(args.rounds, args.size, args.steps, args.gpu))
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"bench.bot_e2e --gpu: no CUDA device is visible (torch {torch.__version__}); run it on a GPU "
+                  "machine, or leave out --gpu", file=sys.stderr)
+            sys.exit(2)
+        args.size, args.steps, args.naive = 512, 25, True
+    asyncio.run(main(args.rounds, args.size, args.steps, args.gpu, args.naive, args.compile))

@@ -4,8 +4,9 @@
 noise by design, but every code path (text encoder, UNet, VAE, schedulers, img2img) is the real one.
 ``builtin:tiny-xl`` is the same idea for the SDXL family (two text encoders, micro-conditioning).
 ``builtin:sd15-random`` has Stable Diffusion 1.5's full-size architecture (random weights) so GPU
-speed and memory can be measured without the weights. ``build_tiny_safety_checker`` is the safety
-checker's counterpart (``executor.safety_checker: builtin:tiny`` or ``builtin:tiny-flag-all``).
+speed and memory can be measured without the weights; ``builtin:sdxl-random`` is SDXL's (family sdxl).
+``build_tiny_safety_checker`` is the safety checker's counterpart (``executor.safety_checker:
+builtin:tiny`` or ``builtin:tiny-flag-all``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from generation.errors import ModelLoadError
 
 _log = logging.getLogger(__name__)
 
-BUILTIN_SOURCES = ("builtin:tiny", "builtin:tiny-xl", "builtin:sd15-random")
+BUILTIN_SOURCES = ("builtin:tiny", "builtin:tiny-xl", "builtin:sd15-random", "builtin:sdxl-random")
+_XL_SOURCES = ("builtin:tiny-xl", "builtin:sdxl-random")
 _SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 # A few merges so common words are not all single characters; the real CLIP has ~49k.
 _WORDS = ("the", "a", "of", "and", "in", "with", "red", "fox", "snow", "cat", "dog", "photo", "portrait", "painting")
@@ -117,6 +119,29 @@ def _sd15_parts(vocab_size: int) -> tuple[dict[str, Any], dict[str, Any], dict[s
     return unet, vae, text
 
 
+def _sdxl_parts(vocab_size: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    unet = {
+        "block_out_channels": (320, 640, 1280), "layers_per_block": 2, "sample_size": 128,
+        "in_channels": 4, "out_channels": 4, "norm_num_groups": 32,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20), "use_linear_projection": True,
+        # Both encoders' hidden states side by side (768 + 1280); six size/crop numbers at 256 dims each plus
+        # the second encoder's pooled 1280-dim projection.
+        "cross_attention_dim": 2048, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 6 * 256 + 1280,
+    }
+    _, vae, text = _sd15_parts(vocab_size)
+    # SDXL's VAE: SD's shape, its own latent scale, and decoded in float32 (it overflows in float16).
+    vae = {**vae, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
+    return unet, vae, text
+
+
+# OpenCLIP ViT-bigG/14's text tower: SDXL's second encoder.
+_BIG_G_TEXT = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20,
+               "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 1280}
+
+
 @contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     # Deterministic weights without disturbing the caller's global RNG streams.
@@ -131,7 +156,8 @@ def build_builtin(source: str, *, device: Any = "cpu", dtype: Any = None, seed: 
     if source not in BUILTIN_SOURCES:
         raise ModelLoadError(f"unknown builtin model {source!r}; allowed: {', '.join(BUILTIN_SOURCES)}")
     tokenizer = build_tokenizer()
-    parts = {"builtin:tiny": _tiny_parts, "builtin:tiny-xl": _tiny_xl_parts}.get(source, _sd15_parts)
+    parts = {"builtin:tiny": _tiny_parts, "builtin:tiny-xl": _tiny_xl_parts,
+             "builtin:sdxl-random": _sdxl_parts}.get(source, _sd15_parts)
     unet_config, vae_config, text_config = parts(len(tokenizer))
     text_config = {**text_config, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                    "pad_token_id": tokenizer.pad_token_id}
@@ -142,7 +168,8 @@ def build_builtin(source: str, *, device: Any = "cpu", dtype: Any = None, seed: 
         unet = UNet2DConditionModel(**unet_config)
         vae = AutoencoderKL(**vae_config)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
-        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_config)) if source.endswith("-xl") else None
+        text_config_2 = {**text_config, **_BIG_G_TEXT} if source == "builtin:sdxl-random" else text_config
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_config_2)) if source in _XL_SOURCES else None
     if text_encoder_2 is not None:
         pipe = StableDiffusionXLPipeline(
             vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,

@@ -29,6 +29,7 @@ SAFETY_CHECKER_SOURCE = "CompVis/stable-diffusion-safety-checker"
 BUILTIN_SAFETY_CHECKERS = ("builtin:tiny", "builtin:tiny-flag-all")
 Guidance = Annotated[float, within(0, 30)]
 Side = Annotated[int, within(64, 4096, "px")]
+_SIZE = re.compile(r"[1-9][0-9]{1,3}x[1-9][0-9]{1,3}")
 MAX_PIXELS = 4096 * 4096
 
 
@@ -101,7 +102,22 @@ class ExecutorConfig(_Strict):
         default=1024 * 1024, description="0 disables VAE tiling")
     cpu_offload: bool = False
     channels_last: bool = True
-    compile: bool = False
+    fuse_qkv: bool = Field(default=False, description="fuse each attention's q, k and v projections into one matmul "
+                           "(where the pipeline supports it); not with loras: adapters on q, k, v would be skipped")
+    compile: bool = Field(default=False, description="torch.compile the UNet and the VAE decoder for fixed shape "
+                          "buckets, warmed in the background at start-up while the eager modules serve; other "
+                          "shapes run eager, never recompiled; not with loras (adapters change the graph)")
+    compile_mode: Literal["reduce-overhead", "max-autotune", "default"] = Field(
+        default="reduce-overhead", description="torch.compile's mode: reduce-overhead and max-autotune use CUDA graphs")
+    compile_buckets: tuple[str, ...] = Field(
+        default=(), description="the sizes (WxH, e.g. 512x768) compiled for each model that allows them; empty: each "
+        "model's default size")
+    compile_batch_sizes: tuple[Annotated[int, within(1, 64)], ...] = Field(
+        default=(1, 2, 4, 8), description="images per pipeline call compiled for each size (those above the batch "
+        "limits are skipped)")
+    compile_cache_dir: str | None = Field(
+        default=None, description="torch's on-disk compile cache (TORCHINDUCTOR_CACHE_DIR), so that a restart does "
+        "not compile again; default: torch's own, under the system's temporary folder")
     preview_every_steps: Annotated[int, within(0, 200)] = Field(default=5, description="0 disables previews")
     threads: Annotated[int, within(1, 1024)] | None = Field(
         default=None, description="torch CPU threads; default: torch's choice")
@@ -109,6 +125,19 @@ class ExecutorConfig(_Strict):
         default=SAFETY_CHECKER_SOURCE, description="the safety checker's source: a hub repo id or a local folder "
         "(the checker and its feature extractor), or builtin:tiny / builtin:tiny-flag-all (random weights, for "
         "tests); builtin models are always checked by builtin:tiny, so smoke runs download nothing")
+
+    @field_validator("compile_buckets")
+    @classmethod
+    def _bucket_sizes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for size in value:
+            if not _SIZE.fullmatch(size):
+                raise ValueError(f"compile bucket {size!r} is not a size; allowed: WIDTHxHEIGHT, e.g. 512x768")
+        return value
+
+    @property
+    def bucket_sizes(self) -> list[tuple[int, int]]:
+        """``compile_buckets`` as (width, height) pairs."""
+        return [(int(width), int(height)) for width, height in (size.split("x") for size in self.compile_buckets)]
 
     @field_validator("safety_checker")
     @classmethod
@@ -214,6 +243,11 @@ class GenerationConfig(_Strict):
         if not self.models[self.default_model].enabled:
             raise ValueError(f"default model {self.default_model!r} has enabled: false; enabled models: "
                              f"{', '.join(self.enabled_names()) or '(none)'}")
+        # peft puts LoRAs into the very layers that compiling and fusing replace: they would be skipped or recompile.
+        switches = [name for name in ("compile", "fuse_qkv") if getattr(self.executor, name)]
+        if switches and self.loras:
+            raise ValueError(f"executor.{' and executor.'.join(switches)} cannot be used with loras; allowed: "
+                             "either LoRAs or these switches")
         return self
 
     def enabled_names(self) -> list[str]:
@@ -258,10 +292,11 @@ class GenerationConfig(_Strict):
             "models": {name: model_at(model) for name, model in self.models.items()},
             "loras": {name: lora_at(lora) for name, lora in self.loras.items()},
             "cache_dir": anchored_path(self.cache_dir, base) if self.cache_dir else None,
-            "executor": self.executor.model_copy(
-                update={"safety_checker": anchored_source(self.executor.safety_checker, base),
-                        "shared_dir": anchored_path(self.executor.shared_dir, base)
-                        if self.executor.shared_dir else None}),
+            "executor": self.executor.model_copy(update={
+                "safety_checker": anchored_source(self.executor.safety_checker, base),
+                "shared_dir": anchored_path(self.executor.shared_dir, base) if self.executor.shared_dir else None,
+                "compile_cache_dir": (anchored_path(self.executor.compile_cache_dir, base)
+                                      if self.executor.compile_cache_dir else None)}),
         })
 
     def with_default_model(self, name_or_source: str) -> GenerationConfig:

@@ -7,12 +7,15 @@ apart from denoising, cancelled members are never decoded, and an interrupted ba
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
+from generation.compiled import CompiledModules
 from generation.models import LoadedModel
 
 
@@ -22,18 +25,23 @@ class Decoded:
     finite: list[bool]
 
 
-def decode_latents(model: LoadedModel, latents: Any, width: int, height: int, tiling_above: int) -> Decoded:
+def decode_latents(model: LoadedModel, latents: Any, width: int, height: int, tiling_above: int,
+                   compiled: CompiledModules | None = None) -> Decoded:
+    """Decode ``latents``; ``compiled``: the model's compiled modules, whose decoder runs this call when its shape
+    was warmed (a tiled or upcast decode always runs eager: its shapes or dtypes are not the bucket's)."""
     pipe = model.pipe
     vae = pipe.vae
     finite = [bool(ok) for ok in torch.isfinite(latents).flatten(1).all(dim=1).tolist()]
-    if tiling_above and width * height > tiling_above:
+    tiled = bool(tiling_above and width * height > tiling_above)
+    if tiled:
         vae.enable_tiling()
     else:
         vae.disable_tiling()
     # SDXL's original VAE overflows in fp16; its pipelines decode in fp32 when the config asks for it.
     upcast = model.config.family == "sdxl" and vae.dtype == torch.float16 and bool(vae.config.force_upcast)
     config = vae.config
-    with torch.inference_mode():
+    decoder = None if compiled is None or tiled or upcast else compiled.decoder_for(width, height, latents.shape[0])
+    with torch.inference_mode(), _decoder(vae, decoder):
         if upcast:
             vae.to(dtype=torch.float32)
         latents = latents.to(dtype=vae.dtype, device=_module_device(vae))
@@ -54,6 +62,20 @@ def decode_latents(model: LoadedModel, latents: Any, width: int, height: int, ti
         finite = [ok and bool(good) for ok, good in zip(finite, decoded_ok, strict=True)]
         images = pipe.image_processor.postprocess(pixels, output_type="pil")
     return Decoded(images=list(images), finite=finite)
+
+
+@contextlib.contextmanager
+def _decoder(vae: Any, decoder: Any | None) -> Iterator[None]:
+    """``vae.decoder`` is ``decoder`` for the block (a compiled twin), then the eager one again."""
+    eager = vae.decoder
+    if decoder is None or decoder is eager:
+        yield
+        return
+    vae.decoder = decoder
+    try:
+        yield
+    finally:
+        vae.decoder = eager
 
 
 def _module_device(module: Any) -> Any:

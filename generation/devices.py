@@ -77,8 +77,21 @@ def optimise(pipe: Any, executor: ExecutorConfig, placement: Placement) -> None:
         pipe.enable_attention_slicing()
     if executor.channels_last and placement.device != "cpu":
         pipe.unet.to(memory_format=torch.channels_last)
-    if executor.compile:
-        pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
+    if executor.fuse_qkv:
+        fuse_qkv(pipe)
+    # executor.compile: generation.compiled wraps the UNet and the decoder (load_model), keeping the eager ones.
+
+
+def fuse_qkv(pipe: Any) -> None:
+    """One matmul for each attention's q, k and v (diffusers' ``fuse_qkv_projections``), where the pipeline has it."""
+    fuse = getattr(pipe, "fuse_qkv_projections", None)
+    if fuse is None:
+        _log.warning("executor.fuse_qkv: %s cannot fuse its projections; left as they are", type(pipe).__name__)
+        return
+    try:
+        fuse()
+    except Exception as exc:  # a component without fusable attention: run as loaded rather than fail the model
+        _log.warning("executor.fuse_qkv: projections not fused (%s: %s)", type(exc).__name__, exc)
 
 
 def free_memory(placement: Placement | None = None) -> None:

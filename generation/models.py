@@ -19,6 +19,8 @@ from typing import Any
 import diffusers
 
 from generation.builtin import BUILTIN_SOURCES, build_builtin
+from generation.compiled import CompiledModules
+from generation.compiled import wrap as wrap_compiled
 from generation.config import ExecutorConfig, ModelConfig
 from generation.devices import Placement, choose_placement, free_memory, optimise
 from generation.errors import ModelLoadError
@@ -42,6 +44,7 @@ class LoadedModel:
     load_s: float
     base_scheduler: Any
     preview_decoder: Any | None = None
+    compiled: CompiledModules | None = field(default=None, repr=False)  # executor.compile: the compiled twins
     _img2img: Any | None = field(default=None, repr=False)
     lora_state: Any = field(default=None, repr=False)  # generation.loras: the adapters loaded into this model
 
@@ -217,12 +220,17 @@ def load_model(
     if model.fuse_lora:
         _fuse_lora(name, pipe, model.fuse_lora)
     optimise(pipe, executor, placement)
+    compiled = None
+    if executor.compile and executor.cpu_offload and placement.is_cuda:
+        _log.warning("model %s: executor.compile does not combine with cpu_offload; serving eager", name)
+    elif executor.compile:
+        compiled = wrap_compiled(name, pipe, executor, model)  # warmed later, in the background (Runner.prepare)
     preview = _load_preview_decoder(model.preview_decoder, placement) if model.preview_decoder else None
     load_s = time.perf_counter() - started
     _log.info("loaded model %s from %s on %s/%s in %.2fs",
               name, model.source, placement.device, placement.dtype, load_s)
     return LoadedModel(name=name, config=model, placement=placement, pipe=pipe, load_s=load_s,
-                       base_scheduler=pipe.scheduler, preview_decoder=preview)
+                       base_scheduler=pipe.scheduler, preview_decoder=preview, compiled=compiled)
 
 
 _WEIGHT_FIELDS = ("source", "family", "revision", "variant", "dtype", "vae", "preview_decoder", "fuse_lora")
@@ -265,10 +273,19 @@ class ModelCache:
         self._evict(keep=0)
 
     def _evict(self, *, keep: int, also: str | None = None) -> None:
-        evicted = self._models.pop(also, None) is not None if also else False
+        replaced = self._models.pop(also, None) if also else None
+        if replaced is not None:
+            _retire(replaced)
+        evicted = replaced is not None
         while len(self._models) > keep:
-            old_name, _ = self._models.popitem(last=False)
+            old_name, old = self._models.popitem(last=False)
+            _retire(old)
             _log.info("unloading model %s (max_loaded_models=%d)", old_name, self._executor.max_loaded_models)
             evicted = True
         if evicted:
             free_memory()
+
+
+def _retire(loaded: LoadedModel) -> None:
+    if loaded.compiled is not None:
+        loaded.compiled.retire()  # its buckets stop warming: the model is going

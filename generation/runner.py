@@ -11,15 +11,17 @@ for it, each image on its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from generation.compiled import BucketWarmer, CompiledModules, unet_batch
 from generation.config import GenerationConfig
 from generation.decode import decode_latents, truncation_warnings
 from generation.devices import free_memory
@@ -97,6 +99,7 @@ class Runner:
         self._models = ModelCache(config.executor, cache_dir=config.cache_dir)
         self._checkers = SafetyCheckers(config.executor, cache_dir=config.cache_dir)
         self._fault_hook = fault_hook
+        self._warmer = BucketWarmer()  # executor.compile: compiles buckets in the background, one model at a time
         if config.executor.threads:
             torch.set_num_threads(config.executor.threads)
 
@@ -127,6 +130,15 @@ class Runner:
     def fault_hook(self) -> FaultHook | None:
         return self._fault_hook
 
+    def compiled_for(self, loaded: LoadedModel) -> CompiledModules | None:
+        """The compiled modules a batch of ``loaded`` may use: none while any model's buckets are being compiled
+        (torch's stance then allows compiling, and only the warmer's thread may)."""
+        return loaded.compiled if loaded.compiled is not None and self._warmer.idle else None
+
+    def wait_compiled(self, timeout_s: float | None = None) -> bool:
+        """Block until no model's buckets are being compiled (True), or ``timeout_s`` passed (benchmarks, tests)."""
+        return self._warmer.wait(timeout_s)
+
     def model(self, name: str | None, on_download: DownloadCallback | None = None) -> LoadedModel:
         """The loaded model for a name or source (loading it if needed; ``on_download`` hears the download)."""
         model_name, model_config = self._config.model(name)
@@ -147,16 +159,21 @@ class Runner:
             _log.error("%s; requests that need a safety check fail until it loads", exc)
         timed: GenerationRequest | None = None
         timings = Timings()
-        for steps in (WARMUP_STEPS, MEASURE_STEPS):
-            request = validate(GenerationRequest("warm-up", steps=min(steps, model_config.max_steps), seed=0),
-                               model_name, model_config)
-            outcome = self.run([request], interrupt=interrupt)[0]
-            if isinstance(outcome, GenerationCancelled):
-                raise outcome
-            if isinstance(outcome, ImagineError):
-                raise GenerationFailed(f"model {model_name}: the warm-up generation failed: {outcome}")
-            timed, timings = request, outcome.timings
+        compiled = loaded.compiled if loaded.compiled is not None and loaded.compiled.state == "cold" else None
+        # The eager warm-up's own calls are what the buckets compile from (generation.compiled).
+        with compiled.capture() if compiled is not None else contextlib.nullcontext():
+            for steps in (WARMUP_STEPS, MEASURE_STEPS):
+                request = validate(GenerationRequest("warm-up", steps=min(steps, model_config.max_steps), seed=0),
+                                   model_name, model_config)
+                outcome = self.run([request], interrupt=interrupt)[0]
+                if isinstance(outcome, GenerationCancelled):
+                    raise outcome
+                if isinstance(outcome, ImagineError):
+                    raise GenerationFailed(f"model {model_name}: the warm-up generation failed: {outcome}")
+                timed, timings = request, outcome.timings
         assert timed is not None
+        if compiled is not None:
+            self._warmer.start(compiled)  # in the background: the eager modules serve meanwhile
         return measured(model_name, str(loaded.placement.device), loaded.load_s, timed, timings,
                         default_steps=model_config.default_steps, cost_weight=model_config.cost_weight)
 
@@ -166,6 +183,7 @@ class Runner:
 
     def close(self) -> None:
         """Unload every model and checker (the executor calls this on its worker thread)."""
+        self._warmer.stop()
         self._models.clear()
         self._checkers.clear()
 
@@ -287,6 +305,7 @@ class _Call:
         self._executor = runner.config.executor
         self._fault_hook = runner.fault_hook
         self._sdxl = loaded.config.family == "sdxl"
+        self._compiled = runner.compiled_for(loaded)  # chosen once per batch: warming never starts mid-batch
 
     def run_all(self) -> None:
         items = [(index, image) for index, member in enumerate(self._members) if member.live
@@ -360,7 +379,8 @@ class _Call:
         else:
             kwargs.update(width=self._width, height=self._height)
         started = time.perf_counter()
-        latents = pipe(**kwargs).images
+        with self._unet(pipe, len(items)):
+            latents = pipe(**kwargs).images
         denoised = time.perf_counter()
         if self._interrupted() or pipe.interrupt:
             return
@@ -369,7 +389,7 @@ class _Call:
         if not keep:
             return
         decoded = decode_latents(self._loaded, latents[keep], self._width, self._height,
-                                 self._executor.vae_tiling_above_pixels)
+                                 self._executor.vae_tiling_above_pixels, self._compiled)
         self._add_time(items, "decode_s", time.perf_counter() - denoised)
         made: list[tuple[_Member, int]] = []
         for position, row in enumerate(keep):
@@ -384,6 +404,26 @@ class _Call:
         checked = time.perf_counter()
         self._check_safety(made)
         self._add_time(items, "decode_s", time.perf_counter() - checked)
+
+    @contextlib.contextmanager
+    def _unet(self, pipe: Any, images: int) -> Iterator[None]:
+        """The UNet for this call: the compiled one where its shape was warmed, else the eager one (never a
+        recompile); the pipeline holds the eager one again afterwards."""
+        compiled = self._compiled
+        if compiled is None:
+            yield
+            return
+        assert self._request.guidance is not None
+        rows = unet_batch(images, self._request.guidance, compiled.unet.config.time_cond_proj_dim)
+        chosen = compiled.unet_for(self._width, self._height, rows)
+        if chosen is compiled.unet:
+            yield
+            return
+        pipe.unet = chosen
+        try:
+            yield
+        finally:
+            pipe.unet = compiled.unet
 
     def _check_safety(self, made: list[tuple[_Member, int]]) -> None:
         """Flag the images of the members that ask for a check (or of a model that always wants one), each image

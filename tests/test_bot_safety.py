@@ -166,19 +166,18 @@ async def test_refuse_puts_a_notice_where_only_some_images_are_flagged(fake: Fak
         await (await fake.slash("imagine", {"prompt": "a pond --seed 2 --count 2"}, user="alice")) \
             .wait_original(has_buttons)
         job = await job_of(bot, "a pond")
-        storage = bot.services.storage
         first, second = await stored_image(bot, job, 0), await stored_image(bot, job, 1)
         content = ResultContent(job.request, [first, second], job.seeds, 1.0, "", nsfw=(True, False))
-        text, [(data, name)] = await result_message(storage, job, content, None, safety="refuse")
+        text, [(data, name)] = await result_message(job, content, None, safety="refuse")
         assert "🚫 Image 1 was withheld by this server's safety setting." in text and not name.startswith("SPOILER_")
         grid = Image.open(io.BytesIO(data)).convert("RGB")
         notice, kept = grid.crop((0, 0, 64, 64)), grid.crop((64, 0, 128, 64))
         assert np.array_equal(pixels(kept), pixels(second))
         background = (pixels(notice) == NOTICE_COLOUR).all(axis=2).mean()
         assert background > 0.8 and np.abs(pixels(notice) - pixels(first)).mean() > 30  # a plain tile, one word on it
-        _, [(_, blurred_name)] = await result_message(storage, job, content, None, safety="blur")
+        _, [(_, blurred_name)] = await result_message(job, content, None, safety="blur")
         assert blurred_name.startswith("SPOILER_")
-        text, [(data, name)] = await result_message(storage, job, content, None, safety="off")
+        text, [(data, name)] = await result_message(job, content, None, safety="off")
         assert not name.startswith("SPOILER_") and "safety" not in text
 
 

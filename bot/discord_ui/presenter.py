@@ -31,8 +31,9 @@ from PIL import Image
 
 from bot.core.faults import Checkpoints
 from bot.core.policy import SafetyMode
-from bot.discord_ui.images import blurred
+from bot.discord_ui.images import blurred, upload_limit
 from bot.discord_ui.interactions import NO_MENTIONS
+from bot.discord_ui.result_files import ResultFiles
 from bot.discord_ui.result_message import ResultContent, Upload, result_message, stored_result
 from bot.discord_ui.texts import (
     DONE_BELOW_TEXT,
@@ -248,17 +249,28 @@ class DiscordPresenter:
         await self._edit(target, progress_text(event.step, event.total, moved=event.moved), uploads=uploads,
                          view=self._views.status_view(job_id), only_if_token=True)
 
-    async def finished(self, stored: JobRecord, result: GenerationResult | None) -> None:
+    def encode(self, job_id: str, result: GenerationResult) -> ResultFiles:
+        """Start encoding a fresh result's files (its PNGs, and the grid to upload) in threads, at once: the
+        recorder stores the PNGs while the grid is encoded, and ``finished`` takes both."""
+        shown = self._shown.get(job_id)
+        limit = shown.target.attachment_limit if shown is not None and shown.target is not None else None
+        return ResultFiles.start(job_id, result, limit)
+
+    async def finished(self, stored: JobRecord, result: GenerationResult | None,
+                       files: ResultFiles | None = None) -> None:
         """Show how the job ended (its result, or why it has none) and record it delivered; a failed
-        attempt leaves the job owed, for the outbox to try again."""
+        attempt leaves the job owed, for the outbox to try again. ``files``: the result's encodes (``encode``),
+        whose PNGs are the ones stored."""
         shown = self._shown.setdefault(stored.id, _Shown())
         shown.finished = True
         if shown.withdrawn:  # the cog already told the user why this job will not run
             self._forget(stored.id)
             await self._record(self._storage.record_delivery(stored.id), stored.id)
             return
-        content = ResultContent.of(result) if result is not None else None
-        await self._render_end(stored.id, shown, lambda target: self._deliver(target, stored, content))
+        content = None
+        if result is not None:
+            content = ResultContent.of(result, await files.pngs() if files is not None else ())
+        await self._render_end(stored.id, shown, lambda target: self._deliver(target, stored, content, files))
 
     async def _render_end(self, job_id: str, shown: _Shown,
                           render: Callable[[StatusTarget], Awaitable[object]]) -> None:
@@ -324,14 +336,16 @@ class DiscordPresenter:
         await self._render_end(job_id, shown, lambda target: self._edit(target, text, view=None))
 
     # --- the end of a job -----------------------------------------------------------------------
-    async def _deliver(self, target: StatusTarget, stored: JobRecord, content: ResultContent | None) -> None:
+    async def _deliver(self, target: StatusTarget, stored: JobRecord, content: ResultContent | None,
+                       files: ResultFiles | None = None) -> None:
         message_id: int | None = None
         channel_gone = False
         try:
             if stored.status == "done":
+                # A fresh result is in memory; only a redelivery reads the stored PNGs back.
                 content = content or await stored_result(self._storage, stored)
                 if content is not None:
-                    message_id = await self._post_result(target, stored, content)
+                    message_id = await self._post_result(target, stored, content, files)
                 else:
                     message_id = await self._post_text(target, stored, IMAGES_GONE_TEXT)
             else:
@@ -351,9 +365,11 @@ class DiscordPresenter:
         await self._record(self._storage.record_delivery(stored.id, result_message_id=result_message_id), stored.id)
         self._checkpoints.reached("delivery recorded")
 
-    async def _post_result(self, target: StatusTarget, stored: JobRecord, content: ResultContent) -> int | None:
-        text, uploads = await result_message(self._storage, stored, content, target.attachment_limit,
-                                             safety=self._safety_mode(stored))
+    async def _post_result(self, target: StatusTarget, stored: JobRecord, content: ResultContent,
+                           files: ResultFiles | None) -> int | None:
+        grid = await files.grid(upload_limit(target.attachment_limit)) if files is not None else None
+        text, uploads = await result_message(stored, content, target.attachment_limit,
+                                             safety=self._safety_mode(stored), grid=grid)
         view = self._views.result_view(stored.id, len(content.images))
         if target.message_id is not None and await self._edit(target, text, uploads=uploads, view=view,
                                                               only_if_token=True):

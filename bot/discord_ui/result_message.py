@@ -1,7 +1,9 @@
 """The result message of a finished job, built the same way from a fresh result or from storage.
 
-After a restart (or a failed post) the outbox rebuilds the message from the stored PNGs, seeds, safety
-flags and request, so a re-post looks like the first one. Decoding and encoding run in a thread.
+A fresh result carries its PNGs in memory (``ResultContent.pngs``, encoded once by ``result_files``): a single
+image's upload is those bytes, and nothing is read back from storage. After a restart (or a failed post) the
+outbox rebuilds the message from the stored PNGs, seeds, safety flags and request, so a re-post looks like the
+first one. Decoding and encoding run in a thread.
 
 The server's safety mode applies here, to what is uploaded, never to what is stored: an image the checker
 flagged is blurred (``blur``), withheld (``refuse``: a notice in its grid cell, or no attachment at all) or
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -27,6 +30,7 @@ from bot.discord_ui.images import (
     spoiler_name,
     upload_limit,
 )
+from bot.discord_ui.result_files import result_basename
 from bot.discord_ui.texts import SCALED_NOTE, kind_note, result_message_text, safety_note, sanitize_user_text
 from bot.storage import JobRecord, Storage
 from generation.request import GenerationRequest, GenerationResult
@@ -43,11 +47,12 @@ class ResultContent:
     parameters: str
     warnings: tuple[str, ...] = ()
     nsfw: tuple[bool, ...] = ()  # the safety checker's flag per image; empty when they were not checked
+    pngs: tuple[bytes, ...] = ()  # each image's PNG as stored (carrying its parameters); empty when not at hand
 
     @classmethod
-    def of(cls, result: GenerationResult) -> ResultContent:
+    def of(cls, result: GenerationResult, pngs: Sequence[bytes] = ()) -> ResultContent:
         return cls(result.request, list(result.images), tuple(result.seeds), result.timings.total_s,
-                   result.parameters_text(0), tuple(result.warnings), tuple(result.nsfw))
+                   result.parameters_text(0), tuple(result.warnings), tuple(result.nsfw), tuple(pngs))
 
     def flagged(self, mode: SafetyMode) -> list[int]:
         """The images that ``mode`` treats: those the checker flagged, unless the mode is off."""
@@ -76,7 +81,7 @@ async def stored_result(storage: Storage, stored: JobRecord) -> ResultContent | 
     total_s = sum(float(value) for value in stored.timings.values())
     flags = {result.index: bool(result.nsfw) for result in await storage.list_results(stored.id)}
     nsfw = tuple(flags.get(index, False) for index in range(len(images)))
-    return ResultContent(stored.request, images, stored.seeds, total_s, parameters, nsfw=nsfw)
+    return ResultContent(stored.request, images, stored.seeds, total_s, parameters, nsfw=nsfw, pngs=tuple(pngs))
 
 
 def veiled(image: Image.Image, mode: SafetyMode) -> Image.Image:
@@ -86,19 +91,22 @@ def veiled(image: Image.Image, mode: SafetyMode) -> Image.Image:
     return notice(image.size) if mode == "refuse" else image
 
 
-async def result_message(storage: Storage, stored: JobRecord, content: ResultContent,
-                         attachment_limit: int | None, *, safety: SafetyMode = "off") -> tuple[str, list[Upload]]:
+async def result_message(stored: JobRecord, content: ResultContent, attachment_limit: int | None, *,
+                         safety: SafetyMode = "off", grid: EncodedImage | None = None) -> tuple[str, list[Upload]]:
     """The text and the one attachment (a grid fitted to the upload limit) of a job's result message, with the
-    server's safety mode applied to flagged images."""
+    server's safety mode applied to flagged images. ``grid``: the upload already encoded for this limit
+    (``ResultFiles.grid``), used only when no image is flagged under ``safety``."""
     request = content.request
     limit = upload_limit(attachment_limit)
-    basename = f"imagine_{stored.id[:8]}"
+    basename = result_basename(stored.id)
     flagged = content.flagged(safety)
     encoded: EncodedImage | None
-    # One image: the PNG already saved (with the same parameters) is the upload; don't encode it twice.
-    saved = await storage.load_result_image(stored.id, 0) if len(content.images) == 1 and not flagged else None
+    # One image: its PNG (stored, with the same parameters) is the upload; don't encode it twice.
+    saved = content.pngs[0] if len(content.images) == 1 and len(content.pngs) == 1 and not flagged else None
     if saved is not None and len(saved) <= limit:
         encoded = EncodedImage(saved, f"{basename}.png", "PNG", scaled=False)
+    elif grid is not None and not flagged:
+        encoded = grid  # encoded while storage wrote the images
     elif safety == "refuse" and len(flagged) == len(content.images):
         encoded = None  # every image withheld: the text says so, and nothing is attached
     else:

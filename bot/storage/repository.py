@@ -402,8 +402,9 @@ class Storage:
         async with self._session() as session, session.begin():
             stale = await self._delete_result_rows(session, job_id)
             session.add_all(rows)
-        await asyncio.to_thread(images.remove_images, [path for path in stale if path.name not in
-                                                       {Path(rel).name for rel in relpaths}])
+        leftover = [path for path in stale if path.name not in {Path(rel).name for rel in relpaths}]
+        if leftover:  # usually none: a first save replaces nothing, and a re-run writes the same names
+            await asyncio.to_thread(images.remove_images, leftover)
         return [self._to_result(row) for row in rows]
 
     async def list_results(self, job_id: str) -> list[ResultImage]:

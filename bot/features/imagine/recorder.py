@@ -1,15 +1,20 @@
 """The imagine feature's subscriber to job events: record every transition in storage, then let the
-presenter show it. Stored before shown: a kill between the two loses nothing a user saw."""
+presenter show it. Stored before shown: a kill between the two loses nothing a user saw.
+
+The path from a finished batch to its upload is kept short: the presenter starts every encode of the result at
+once (``ResultFiles``: each image's PNG once, the grid alongside), storage writes the PNGs and "done" while the
+grid is still being encoded, and the presenter uploads from memory, never reading back what was just stored.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Protocol
 
-from bot.core.errors import Refused
+from bot.core.errors import IllegalTransition, JobNotFound, Refused
 from bot.core.faults import Checkpoints
+from bot.discord_ui.result_files import ResultFiles
 from bot.scheduler import Job, JobState, Scheduler
 from bot.storage import JobRecord, JobStatus, Storage
 from generation.request import GenerationResult, ProgressEvent
@@ -33,7 +38,10 @@ class Presenter(Protocol):
 
     async def progress(self, job_id: str, event: ProgressEvent, *, veiled: bool = False) -> None: ...
 
-    async def finished(self, stored: JobRecord, result: GenerationResult | None) -> None: ...
+    def encode(self, job_id: str, result: GenerationResult) -> ResultFiles: ...
+
+    async def finished(self, stored: JobRecord, result: GenerationResult | None,
+                       files: ResultFiles | None = None) -> None: ...
 
     async def interrupted(self, job_id: str) -> None: ...
 
@@ -87,17 +95,18 @@ class JobRecorder:
         status = _STATUS[job.state]
         result = job.result if status == "done" else None
         error = str(job.error) if job.error is not None else None
+        files = self._presenter.encode(job.id, result) if result is not None else None
         try:
-            stored = await self._record_end(job, status, result, error)
+            stored = await self._record_end(job, status, result, error, files)
         except Exception:
             # Storage failed (disk full, locked database): the job still ends on screen, as failed.
             _log.exception("could not record the end of job %s", job.id)
-            result = None
+            result, files = None, None
             stored = await self._record_failure(job)
         if stored is None:
             _log.warning("job %s finished but is not in storage", job.id)
             return
-        await self._presenter.finished(stored, result)
+        await self._presenter.finished(stored, result, files)
 
     async def _record_failure(self, job: Job) -> JobRecord | None:
         """Store the job as failed if storage still can; else show the failure all the same (the row
@@ -118,24 +127,28 @@ class JobRecorder:
         await self._presenter.interrupted(job.id)
 
     async def _record_end(self, job: Job, status: JobStatus, result: GenerationResult | None,
-                          error: str | None) -> JobRecord | None:
+                          error: str | None, files: ResultFiles | None) -> JobRecord | None:
         timings = None
         if result is not None:
-            # On the path to the result message: fast compression, one thread per image (zlib frees the GIL).
-            pngs = list(await asyncio.gather(*(asyncio.to_thread(result.png_bytes, index, compress_level=1)
-                                               for index in range(len(result.images)))))
+            assert files is not None
+            pngs = await files.pngs()  # the same bytes the upload of a single image will be
             # The checker's flags go with the images: every later showing (a re-post, U, V) applies the policy to them.
             await self._storage.save_result_images(job.id, pngs, result.seeds, result.nsfw)
             self._checkpoints.reached("images saved")
             timings = {"load_s": result.timings.load_s, "denoise_s": result.timings.denoise_s,
                        "decode_s": result.timings.decode_s}
-        stored = await self._storage.get_job(job.id)
-        if stored is None or not stored.active:
-            return stored
-        if stored.status == "queued" and status == "done":
-            await self._storage.update_status(job.id, "running")  # its "started" write was lost
-        ended = await self._storage.update_status(
-            job.id, status, error=error, seeds=result.seeds if result is not None else None, timings=timings)
+        seeds = result.seeds if result is not None else None
+        try:
+            # Usually one write (running → its end): the write checks the lifecycle itself, so nothing is read
+            # first on the way to the result message. Only when it refuses is the job looked at.
+            ended = await self._storage.update_status(job.id, status, error=error, seeds=seeds, timings=timings)
+        except (IllegalTransition, JobNotFound):
+            stored = await self._storage.get_job(job.id)
+            if stored is None or not stored.active:
+                return stored  # gone, or ended meanwhile (a person's cancel was stored first)
+            if stored.status == "queued" and status == "done":
+                await self._storage.update_status(job.id, "running")  # its "started" write was lost
+            ended = await self._storage.update_status(job.id, status, error=error, seeds=seeds, timings=timings)
         if status == "done":
             self._checkpoints.reached("done committed")
         return ended
