@@ -185,6 +185,13 @@ def stores(bot: ImagineBot) -> tuple[ContestStore, PhaseStore]:
             PhaseStore(bot.services.storage, now, shuffle=lambda entries: None, reveal_parts=reveal_parts))
 
 
+def phases_of(bot: ImagineBot) -> Any:
+    """The running bot's phase loop (``next_pass()`` waits until everything due has been run and posted)."""
+    cog = bot.get_cog("Contests")
+    assert cog is not None
+    return cog.phases  # type: ignore[attr-defined]
+
+
 # --- what members do ------------------------------------------------------------------------------------
 async def start(fake: FakeDiscord, theme: str, *, user: str = "bob", guild: str = "Art Club",
                 channel: str = "general", **options: Any) -> StoredMessage:

@@ -127,11 +127,12 @@ async def test_jobs_share_a_batch_only_with_the_same_loras(fake: FakeDiscord, cl
         await first.wait_original(lambda m: "Queued" in m.content)
         await clock.advance(5)  # bob's job runs alone and holds the executor while the others queue
         await first.wait_original(lambda m: "Starting" in m.content)
-        handles = [await fake.slash("imagine", {"prompt": prompt}, user=user) for prompt, user in (
-            ("a whale <lora:ink:0.8>", "alice"), ("a crab <lora:ink:0.8>", "carol"), ("a frog", "bob"),
-            ("a swan <lora:ink:0.5>", "alice"))]
-        for handle in handles:
-            await handle.wait_original(lambda m: "Queued" in m.content)
+        handles = []
+        for prompt, user in (("a whale <lora:ink:0.8>", "alice"), ("a crab <lora:ink:0.8>", "carol"),
+                             ("a frog", "bob"), ("a swan <lora:ink:0.5>", "alice")):
+            # One at a time: the bot handles interactions concurrently, and alice's swan must queue after her whale.
+            handles.append(await fake.slash("imagine", {"prompt": prompt}, user=user))
+            await handles[-1].wait_original(lambda m: "Queued" in m.content)
         await clock.advance(5)
         gpu.gate.set()
         for handle in (first, *handles):

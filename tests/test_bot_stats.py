@@ -117,9 +117,13 @@ async def test_stats_and_me_show_the_figures_of_what_ran_with_a_chart(fake: Fake
 
 async def test_me_in_a_direct_message_counts_direct_messages(fake: FakeDiscord, tmp_path: Path) -> None:
     config = tiny_app_config(fake, bot=BotConfig(progress_interval_s=0.0, allow_dms=True))
-    async with running_bot(fake, tmp_path, config):
+    async with running_bot(fake, tmp_path, config) as bot:
+        storage = bot.services.storage
+        assert isinstance(storage, WatchedStorage)
         made = await fake.slash("imagine", {"prompt": "a quiet lake"}, user="alice", dm=True)
         await made.wait_original(is_result)
+        # The result is shown before its message id is stored (outbox order); the link needs the stored id.
+        await storage.wait_until(lambda: delivered_and_refused(storage, 1, 0), what="the result delivered")
         mine = await fake.slash("me", user="alice", dm=True)
         me = await mine.wait_original(lambda message: message.attachments)
         assert me.content.startswith("**Your /imagine use in direct messages**")

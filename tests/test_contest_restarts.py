@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -32,6 +31,7 @@ from tests.contest_helpers import (
     entry_message,
     gallery_messages,
     gallery_of,
+    phases_of,
     public_messages,
     results_message,
     results_of,
@@ -135,11 +135,6 @@ async def test_overdue_phases_run_once_at_start_and_a_closed_round_stays_closed(
     assert status.content.startswith("**Glaciers** (contest #1): closed · 2 entries")
     assert kinds_posted(fake) == ROUND
 
-
-def phases_of(bot: ImagineBot) -> Any:
-    cog = bot.get_cog("Contests")
-    assert cog is not None
-    return cog.phases  # type: ignore[attr-defined]
 
 
 async def first_of(*waits: Awaitable[object]) -> None:
