@@ -83,7 +83,7 @@ CompileMode = Literal["reduce-overhead", "max-autotune", "default"]
 
 
 def make_config(model: Model, *, device: Literal["cuda", "cpu"], batches: list[int], steps: int, mode: str,
-                cache_dir: str) -> GenerationConfig:
+                cache_dir: str, scope: Literal["model", "blocks"] = "model") -> GenerationConfig:
     side = model.side
     entry = ModelConfig(source=model.source, family=cast(Any, model.family),
                         dtype="float16" if device == "cuda" else "float32", default_steps=steps,
@@ -91,7 +91,7 @@ def make_config(model: Model, *, device: Literal["cuda", "cpu"], batches: list[i
                         max_height=max(side, 1024), max_pixels=max(side, 1024) ** 2, max_steps=max(steps, 50))
     executor = ExecutorConfig(device=device, max_batch_images=max(batches), preview_every_steps=0, compile=True,
                               compile_mode=cast(CompileMode, mode), compile_batch_sizes=tuple(batches),
-                              compile_cache_dir=cache_dir)
+                              compile_cache_dir=cache_dir, compile_scope=scope)
     return GenerationConfig(default_model=model.key, models={model.key: entry}, executor=executor)
 
 

@@ -26,6 +26,7 @@ Not with LoRAs (the config refuses both): peft's layers change the graph the com
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import threading
@@ -225,14 +226,42 @@ def wrap(name: str, pipe: Any, executor: ExecutorConfig, model: ModelConfig) -> 
     dynamo.recompile_limit = max(int(getattr(dynamo, "recompile_limit", 8)), 2 * len(buckets) + 8)
     vae = pipe.vae
     upcasts = model.family == "sdxl" and vae.dtype == torch.float16 and bool(vae.config.force_upcast)
+    if executor.compile_scope == "blocks":  # each block type's forward holds a graph per block shape and bucket
+        dynamo.recompile_limit = max(int(dynamo.recompile_limit), 8 * len(buckets) + 16)
     try:
-        compiled_unet = torch.compile(pipe.unet, mode=executor.compile_mode, dynamic=False)
+        compiled_unet = (compile_blocks(pipe.unet, executor.compile_mode) if executor.compile_scope == "blocks"
+                         else torch.compile(pipe.unet, mode=executor.compile_mode, dynamic=False))
         compiled_decoder = None if upcasts else torch.compile(vae.decoder, mode=executor.compile_mode, dynamic=False)
     except Exception as exc:
         _log.warning("model %s: torch.compile failed, serving eager: %s: %s", name, type(exc).__name__,
                      _first_line(exc))
         return None
     return CompiledModules(name, pipe.unet, vae.decoder, compiled_unet, compiled_decoder, buckets)
+
+
+def compile_blocks(module: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """A twin of ``module`` whose repeated blocks (diffusers' ``_repeated_blocks``: the UNet's transformer blocks)
+    are compiled and everything else runs eager: regional compilation. The twin shares every parameter and buffer
+    with ``module`` and leaves it untouched, so the eager module keeps serving the shapes that have no bucket
+    (diffusers' own ``compile_repeated_blocks`` compiles in place, which would leave no eager UNet)."""
+    names = set(getattr(module, "_repeated_blocks", None) or ())
+    if not names:
+        raise ValueError(f"{type(module).__name__} names no repeated blocks to compile")
+    found = 0
+
+    def twin(node: torch.nn.Module) -> torch.nn.Module:
+        nonlocal found
+        if type(node).__name__ in names:
+            found += 1
+            return torch.compile(node, mode=mode, dynamic=False)
+        copied = copy.copy(node)  # a new module object over the same parameter and buffer tensors
+        copied._modules = {name: None if child is None else twin(child) for name, child in node._modules.items()}
+        return copied
+
+    made = twin(module)
+    if not found:
+        raise ValueError(f"{type(module).__name__} has none of its repeated blocks {sorted(names)}")
+    return made
 
 
 def use_cache_dir(folder: str | None) -> None:

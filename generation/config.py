@@ -109,6 +109,10 @@ class ExecutorConfig(_Strict):
                           "shapes run eager, never recompiled; not with loras (adapters change the graph)")
     compile_mode: Literal["reduce-overhead", "max-autotune", "default"] = Field(
         default="reduce-overhead", description="torch.compile's mode: reduce-overhead and max-autotune use CUDA graphs")
+    compile_scope: Literal["model", "blocks"] = Field(
+        default="model", description="model: the whole UNet is one graph per bucket (fastest to run); blocks: only "
+        "its repeated transformer blocks are compiled, one graph shared by every block of a shape (regional "
+        "compilation: much less to compile, a little slower to run; bench.compile_scope measures both)")
     compile_buckets: tuple[str, ...] = Field(
         default=(), description="the sizes (WxH, e.g. 512x768) compiled for each model that allows them; empty: each "
         "model's default size")

@@ -203,3 +203,33 @@ def test_a_bucket_that_fails_to_compile_leaves_the_model_eager_with_one_warning(
     assert isinstance(result, GenerationResult) and compiled is not None and compiled.state == "failed"
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert warnings == ["model tiny: compiling failed, serving eager: RuntimeError: inductor: backend compiler failed"]
+
+
+def test_the_blocks_scope_compiles_only_the_transformer_blocks_and_leaves_the_eager_unet_whole(
+        calls: list[tuple[str, tuple[int, ...], str]], runners: list[Runner]) -> None:
+    """README: "`compile_scope: blocks` compiles only the UNet's repeated transformer blocks (regional
+    compilation)". The same images as eager; the eager UNet, which serves every other shape, is untouched."""
+    generation = config(compile_scope="blocks", compile_batch_sizes=(1,))
+    runner = started(generation, runners)
+    assert runner.wait_compiled(120)
+    compiled = runner.model(None).compiled
+    assert compiled is not None and compiled.ready
+    assert {name for name, _, _ in calls} == {"BasicTransformerBlock", "Decoder"}  # never the whole UNet
+    twin, eager_unet = compiled.compiled_unet, compiled.unet
+    assert not any(isinstance(module, Recording) for module in eager_unet.modules())
+    assert {id(p) for p in twin.parameters()} == {id(p) for p in eager_unet.parameters()}  # no second copy
+    calls.clear()
+
+    [one] = runner.run([request(generation, seed=5)])
+    assert isinstance(one, GenerationResult)
+    assert "BasicTransformerBlock" in {name for name, _, _ in calls}  # the 64x64 x1 bucket ran the compiled blocks
+    calls.clear()
+    runner.run([request(generation, seed=5, size=96)])
+    assert calls == []  # no bucket: the whole eager UNet
+
+    eager = Runner(generation.model_copy(update={"executor": generation.executor.model_copy(
+        update={"compile": False})}))
+    runners.append(eager)
+    [same] = eager.run([request(generation, seed=5)])
+    assert isinstance(same, GenerationResult)
+    assert np.array_equal(np.asarray(one.images[0]), np.asarray(same.images[0]))
