@@ -56,7 +56,10 @@ class ModelConfig(_Strict):
     vae: str | None = Field(default=None, description="optional replacement VAE source")
     fuse_lora: str | None = Field(default=None, description="a LoRA merged into the weights at load (hub repo id "
                                   "or a .safetensors file), e.g. the LCM-LoRA that makes 4-step images")
-    preview_decoder: str | None = Field(default=None, description="optional tiny autoencoder (TAESD) source")
+    preview_decoder: str | None = Field(
+        default=None, description="optional tiny autoencoder (TAESD) for previews: a hub repo id or a local folder "
+        "(madebyollin/taesd for SD 1.x, madebyollin/taesdxl for SDXL); builtin:taesd-random: its architecture with "
+        "random weights (benchmarks)")
     safety_checker: bool = Field(default=False, description="check every image of this model with the "
                                  "executor's safety checker, even where no server's safety mode asks for it")
     img2img: bool = True

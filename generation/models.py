@@ -175,9 +175,13 @@ def _load_vae(source: str, placement: Placement) -> Any:
         raise ModelLoadError(f"cannot load VAE {source!r}: {_first_line(exc)}") from exc
 
 
+RANDOM_PREVIEW_DECODER = "builtin:taesd-random"  # TAESD's architecture, random weights: its cost, for benchmarks
+
+
 def _load_preview_decoder(source: str, placement: Placement) -> Any | None:
     try:
-        decoder = diffusers.AutoencoderTiny.from_pretrained(source, dtype=placement.dtype)
+        decoder = (diffusers.AutoencoderTiny().to(dtype=placement.dtype) if source == RANDOM_PREVIEW_DECODER
+                   else diffusers.AutoencoderTiny.from_pretrained(source, dtype=placement.dtype))
     except Exception as exc:
         # Previews are a nicety: fall back to the linear approximation instead of failing the model.
         _log.warning("preview decoder %r not loaded (%s); using the linear preview", source, _first_line(exc))

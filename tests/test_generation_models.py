@@ -122,6 +122,19 @@ def test_configured_tiny_preview_decoder_gives_full_size_previews(tmp_path: Path
     assert previews and all(preview.size == (64, 64) for preview in previews)
 
 
+def test_the_builtin_random_taesd_previews_with_the_real_architecture() -> None:
+    """``builtin:taesd-random`` (what bench.previews measures): TAESD's own layers, random weights, no download."""
+    model = ModelConfig(source="builtin:tiny", preview_decoder="builtin:taesd-random", **TINY_LIMITS)
+    runner = Runner(config_with({"previewed": model}, preview_every_steps=2))
+    decoder = runner.model("previewed").preview_decoder
+    assert type(decoder).__name__ == "AutoencoderTiny" and list(decoder.config.decoder_block_out_channels) == [64] * 4
+    name, limits = runner.config.model("previewed")
+    events: list[Any] = []
+    runner.run([validate(GenerationRequest(prompt="fox", seed=1, steps=6), name, limits)], events.append)
+    previews = [event.preview for event in events if event.preview is not None]
+    assert len(previews) == 2 and all(preview.size == (64, 64) for preview in previews)
+
+
 def test_sdxl_family_txt2img_img2img_and_local_folder(tmp_path: Path) -> None:
     folder = tmp_path / "tiny-xl"
     build_builtin("builtin:tiny-xl").save_pretrained(folder)
