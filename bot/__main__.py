@@ -1,13 +1,15 @@
 """``python -m bot [--config PATH]``: the composition root. Config, storage, the executor and the
-services are built here, in one place, and handed to ``ImagineBot``; nothing else builds them.
+services are built here, in one place, and handed to ``ImagineBot`` (sharded when ``discord.shards`` says so:
+``bot/sharding.py``); nothing else builds them.
 
-Bad set-up (no token, a rejected token, an invalid config) prints one line saying what to do and
-exits with code 2; SIGINT/SIGTERM drain the queue and close cleanly. When Discord cannot be reached
-(connection refused, a failed name lookup) it prints one line naming the host and the error per try and
-tries again with exponential backoff (``discord.connect_retry_s`` doubling up to ``connect_retry_max_s``),
-or, with ``--exit-on-connect-failure`` (``discord.exit_on_connect_failure``), exits with code 3 at once
-so that a supervisor decides when to restart it. With ``bot.standby`` it first waits to hold the active
-process's lease in Redis (``bot/standby.py``), and exits with code 4 after stepping down when it loses it.
+Bad set-up (no token, a rejected token, an invalid config, too many servers for one unsharded connection)
+prints one line saying what to do and exits with code 2; SIGINT/SIGTERM drain the queue and close cleanly.
+When Discord cannot be reached (connection refused, a failed name lookup) it prints one line naming the host
+and the error per try and tries again with exponential backoff (``discord.connect_retry_s`` doubling up to
+``connect_retry_max_s``), or, with ``--exit-on-connect-failure`` (``discord.exit_on_connect_failure``), exits
+with code 3 at once so that a supervisor decides when to restart it. With ``bot.standby`` it first waits to
+hold the active process's lease in Redis (``bot/standby.py``), and exits with code 4 after stepping down when
+it loses it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bot.core.faults import Checkpoints
 from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_reachable
 from bot.observability.logs import TEXT_FORMAT, use_format
 from bot.services import build_services
+from bot.sharding import build_bot
 from bot.standby import EXIT_STEPPED_DOWN, Standby
 from bot.storage import Storage
 from generation.errors import ConfigError
@@ -39,6 +42,7 @@ from generation.paths import folder_of
 _log = logging.getLogger("bot")
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+SHARDING_REQUIRED = 4011  # the gateway's close code for a connection that would hold too many servers
 TOKEN_HELP = (
     "DISCORD_TOKEN is not set. Create an application at https://discord.com/developers/applications, "
     "add a bot, copy its token, then run: DISCORD_TOKEN=<token> make run"
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         executor = GpuExecutor.from_config(config.generation)
     services = build_services(store, Storage(data_dir(path), config.bot.database_url), executor,
                               checkpoints=checkpoints)
-    bot = ImagineBot(services)
+    bot = build_bot(services)  # discord.shards: one connection, or discord.py's AutoShardedClient
     standby = None
     if config.bot.standby:
         if not config.generation.executor.redis_url:
@@ -174,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("Discord rejected DISCORD_TOKEN; copy the bot token again from the developer portal")
     except discord.PrivilegedIntentsRequired:
         return _fail("Discord refused the requested intents; this bot needs no privileged intents")
+    except discord.ConnectionClosed as exc:
+        if exc.code != SHARDING_REQUIRED:
+            raise
+        return _fail("Discord requires sharding: a gateway connection may hold at most 2,500 servers; set "
+                     "discord.shards: auto in the config (or a larger number of shards)")
     except (OSError, aiohttp.ClientError) as exc:  # reachable a moment ago, gone while logging in
         _say(f"lost the connection to Discord at {host}:{port} while logging in ({exc}); exiting")
         return EXIT_UNREACHABLE

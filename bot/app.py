@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,11 @@ def intents() -> discord.Intents:
     which interactions are resolved against). Slash commands and buttons arrive without any intent, so no
     message events are requested at all, and nothing privileged (Message Content, Server Members, Presence)."""
     return discord.Intents(guilds=True)
+
+
+def heartbeat_detail(text: str, latency: float) -> str:
+    """``text`` with the heartbeat's round trip, once there is one (discord.py says inf or nan before)."""
+    return f"{text}, heartbeat {latency * 1000:.0f} ms" if math.isfinite(latency) else text
 
 
 class ImagineBot(commands.Bot):
@@ -97,11 +103,14 @@ class ImagineBot(commands.Bot):
             return Health(False, "the client is closed")
         if not self.is_ready():
             return Health(False, "not connected yet")
+        return self._connection_health()
+
+    def _connection_health(self) -> Health:
+        """The one gateway connection (``bot.sharding.ShardedImagineBot`` checks each shard's)."""
         socket = self.ws
         if socket is None or not socket.open:
             return Health(False, "disconnected; reconnecting")
-        latency = self.latency
-        return Health(True, "connected" if latency == float("inf") else f"connected, heartbeat {latency * 1000:.0f} ms")
+        return Health(True, heartbeat_detail("connected", self.latency))
 
     def _say_invite(self) -> None:
         """The link that adds this very bot to a server, with the scopes and permissions it needs: built from

@@ -24,6 +24,7 @@ from bot.app import ImagineBot
 from bot.core.config import AppConfig, BotConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
 from bot.scheduler import Clock
 from bot.services import build_services
+from bot.sharding import build_bot
 from bot.storage import Storage
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
 from generation.errors import GenerationCancelled
@@ -211,10 +212,11 @@ async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | Con
 
 
 def make_bot(config: ConfigStore, storage: Storage, executor: Executor, *, clock: Clock, **options: Any) -> ImagineBot:
-    """The bot as ``python -m bot`` builds it (services first), on the test's clock, with a quick guild wait."""
+    """The bot as ``python -m bot`` builds it (services first; sharded as ``discord.shards`` says), on the test's
+    clock, with a quick guild wait."""
     options.setdefault("guild_ready_timeout", 0.05)
     options.setdefault("watch_config", False)
-    return ImagineBot(build_services(config, storage, executor, clock=clock), **options)
+    return build_bot(build_services(config, storage, executor, clock=clock), **options)
 
 
 def clock_of(fake: FakeDiscord) -> Clock:

@@ -123,7 +123,7 @@ def test_model_errors_come_through_generation_config() -> None:
 
 
 def test_discord_and_bot_sections_accept_extra_keys_for_later() -> None:
-    config = parse_config("discord: {dev_guilds: [1, 2], shard_count: 2}\nbot: {database_url: 'sqlite:///x.db'}\n")
+    config = parse_config("discord: {dev_guilds: [1, 2], activity: drawing}\nbot: {database_url: 'sqlite:///x.db'}\n")
     assert config.discord.dev_guilds == [1, 2]
     assert config.bot.database_url == "sqlite:///x.db"
     assert config.bot.styles  # defaults kept

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bot.core.contest_config import ContestsConfig
 from bot.core.overrides import Overrides, file_entry, merge, validate_guild
@@ -138,10 +138,31 @@ class SchedulerConfig(_Strict):
     reload_poll_s: Annotated[float, within(0.05, 3600, "s")] = 5.0
 
 
+MAX_SHARDS = 10_000  # 25 million servers at Discord's 2,500 per shard: far past what one process serves
+SHARDS_ALLOWED = (f"allowed: none (one gateway connection, the default), auto (as many shards as Discord "
+                  f"recommends) or a number of shards from 1 to {MAX_SHARDS}")
+
+
+def _shard_setting(value: Any) -> int | Literal["auto"] | None:
+    """``discord.shards`` as written: null or ``none``, ``auto``, or a whole number of shards."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    # bool is an int in Python; ``shards: true`` says nothing about how many shards.
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SHARDS:
+        return value
+    raise ValueError(f"{value!r} is not a shard setting; {SHARDS_ALLOWED}")
+
+
 class DiscordConfig(BaseModel):
     """Connection settings; other keys are kept for the bot (permissive on purpose)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    shards: int | Literal["auto"] | None = Field(
+        default=None, description="none: one gateway connection; auto: Discord's recommended shard count "
+        "(GET /gateway/bot); a number: that many shards, all in this process (discord.py's AutoShardedClient); "
+        "read at start-up")
     api_base: str | None = None
     gateway_url: str | None = None
     dev_guilds: list[int] = Field(default_factory=list)
@@ -150,6 +171,19 @@ class DiscordConfig(BaseModel):
         default=5.0, description="first wait before trying Discord again at start-up; doubles each time")
     connect_retry_max_s: Annotated[float, within(1, 3600, "s")] = Field(
         default=300.0, description="longest wait between tries")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shard_count(cls, data: Any) -> Any:
+        # discord.py calls it shard_count; kept as an unknown key it would silently run one shard.
+        if isinstance(data, Mapping) and "shard_count" in data:
+            raise ValueError(f"shard_count is not a setting; use shards: {SHARDS_ALLOWED.removeprefix('allowed: ')}")
+        return data
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _shards(cls, value: Any) -> int | Literal["auto"] | None:
+        return _shard_setting(value)
 
 
 def _default_aspects() -> dict[str, str]:

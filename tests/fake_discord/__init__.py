@@ -20,11 +20,15 @@ from the spec.  The ``fake_discord`` fixture fails the test on them; enable it w
 ``FakeDiscord(clock=...)`` takes anything with ``time() -> float``: snowflakes carry its time,
 and interaction tokens expire 15 minutes after dispatch on it.  A test that drives what no
 user could (a click on a deleted message) gets ``FakeRejected``.
+
+``FakeDiscord(recommended_shards=N)`` makes ``GET /gateway/bot`` recommend N shards; the gateway then
+expects one connection per shard and sends each guild's events to its own shard (``gateway.py``);
+``id_on_shard`` makes a guild id that lands on a given shard.
 """
 
 from .clock import TOKEN_LIFETIME_S, Clock, SystemClock
 from .interactions import InteractionHandle
-from .models import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser, default_guilds
+from .models import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser, default_guilds, id_on_shard, shard_of
 from .patching import discord_py_pointed_at, point_discord_py_at
 from .payloads import FakeAttachment
 from .records import (
@@ -63,6 +67,8 @@ __all__ = [
     "UploadedFile",
     "default_guilds",
     "discord_py_pointed_at",
+    "id_on_shard",
     "point_discord_py_at",
     "run_client",
+    "shard_of",
 ]

@@ -79,6 +79,21 @@ def new_id() -> int:
     return _ids()
 
 
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to: (guild_id >> 22) % shard_count; direct messages go to
+    shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
+
+
+def id_on_shard(shard_id: int, shard_count: int) -> int:
+    """A fresh snowflake for a guild that lands on ``shard_id`` of ``shard_count`` (its time moved up to
+    ``shard_count - 1`` ms later)."""
+    fresh = new_id()
+    ms = fresh >> 22
+    ms += (shard_id - ms) % shard_count
+    return (ms << 22) | (fresh & 0x3FFFFF)
+
+
 def iso_now() -> str:
     return datetime.now(UTC).isoformat()
 

@@ -12,9 +12,11 @@ from .state import FakeState
 
 
 class MiscRoutes:
-    def __init__(self, state: FakeState, gateway_url: str) -> None:
+    def __init__(self, state: FakeState, gateway_url: str, *, shards: int = 1, max_concurrency: int = 1) -> None:
         self.state = state
         self.gateway_url = gateway_url
+        self.shards = shards  # the shard count GET /gateway/bot recommends
+        self.max_concurrency = max_concurrency
 
     def install(self, api: RestApi) -> None:
         api.add("GET", "/users/@me", self.me)
@@ -96,8 +98,8 @@ class MiscRoutes:
         return json_response({"url": self.gateway_url})
 
     async def gateway_bot(self, ctx: Ctx) -> web.StreamResponse:
-        limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
-        return json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": self.max_concurrency}
+        return json_response({"url": self.gateway_url, "shards": self.shards, "session_start_limit": limit})
 
     # -- application commands -----------------------------------------------------------------
 

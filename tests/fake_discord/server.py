@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .clock import Clock
-from .gateway import Gateway
+from .gateway import GUILDS_PER_SHARD, Gateway, GatewaySession
 from .interactions import InteractionHandle
 from .models import JSON, FakeChannel, FakeGuild, FakeUser, default_guilds
 from .patching import discord_py_pointed_at
@@ -69,8 +69,14 @@ class FakeDiscord:
         default_timeout: float = 10.0,
         host: str = "127.0.0.1",
         clock: Clock | None = None,
+        recommended_shards: int = 1,
+        max_concurrency: int = 1,
+        guilds_per_shard: int = GUILDS_PER_SHARD,
     ) -> None:
         """``clock``: ``time() -> float`` (epoch s) for snowflakes and the 15-minute token expiry.
+
+        ``recommended_shards`` and ``max_concurrency`` are what ``GET /gateway/bot`` answers; the gateway holds
+        each shard to ``guilds_per_shard`` guilds and to that concurrency (see ``gateway.py``).
 
         A missing spec turns validation off, but raises ``SpecMissing`` under ``CI=true``."""
         bot = bot_user or FakeUser("imagine-bot", bot=True)
@@ -90,6 +96,8 @@ class FakeDiscord:
         else:
             self.validator, self.validation_skipped_reason = None, "disabled with FakeDiscord(validate=False)"
         self._host, self._heartbeat = host, heartbeat_interval_ms
+        self.recommended_shards, self.max_concurrency = recommended_shards, max_concurrency
+        self._guilds_per_shard = guilds_per_shard
         self._runner: web.AppRunner | None = None
         self._port = 0
         self.gateway: Gateway | None = None
@@ -101,9 +109,11 @@ class FakeDiscord:
         sock.bind((self._host, 0))
         self._port = sock.getsockname()[1]
         self.state.base_url = f"http://{self._host}:{self._port}"
-        self.gateway = Gateway(self.state, url=self.gateway_url, heartbeat_interval_ms=self._heartbeat)
+        self.gateway = Gateway(self.state, url=self.gateway_url, heartbeat_interval_ms=self._heartbeat,
+                               max_concurrency=self.max_concurrency, guilds_per_shard=self._guilds_per_shard)
         api = RestApi(self.state, self.validator)
-        MiscRoutes(self.state, self.gateway_url).install(api)
+        MiscRoutes(self.state, self.gateway_url, shards=self.recommended_shards,
+                   max_concurrency=self.max_concurrency).install(api)
         MessageRoutes(self.state).install(api)
         ThreadRoutes(self.state).install(api)
         app = web.Application(client_max_size=1024**3)  # the fake, not aiohttp, enforces upload limits
@@ -297,6 +307,11 @@ class FakeDiscord:
         )
 
     @property
+    def shards(self) -> list[tuple[int, int]]:
+        """``(shard_id, shard_count)`` of each connected shard; an unsharded bot is ``[(0, 1)]``."""
+        return self._gateway().connected_shards()
+
+    @property
     def identify_count(self) -> int:
         """How many IDENTIFYs the gateway answered (a restarted bot identifies again)."""
         return self._gateway().ready_count
@@ -387,8 +402,9 @@ class FakeDiscord:
         self._gateway().restore()
 
     async def dispatch(self, event: str, data: JSON) -> None:
-        """Send a raw gateway DISPATCH event to the connected bot."""
-        await self._gateway().dispatch(event, data)
+        """Send a raw gateway DISPATCH event to the bot, on the shard of ``data["guild_id"]`` (else shard 0)."""
+        guild_id = data.get("guild_id")
+        await self._gateway().dispatch(event, data, guild_id=int(guild_id) if guild_id is not None else None)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -399,9 +415,17 @@ class FakeDiscord:
 
     async def _send(self, payload: JSON, record: InteractionRecord) -> InteractionHandle:
         await self.wait_ready()
+        gateway = self._gateway()
+        guild_id = int(payload["guild_id"]) if payload.get("guild_id") is not None else None
+
+        def connected_owner() -> GatewaySession | None:  # the guild's shard (shard 0 for a DM), once connected
+            session = gateway.owner(guild_id)
+            return session if session is not None and session.connected else None
+
+        owner = await self.wait_until(connected_owner, what=f"the shard of guild {guild_id} to connect")
         record.created_at = asyncio.get_running_loop().time()
         record.dispatched_at = self.state.now()
         self.state.interactions[record.id] = record
         self.state.by_token[record.token] = record
-        await self._gateway().dispatch("INTERACTION_CREATE", payload)
+        await owner.dispatch("INTERACTION_CREATE", payload)
         return InteractionHandle(self, record)
