@@ -25,6 +25,7 @@ import aiohttp
 import discord
 
 from bot.app import ImagineBot
+from bot.bucket_mirror import RedisBucketMirror
 from bot.core.config import ConfigStore
 from bot.core.faults import Checkpoints
 from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_reachable
@@ -159,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         from generation.executor import GpuExecutor
 
         executor = GpuExecutor.from_config(config.generation)
+    # With Redis configured (workers, a standby), token buckets are mirrored there and survive a restart.
+    buckets = RedisBucketMirror.from_config(config.generation.executor)
     services = build_services(store, Storage(data_dir(path), config.bot.database_url), executor,
-                              checkpoints=checkpoints)
+                              checkpoints=checkpoints, buckets=buckets)
     bot = ImagineBot(services)
     standby = None
     if config.bot.standby:
