@@ -27,6 +27,7 @@ import aiohttp
 import discord
 
 from bot.app import ImagineBot
+from bot.bucket_mirror import RedisBucketMirror
 from bot.core.config import ConfigStore
 from bot.core.faults import Checkpoints
 from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_reachable
@@ -163,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         from generation.executor import GpuExecutor
 
         executor = GpuExecutor.from_config(config.generation)
+    # With Redis configured (workers, a standby), token buckets are mirrored there and survive a restart.
+    buckets = RedisBucketMirror.from_config(config.generation.executor)
     services = build_services(store, Storage(data_dir(path), config.bot.database_url), executor,
-                              checkpoints=checkpoints)
+                              checkpoints=checkpoints, buckets=buckets)
     bot = build_bot(services)  # discord.shards: one connection, or discord.py's AutoShardedClient
     standby = None
     if config.bot.standby:

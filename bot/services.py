@@ -15,6 +15,7 @@ from bot.core.content import ContentStats
 from bot.core.faults import Checkpoints
 from bot.observability import BotMetrics
 from bot.scheduler import Clock, JobEvents, Scheduler, SystemClock
+from bot.scheduler.limits import BucketStore
 from bot.scheduler.warmup import ModelWarmup
 from bot.storage import Storage
 from generation.interface import Executor, PreparesModels, ServesModels
@@ -40,12 +41,14 @@ class Services:
 
 
 def build_services(config: ConfigStore, storage: Storage, executor: Executor, *,
-                   clock: Clock | None = None, checkpoints: Checkpoints | None = None) -> Services:
-    """The one way the services are put together (the bot's start-up, the tests and the benchmarks)."""
+                   clock: Clock | None = None, checkpoints: Checkpoints | None = None,
+                   buckets: BucketStore | None = None) -> Services:
+    """The one way the services are put together (the bot's start-up, the tests and the benchmarks). ``buckets``:
+    where token buckets outlive a restart (``bot.bucket_mirror`` with Redis configured); None keeps them in memory."""
     clock = clock if clock is not None else SystemClock()
     if isinstance(executor, ServesModels):  # models added or changed by a reload are served at once
         config.subscribe(lambda reloaded: executor.use_models(reloaded.generation))
-    scheduler = Scheduler(executor, config, clock=clock)
+    scheduler = Scheduler(executor, config, clock=clock, buckets=buckets)
     warmup = ModelWarmup(executor, scheduler, config, clock) if isinstance(executor, PreparesModels) else None
     metrics = None
     observability = config.current.observability

@@ -21,6 +21,7 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.app import ImagineBot
+from bot.bucket_mirror import RedisBucketMirror
 from bot.core.config import AppConfig, BotConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
 from bot.scheduler import Clock
 from bot.services import build_services
@@ -212,11 +213,12 @@ async def running_bot(fake: FakeDiscord, data_dir: Path, config: AppConfig | Con
 
 
 def make_bot(config: ConfigStore, storage: Storage, executor: Executor, *, clock: Clock, **options: Any) -> ImagineBot:
-    """The bot as ``python -m bot`` builds it (services first; sharded as ``discord.shards`` says), on the test's
-    clock, with a quick guild wait."""
+    """The bot as ``python -m bot`` builds it (services first, token buckets mirrored in Redis when the config names
+    one, sharded as ``discord.shards`` says), on the test's clock, with a quick guild wait."""
     options.setdefault("guild_ready_timeout", 0.05)
     options.setdefault("watch_config", False)
-    return build_bot(build_services(config, storage, executor, clock=clock), **options)
+    buckets = RedisBucketMirror.from_config(config.current.generation.executor)
+    return build_bot(build_services(config, storage, executor, clock=clock, buckets=buckets), **options)
 
 
 def clock_of(fake: FakeDiscord) -> Clock:

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 async def test_a_month_later_the_images_are_purged_and_the_buttons_say_so(fake: FakeDiscord, clock: FrozenClock,
                                                                          tmp_path: Path) -> None:
     """README: "`retention:` how long result images and input images are kept (`images_days`, 30), job
-    records without their images (`jobs_days`, 365) and Discord interaction tokens (15 minutes)"."""
+    records without their images (`jobs_days`, 365; ...) and Discord interaction tokens (15 minutes)"."""
     async with running_bot(fake, tmp_path) as bot:
         storage = bot.services.storage
         assert isinstance(storage, WatchedStorage)
@@ -76,6 +76,11 @@ def test_retention_values_are_checked() -> None:
     assert parse_config("retention: {images_days: null, jobs_days: 90}\n").retention.images_days is None
     with pytest.raises(ConfigError, match=r"retention.interaction_token_minutes \(line 1\).*greater than or equal"):
         parse_config("retention: {interaction_token_minutes: 5}\n")
+    # Daily quotas are rebuilt from job records at a restart: a record kept less than a quota day would hand a
+    # member their images again.
+    with pytest.raises(ConfigError, match=r"retention.jobs_days \(line 1\): 1 is out of range; allowed: 2 to 36500 "
+                                          r"days \(quotas are counted from them\)"):
+        parse_config("retention: {jobs_days: 1}\n")
 
 
 async def test_a_follow_up_whose_source_was_deleted_is_dropped_at_restart_saying_why(tmp_path: Path) -> None:

@@ -226,7 +226,9 @@ class RetentionConfig(_Strict):
     """How long stored data is kept (``retention:``); a periodic purge removes what is older."""
 
     images_days: float | None = Field(default=30, gt=0, description="result PNGs and input images; null: forever")
-    jobs_days: float | None = Field(default=365, gt=0, description="job records, kept without images; null: forever")
+    # Daily quotas are counted again from job records at start-up: a record must outlive the longest quota day.
+    jobs_days: Annotated[float, within(2, 36_500, "days", "quotas are counted from them")] | None = Field(
+        default=365, description="job records, kept without images (at least 2 days); null: forever")
     interaction_token_minutes: float = Field(default=15, ge=15, le=60, description="Discord interaction tokens")
     purge_interval_s: float = Field(default=3600, ge=60, description="how often the purge runs")
 

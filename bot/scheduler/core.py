@@ -17,7 +17,7 @@ from bot.core.text import format_duration
 from bot.scheduler.clock import Clock
 from bot.scheduler.fairqueue import FairQueue
 from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState
-from bot.scheduler.limits import Admission, Charge, Occupancy
+from bot.scheduler.limits import Admission, BucketTaken, Charge, Occupancy
 from generation.errors import GenerationCancelled, ImagineError
 from generation.interface import Outcome
 from generation.request import CompatibilityKey, GenerationResult, compatibility_key
@@ -79,7 +79,7 @@ def _release(job: Job) -> None:
 
 class SchedulerCore:
     def __init__(self, config: ConfigSource, clock: Clock, listener: JobListener | None, *,
-                 idle_first: bool = True) -> None:
+                 idle_first: bool = True, on_take: BucketTaken | None = None) -> None:
         self.config_source = config
         self.clock = clock
         self.events = JobEvents()
@@ -88,7 +88,7 @@ class SchedulerCore:
         self.queue: FairQueue[Job] = FairQueue(lambda gid: self.config.guild_weight(gid),
                                                idle_first=idle_first)
         self.occupancy = Occupancy()
-        self.admission = Admission()
+        self.admission = Admission(on_take)
         self.jobs: dict[str, Job] = {}  # queued or running
         self.keys: dict[str, CompatibilityKey] = {}
         self.charges: dict[str, Charge] = {}

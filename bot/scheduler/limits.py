@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.core.config import Bucket, Limits, SchedulerConfig
@@ -55,10 +57,41 @@ class TokenBucket:
         return self.tokens >= self.capacity
 
 
+@dataclass(frozen=True)
+class BucketLevel:
+    """A bucket as kept outside this process: its tokens at a wall-clock second (a monotonic stamp means nothing
+    after a restart or in another process), and the rate and capacity it was filling at."""
+
+    tokens: float
+    wall: float
+    rate: float
+    capacity: float
+
+    def seconds_to_full(self) -> float:
+        """From ``wall``, at ``rate``; 0 when full (a full bucket is the same as none)."""
+        return max(0.0, (self.capacity - self.tokens) / self.rate) if self.rate > 0 else 0.0
+
+
+BucketTaken = Callable[[str, object, BucketLevel], None]
+
+
+class BucketStore(Protocol):
+    """Keeps bucket levels beyond this process (``bot.bucket_mirror``: Redis). Admission stays in memory and never
+    waits for it: ``taken`` notes a bucket's level after a take (kind ``user`` or ``guild``, the bucket's key) for
+    a write in the background; ``load`` returns what was kept, at start-up; ``close`` writes what is pending."""
+
+    def taken(self, kind: str, key: object, level: BucketLevel) -> None: ...
+
+    async def load(self) -> list[tuple[str, object, BucketLevel]]: ...
+
+    async def close(self) -> None: ...
+
+
 class BucketSet:
     """Buckets by key, created full on first use; full buckets are dropped now and then (same as new)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str = "") -> None:
+        self.kind = kind  # "user" or "guild": names the set for a BucketStore
         self._buckets: dict[object, TokenBucket] = {}
         self._ops = 0
 
@@ -68,7 +101,7 @@ class BucketSet:
             return 0.0
         return bucket.wait_time(now, amount, spec.rate, spec.capacity)
 
-    def take(self, key: object, now: float, amount: float, spec: Bucket) -> None:
+    def take(self, key: object, now: float, amount: float, spec: Bucket) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(now, spec.rate, spec.capacity)
@@ -76,6 +109,17 @@ class BucketSet:
         self._ops += 1
         if self._ops % _PRUNE_EVERY == 0:
             self._buckets = {k: b for k, b in self._buckets.items() if not b.is_full(now)}
+        return bucket
+
+    def restore(self, key: object, level: BucketLevel, stamp: float, now: float) -> bool:
+        """Put back a bucket kept elsewhere, ``level.tokens`` at clock time ``stamp``; False (and nothing kept)
+        when it is full by ``now``."""
+        bucket = TokenBucket(stamp, level.rate, level.capacity)
+        bucket.tokens = level.tokens
+        if bucket.is_full(now):
+            return False
+        self._buckets[key] = bucket
+        return True
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -177,10 +221,20 @@ class Charge:
 class Admission:
     """Checks and consumes the admission limits of one job."""
 
-    def __init__(self) -> None:
-        self.user_buckets = BucketSet()
-        self.guild_buckets = BucketSet()
+    def __init__(self, on_take: BucketTaken | None = None) -> None:
+        self.user_buckets = BucketSet("user")
+        self.guild_buckets = BucketSet("guild")
         self.quota = DailyQuota()
+        self._on_take = on_take  # a BucketStore's ``taken``: levels outlive the process
+
+    def restore_bucket(self, kind: str, key: object, level: BucketLevel, now: float, wall: float) -> bool:
+        """Put back a bucket kept outside the process (at start-up). Its wall stamp becomes a stamp on this clock,
+        never a future one (another machine's clock ahead of ours must not refill it late). False when the kind
+        is unknown or the bucket is full by now."""
+        buckets = {"user": self.user_buckets, "guild": self.guild_buckets}.get(kind)
+        if buckets is None:
+            return False
+        return buckets.restore(key, level, now - max(0.0, wall - level.wall), now)
 
     def record_usage(self, key: UserKey, images: int, limits: Limits, wall: float) -> Charge | None:
         """Count images against the daily quota without checking it (jobs admitted before a restart)."""
@@ -196,7 +250,10 @@ class Admission:
         charge = self.check(job, limits, scheduler, occupancy, now, wall)
         for bucket_set, key, spec, _, _ in self._buckets(job, limits):
             if spec is not None:
-                bucket_set.take(key, now, 1.0 if spec.unit == "requests" else job.cost, spec)
+                bucket = bucket_set.take(key, now, 1.0 if spec.unit == "requests" else job.cost, spec)
+                if self._on_take is not None:  # after the take: its stamp is now, so ``wall`` is its wall stamp
+                    self._on_take(bucket_set.kind, key,
+                                  BucketLevel(bucket.tokens, wall, bucket.rate, bucket.capacity))
         if charge is not None:
             self.quota.consume(charge.key, charge.period, charge.images)
         return charge

@@ -25,7 +25,7 @@ from bot.scheduler.clock import Clock, SystemClock
 from bot.scheduler.core import ConfigSource, SchedulerCore
 from bot.scheduler.dispatcher import Dispatcher, wait_event
 from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState, lane_of
-from bot.scheduler.limits import Charge, quota_day_starts, quota_period, quota_period_start
+from bot.scheduler.limits import BucketLevel, BucketStore, Charge, quota_day_starts, quota_period, quota_period_start
 from generation.errors import GenerationCancelled
 from generation.interface import CancelToken, Executor, Pooled
 
@@ -79,14 +79,19 @@ class Scheduler:
     """Admits, orders, batches and runs jobs on one executor. All methods run on the event loop.
 
     ``idle_first``: a server with nothing queued or owed has its next job served ahead of busy servers'
-    (``bot.scheduler.fairqueue``); False turns that off (plain fair queueing: the benchmark's baseline)."""
+    (``bot.scheduler.fairqueue``); False turns that off (plain fair queueing: the benchmark's baseline).
+
+    ``buckets``: where token buckets outlive the process (the Redis mirror, with Redis configured). The buckets in
+    memory stay the authority: every take is handed to it, ``start`` loads what it kept, ``stop`` closes it."""
 
     def __init__(self, executor: Executor, config: ConfigSource | AppConfig, *, clock: Clock | None = None,
                  listener: JobListener | None = None, record_timings: bool = False,
-                 idle_first: bool = True) -> None:
+                 idle_first: bool = True, buckets: BucketStore | None = None) -> None:
         source: ConfigSource = ConfigStore(initial=config) if isinstance(config, AppConfig) else config
         self._core = SchedulerCore(source, clock if clock is not None else SystemClock(), listener,
-                                   idle_first=idle_first)
+                                   idle_first=idle_first, on_take=buckets.taken if buckets is not None else None)
+        self._buckets = buckets
+        self._buckets_loaded = False
         self._dispatcher = Dispatcher(self._core, executor, record_timings=record_timings)
         self._draining = False
         self._refusals: Counter[str] = Counter()
@@ -116,6 +121,11 @@ class Scheduler:
                                limit="shutdown", retry_after=60.0)
 
     async def start(self) -> None:
+        if self._buckets is not None and not self._buckets_loaded:
+            # Before anything is admitted (the bot starts the scheduler before it serves commands): a restart or a
+            # standby's takeover resumes every bucket where it was, so a flood gets no fresh burst.
+            self._buckets_loaded = True
+            self._restore_buckets(await self._buckets.load())
         if self._pool is not None:
             await self._pool.start()
         self._draining = False
@@ -123,12 +133,23 @@ class Scheduler:
         self._dispatcher.start()
 
     async def stop(self, *, cancel_running: bool = False) -> None:
-        """Stop dispatching. Running batches finish (or are interrupted with ``cancel_running``)."""
+        """Stop dispatching. Running batches finish (or are interrupted with ``cancel_running``). The bucket store
+        writes what it still holds (before a standby takes over)."""
         await self._dispatcher.stop()
         if cancel_running:
             self._dispatcher.cancel_running()
         await self._dispatcher.wait_batches(None)
         await self._core.events.flush()
+        if self._buckets is not None:
+            await self._buckets.close()
+
+    def _restore_buckets(self, levels: list[tuple[str, object, BucketLevel]]) -> None:
+        core = self._core
+        now, wall = core.clock.monotonic(), core.clock.time()
+        restored = sum(core.admission.restore_bucket(kind, key, level, now, wall) for kind, key, level in levels)
+        if levels:
+            _log.info("rate limits: %d token bucket(s) resumed where they were (%d full by now)", restored,
+                      len(levels) - restored)
 
     async def drain(self, *, finish_queued: bool = False, timeout_s: float | None = None) -> list[Job]:
         """Shut down: refuse new jobs, then run the queue dry (``finish_queued``) or hand queued jobs

@@ -71,6 +71,26 @@ class Keys:
     def job_key_of_channel(self, channel: str) -> str:
         return channel.rsplit(":", 1)[-1]
 
+    def bucket(self, kind: str, ids: tuple[int, ...]) -> str:
+        """A token bucket's level (the bot's rate limits: ``kind`` user or guild, ``ids`` its key), written by the
+        bot after each take and expiring when the bucket would be full again."""
+        return self._key("bucket", kind, *map(str, ids))
+
+    @property
+    def buckets_pattern(self) -> str:
+        return self._key("bucket", "*")
+
+    def bucket_of(self, key: str) -> tuple[str, tuple[int, ...]] | None:
+        """``bucket``'s inverse: (kind, ids), or None for a key that is not a bucket's."""
+        prefix = self._key("bucket", "")
+        if not key.startswith(prefix):
+            return None
+        kind, *ids = key[len(prefix):].split(":")
+        try:
+            return kind, tuple(int(part) for part in ids)
+        except ValueError:
+            return None
+
 
 def connect(url: str) -> Redis:
     """A client that fails fast when Redis is gone (a couple of quick retries, not redis-py's ten), so an outage
