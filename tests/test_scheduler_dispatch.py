@@ -200,6 +200,21 @@ async def test_drain_finish_queued_and_timeout_interrupts() -> None:
     del b
 
 
+async def test_a_batch_interrupted_before_its_first_step_ends_and_frees_its_slot() -> None:
+    """A shutdown that interrupts a batch the instant it was launched (its task never ran a line): the job still
+    ends, as cancelled, and the drain finishes instead of waiting for it forever."""
+    rig = Rig(executor_kwargs={"duration": lambda batch: 100.0})
+    await rig.scheduler.start()
+    job = rig.submit("a", user=1)
+    dispatcher = rig.scheduler._dispatcher
+    dispatcher._step(rig.clock.monotonic())  # launches the batch; its task has not started yet
+    assert job.state is JobState.RUNNING and dispatcher.tasks
+    dispatcher.cancel_running()
+    await rig.clock.run_until_done(rig.scheduler.drain(timeout_s=0))
+    assert rig.recorder.finished_states() == {"a": JobState.CANCELLED}
+    assert rig.batches() == []  # it never reached the executor
+
+
 async def test_light_guild_waits_behind_at_most_the_running_batch(rig: Rig) -> None:
     for i in range(40):
         rig.submit(f"flood{i}", user=i % 4, steps=10 + i % 3)

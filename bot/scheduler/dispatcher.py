@@ -131,7 +131,19 @@ class Dispatcher:
         with about_jobs(*(job.id for job in batch.jobs)):  # the batch's log lines name its jobs
             task = asyncio.create_task(self._execute(batch), name=f"imagine-batch-{batch.jobs[0].id}")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda ended: self._ended(ended, batch))
+
+    def _ended(self, task: asyncio.Task[None], batch: Batch) -> None:
+        self.tasks.discard(task)
+        if any(running is batch for running in self.core.running):
+            # Cancelled before its first step, so _execute never ran to record it: without this the batch would
+            # hold its slot for good, and a drain would wait for it forever.
+            stopped = GenerationCancelled("The bot stopped while this request was running.")
+            try:
+                self.core.complete(batch, [stopped] * len(batch.jobs))
+            finally:
+                self.batch_done.set()
+                self.core.wake.set()
 
     async def _execute(self, batch: Batch) -> None:
         core = self.core
