@@ -34,7 +34,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.app import ImagineBot
-from bot.core.config import AppConfig, BotConfig, ConfigStore, Limits, SchedulerConfig
+from bot.core.config import AppConfig, BotConfig, Limits, SchedulerConfig
+from bot.core.config_store import ConfigStore
 from bot.services import build_services
 from bot.storage import Storage
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig

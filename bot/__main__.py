@@ -28,7 +28,7 @@ import discord
 
 from bot.app import ImagineBot
 from bot.bucket_mirror import RedisBucketMirror
-from bot.core.config import ConfigStore
+from bot.core.config_store import ConfigStore
 from bot.core.faults import Checkpoints
 from bot.discord_ui.endpoints import api_address, point_discord_at, wait_until_reachable
 from bot.observability.logs import TEXT_FORMAT, use_format

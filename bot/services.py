@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.core.config import ConfigStore
+from bot.core.config_store import ConfigStore
 from bot.core.content import ContentStats
 from bot.core.faults import Checkpoints
 from bot.observability import BotMetrics

@@ -180,8 +180,12 @@ RANDOM_PREVIEW_DECODER = "builtin:taesd-random"  # TAESD's architecture, random 
 
 def _load_preview_decoder(source: str, placement: Placement) -> Any | None:
     try:
-        decoder = (diffusers.AutoencoderTiny().to(dtype=placement.dtype) if source == RANDOM_PREVIEW_DECODER
-                   else diffusers.AutoencoderTiny.from_pretrained(source, dtype=placement.dtype))
+        if source == RANDOM_PREVIEW_DECODER:
+            decoder = diffusers.AutoencoderTiny()  # float32, as built
+            if decoder.dtype != placement.dtype:
+                decoder = decoder.to(dtype=placement.dtype)
+        else:
+            decoder = diffusers.AutoencoderTiny.from_pretrained(source, dtype=placement.dtype)
     except Exception as exc:
         # Previews are a nicety: fall back to the linear approximation instead of failing the model.
         _log.warning("preview decoder %r not loaded (%s); using the linear preview", source, _first_line(exc))

@@ -22,7 +22,8 @@ from PIL import Image
 
 from bot.app import ImagineBot
 from bot.bucket_mirror import RedisBucketMirror
-from bot.core.config import AppConfig, BotConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
+from bot.core.config import AppConfig, BotConfig, GuildConfig, Limits, SchedulerConfig
+from bot.core.config_store import ConfigStore
 from bot.scheduler import Clock
 from bot.services import build_services
 from bot.sharding import build_bot

@@ -20,7 +20,8 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from bot.app import ImagineBot
-from bot.core.config import AppConfig, ConfigStore, GuildConfig
+from bot.core.config import AppConfig, GuildConfig
+from bot.core.config_store import ConfigStore
 from bot.core.contest_config import ContestsConfig
 from bot.core.faults import Checkpoints
 from bot.features.contests.phase_store import PhaseStore

@@ -12,7 +12,8 @@ from typing import Any
 import pytest_asyncio
 
 from bot.app import ImagineBot
-from bot.core.config import AppConfig, ConfigStore, GuildConfig
+from bot.core.config import AppConfig, GuildConfig
+from bot.core.config_store import ConfigStore
 from bot.features.moderation.repository import AuditEntry, ModerationStore
 from tests.bot_harness import WAIT_S, GateExecutor, running_bot, tiny_app_config
 from tests.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, FakeRole, FakeUser, StoredMessage

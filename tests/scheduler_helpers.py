@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.core.config import AppConfig, ConfigStore, GuildConfig, Limits, SchedulerConfig
+from bot.core.config import AppConfig, GuildConfig, Limits, SchedulerConfig
+from bot.core.config_store import ConfigStore
 from bot.scheduler import Job, Scheduler, SimulatedClock
 from generation.config import GenerationConfig
 from generation.errors import FixableFailure, GenerationCancelled

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.config import Bucket, ConfigStore, GuildConfig, Limits
+from bot.core.config import Bucket, GuildConfig, Limits
+from bot.core.config_store import ConfigStore
 from bot.core.errors import QuotaExceeded, RateLimited
 from bot.features.imagine.service import ImagineService
 from bot.scheduler import Scheduler, SimulatedClock

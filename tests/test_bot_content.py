@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from bot.app import ImagineBot
-from bot.core.config import ConfigStore, GuildConfig
+from bot.core.config import GuildConfig
+from bot.core.config_store import ConfigStore
 from bot.core.policy import ContentConfig, ContentRule
 from bot.storage import JOB_STATUSES
 from tests.bot_harness import button, is_result, png, public, running_bot, tiny_app_config

@@ -10,7 +10,8 @@ from typing import Any
 import sqlalchemy.exc
 from PIL import Image
 
-from bot.core.config import BotConfig, Bucket, ConfigStore
+from bot.core.config import BotConfig, Bucket
+from bot.core.config_store import ConfigStore
 from bot.discord_ui.images import read_parameters
 from bot.storage import JobRecord, Storage
 from generation.request import GenerationRequest, ProgressEvent

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from bot.app import ImagineBot
-from bot.core.config import ConfigStore, GuildConfig, load_config
+from bot.core.config import GuildConfig, load_config
+from bot.core.config_store import ConfigStore
 from bot.core.policy import ContentConfig, ContentRule
 from bot.storage import Storage
 from generation.errors import ConfigError

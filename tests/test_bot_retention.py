@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.config import AppConfig, ConfigStore, RetentionConfig, load_config, parse_config
+from bot.core.config import AppConfig, RetentionConfig, load_config, parse_config
+from bot.core.config_store import ConfigStore
 from bot.features.imagine.service import ImagineService
 from bot.scheduler import Scheduler, SimulatedClock
 from bot.storage import JobRecord, Storage

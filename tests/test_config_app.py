@@ -15,7 +15,6 @@ from bot.core.config import (
     AppConfig,
     BotConfig,
     Bucket,
-    ConfigStore,
     DiscordConfig,
     GuildConfig,
     Limits,
@@ -24,6 +23,7 @@ from bot.core.config import (
     parse_config,
     resolve_limits,
 )
+from bot.core.config_store import ConfigStore
 from bot.scheduler import SimulatedClock
 from generation.errors import ConfigError
 

@@ -17,13 +17,13 @@ from bot.core.config import (
     MONTH_S,
     BotConfig,
     Bucket,
-    ConfigStore,
     DiscordConfig,
     GuildConfig,
     Limits,
     SchedulerConfig,
     parse_config,
 )
+from bot.core.config_store import ConfigStore
 from bot.core.errors import RateLimited
 from generation.config import ExecutorConfig, ModelConfig
 from generation.errors import ConfigError

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.config import AppConfig, Bucket, ConfigStore, GuildConfig, Limits, UserLimits, resolve_limits
+from bot.core.config import AppConfig, Bucket, GuildConfig, Limits, UserLimits, resolve_limits
+from bot.core.config_store import ConfigStore
 from bot.core.errors import InvalidSetting
 from bot.core.overrides import file_entry, merge
 from bot.core.policy import ContentConfig, ContentRule

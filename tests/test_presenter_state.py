@@ -13,7 +13,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.core.config import ConfigStore
+from bot.core.config_store import ConfigStore
 from bot.discord_ui.presenter import DiscordPresenter, StatusTarget
 from bot.storage import JobRecord, JobStatus, Storage
 from generation.request import GenerationRequest, ProgressEvent

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.config import ConfigStore
+from bot.core.config_store import ConfigStore
 from tests.bot_harness import button, decode, is_result, public, running_bot, tiny_app_config
 from tests.fake_discord import FakeDiscord
 

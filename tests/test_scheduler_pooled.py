@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.core.config import ConfigStore
+from bot.core.config_store import ConfigStore
 from bot.core.errors import WorkersUnreachable
 from bot.scheduler import Job, JobState, Scheduler, SimulatedClock
 from bot.scheduler.scheduler import WORKERS_UNREACHABLE_TEXT

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.config import ConfigStore, load_config
+from bot.core.config import load_config
+from bot.core.config_store import ConfigStore
 from generation.config import GenerationConfig, ModelConfig
 from generation.devices import Placement
 from generation.errors import ConfigError, ModelLoadError

@@ -39,7 +39,7 @@ def _for_requester(job: Job, outcome: object) -> ImagineError:
 
 
 class ConfigSource(Protocol):
-    """Where the scheduler reads the running config (``bot.core.config.ConfigStore`` is one)."""
+    """Where the scheduler reads the running config (``bot.core.config_store.ConfigStore`` is one)."""
 
     @property
     def current(self) -> AppConfig: ...

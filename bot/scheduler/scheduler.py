@@ -8,7 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.core.config import AppConfig, ConfigStore
+from bot.core.config import AppConfig
+from bot.core.config_store import ConfigStore
 from bot.core.errors import (
     Banned,
     ChannelNotAllowed,

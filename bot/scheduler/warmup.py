@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.core.config import ConfigStore
+from bot.core.config_store import ConfigStore
 from bot.core.tasks import BackgroundLoop
 from bot.core.text import format_duration
 from bot.scheduler.clock import Clock

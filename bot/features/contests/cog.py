@@ -19,7 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.config import ConfigStore
+from bot.core.config_store import ConfigStore
 from bot.core.errors import ContestProblem
 from bot.core.identity import Requester
 from bot.discord_ui.interactions import NO_MENTIONS, requester_of

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.core.config import AppConfig, ConfigStore
+from bot.core.config import AppConfig
+from bot.core.config_store import ConfigStore
 from bot.core.contest_config import ContestsConfig, resolve_contests
 from bot.core.errors import ContestProblem, NotPermitted, Refused
 from bot.core.identity import Requester

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.config import ConfigStore
+from bot.core.config_store import ConfigStore
 from bot.core.policy import SafetyMode
 from bot.core.safety import resolve_safety
 from bot.discord_ui.channel_access import ChannelAccess

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from bot.core.config import AppConfig, ConfigStore
+from bot.core.config import AppConfig
+from bot.core.config_store import ConfigStore
 from bot.core.content import ContentStats
 from bot.core.errors import DirectMessagesOff, ImageWithheld, JobNotFound, Refused, ShuttingDown
 from bot.core.faults import Checkpoints

@@ -8,7 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.config import ConfigStore, resolve_limits
+from bot.core.config import resolve_limits
+from bot.core.config_store import ConfigStore
 from bot.discord_ui.interactions import NO_MENTIONS, requester_of
 from bot.features.info.texts import help_text, queue_text
 from bot.scheduler import Scheduler

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.core.config import AppConfig, ConfigStore, resolve_limits
+from bot.core.config import AppConfig, resolve_limits
+from bot.core.config_store import ConfigStore
 from bot.core.errors import InvalidSetting, JobNotFound, NotPermitted
 from bot.core.identity import Requester
 from bot.core.overrides import Overrides

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from bot.core.config import ConfigStore, RetentionConfig
+from bot.core.config import RetentionConfig
+from bot.core.config_store import ConfigStore
 from bot.core.tasks import BackgroundLoop
 from bot.scheduler import Clock
 from bot.storage import PurgeReport, RetentionPolicy, Storage
