@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core import config as config_module
+from bot.core import config_store as config_module
 from bot.core.config import (
     AppConfig,
     BotConfig,

@@ -16,6 +16,7 @@ member an extra role never takes anything away from them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -144,6 +145,8 @@ def _shard_setting(value: Any) -> int | Literal["auto"] | None:
     # bool is an int in Python; ``shards: true`` says nothing about how many shards.
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SHARDS:
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number; {SHARDS_ALLOWED}")
     raise ValueError(f"{value!r} is not a shard setting; {SHARDS_ALLOWED}")
 
 
