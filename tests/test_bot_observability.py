@@ -4,13 +4,10 @@ and JSON log lines about a job."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
-import signal
 import socket
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from generation.interface import CancelToken, Outcome, ProgressCallback
 from generation.request import GenerationRequest
 from tests.bot_harness import UNLIMITED, WAIT_S, GateExecutor, WatchedStorage, is_result, running_bot, tiny_app_config
 from tests.fake_discord import FakeDiscord
-from tests.test_bot_process import ROOT, SMALL_CONFIG, bot_env
+from tests.test_bot_process import SMALL_CONFIG, bot_env, bot_process, stop, until_synced
 from tests.test_metrics import samples, value
 from tests.test_model_warmup import LoadingExecutor
 
@@ -214,16 +211,9 @@ async def test_python_m_bot_serves_the_endpoint_and_logs_json_lines(fake: FakeDi
     """The composition root as an operator runs it: ``observability`` in config.yaml, ``python -m bot``."""
     (tmp_path / "config.yaml").write_text(
         SMALL_CONFIG + f"observability: {{http_port: {port}, log_format: json}}\n")
-    log = (tmp_path / "bot.log").open("w")  # a file, not a pipe: a full pipe would stall the bot
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=ROOT, env=bot_env(tmp_path, IMAGINE_LOG_LEVEL="INFO", **fake.env),
-        stdout=log, stderr=log)
-    try:
-        synced = asyncio.ensure_future(fake.wait_commands("imagine", "stats", "me"))
-        exited = asyncio.ensure_future(process.wait())
-        await asyncio.wait({synced, exited}, return_when=asyncio.FIRST_COMPLETED)
-        exited.cancel()
-        assert synced.done(), f"the bot exited early: {(tmp_path / 'bot.log').read_text()}"
+    log_path = tmp_path / "bot.log"
+    async with bot_process(bot_env(tmp_path, IMAGINE_LOG_LEVEL="INFO", **fake.env), log_path) as process:
+        await until_synced(fake, process, log_path, "imagine", "stats", "me")
         assert (await get(port, "/healthz"))[0] == 200  # served from before the commands were synced
         handle = await fake.slash("imagine", {"prompt": "a fox in a log line"}, user="alice")
         await handle.wait_original(is_result)
@@ -234,14 +224,8 @@ async def test_python_m_bot_serves_the_endpoint_and_logs_json_lines(fake: FakeDi
         status, body_json = await readiness(port)
         assert status in (200, 503) and set(body_json["checks"]) == {"gateway", "model", "database"}
         assert body_json["checks"]["database"]["ok"]
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), WAIT_S)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        log.close()
-    text = (tmp_path / "bot.log").read_text()
+        code = await stop(process)
+    text = log_path.read_text()
     assert code == 0, text
     lines = [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
     assert any(line["logger"] == "bot.observability.server" and f":{port}/metrics" in line["message"]

@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,41 @@ def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@asynccontextmanager
+async def bot_process(env: dict[str, str], log_path: Path, *args: str,
+                      cwd: Path = ROOT) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m bot`` as an admin runs it, its output in ``log_path`` (a file, not a pipe: a full pipe would
+    stall the bot). A block that leaves it running (a failed assertion) has it killed."""
+    with log_path.open("w") as log:
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", *args, cwd=cwd, env=env,
+                                                       stdout=log, stderr=log)
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def until_synced(fake: FakeDiscord, process: asyncio.subprocess.Process, log_path: Path,
+                       *commands: str) -> None:
+    """Wait until the bot process has synced ``commands``; fail with its log if it exits first."""
+    synced = asyncio.ensure_future(fake.wait_commands(*commands))
+    exited = asyncio.ensure_future(process.wait())
+    await asyncio.wait({synced, exited}, return_when=asyncio.FIRST_COMPLETED)
+    exited.cancel()
+    if not synced.done():
+        synced.cancel()
+        raise AssertionError(f"the bot exited early: {await asyncio.to_thread(log_path.read_text)}")
+    synced.result()
+
+
+async def stop(process: asyncio.subprocess.Process) -> int:
+    """SIGTERM, as a service manager stops the bot; its exit code."""
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.wait(), WAIT_S)
+
+
 def run_bot_briefly(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """For start-up failures that need no Discord: they exit on their own, at once."""
     return subprocess.run([sys.executable, "-m", "bot"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -43,26 +80,13 @@ def run_bot_briefly(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 async def test_python_m_bot_serves_imagine_and_exits_cleanly_on_sigterm(fake: FakeDiscord, tmp_path: Path) -> None:
-    log = (tmp_path / "bot.log").open("w")  # a file, not a pipe: a full pipe would stall the bot
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=ROOT, env=bot_env(tmp_path, **fake.env), stdout=log, stderr=log)
-    try:
-        synced = asyncio.ensure_future(fake.wait_commands("imagine", "queue", "help"))
-        exited = asyncio.ensure_future(process.wait())
-        await asyncio.wait({synced, exited}, return_when=asyncio.FIRST_COMPLETED)
-        exited.cancel()
-        assert synced.done(), f"the bot exited early: {(tmp_path / 'bot.log').read_text()}"
-        synced.result()
+    log_path = tmp_path / "bot.log"
+    async with bot_process(bot_env(tmp_path, **fake.env), log_path) as process:
+        await until_synced(fake, process, log_path, "imagine", "queue", "help")
         handle = await fake.slash("imagine", {"prompt": "a fox from a subprocess --seed 11"}, user="alice")
         result = await handle.wait_original(is_result)
         assert "Seed 11 ·" in result.content and decode(result).size == (64, 64)
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), WAIT_S)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        log.close()
+        code = await stop(process)
     assert code == 0, (tmp_path / "bot.log").read_text()
     assert (tmp_path / "data" / "imagine.db").exists()
 

@@ -3,17 +3,14 @@ log without warnings, and a channel that withholds a permission the bot needs (R
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-import sys
 from pathlib import Path
 
 import discord
 import pytest
 
 from bot.discord_ui.invite import INVITED, NEEDED, invite_url
-from tests.bot_harness import WAIT_S, is_result, public, running_bot
+from tests.bot_harness import is_result, public, running_bot
 from tests.fake_discord import FakeChannel, FakeDiscord
 from tests.fake_discord.models import (
     ATTACH_FILES,
@@ -24,7 +21,7 @@ from tests.fake_discord.models import (
     SEND_MESSAGES_IN_THREADS,
     VIEW_CHANNEL,
 )
-from tests.test_bot_process import ROOT, bot_env
+from tests.test_bot_process import ROOT, bot_env, bot_process, stop, until_synced
 
 README = ROOT / "README.md"
 
@@ -87,24 +84,12 @@ async def test_python_m_bot_starts_without_a_warning_line(fake: FakeDiscord, tmp
     log_path = tmp_path / "bot.log"
     env = bot_env(tmp_path, **fake.env, IMAGINE_LOG_LEVEL="INFO")
     env.pop("TRANSFORMERS_VERBOSITY", None)  # as an admin's shell has it
-    with log_path.open("w") as log:  # a file, not a pipe: a full pipe would stall the bot
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=ROOT, env=env,
-                                                       stdout=log, stderr=log)
-        try:
-            synced = asyncio.ensure_future(fake.wait_commands("imagine"))
-            exited = asyncio.ensure_future(process.wait())
-            await asyncio.wait({synced, exited}, return_when=asyncio.FIRST_COMPLETED)
-            exited.cancel()
-            assert synced.done(), log_path.read_text()
-            # A first /imagine runs after the model is loaded: the whole start-up has been logged by then.
-            handle = await fake.slash("imagine", {"prompt": "a fox"}, user="alice")
-            await handle.wait_original(is_result)
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), WAIT_S)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    async with bot_process(env, log_path) as process:
+        await until_synced(fake, process, log_path, "imagine")
+        # A first /imagine runs after the model is loaded: the whole start-up has been logged by then.
+        handle = await fake.slash("imagine", {"prompt": "a fox"}, user="alice")
+        await handle.wait_original(is_result)
+        code = await stop(process)
     text = log_path.read_text()
     assert code == 0, text
     problems = [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line

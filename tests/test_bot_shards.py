@@ -4,7 +4,6 @@ fake Discord, which recommends shards and sends each guild's events to its own s
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ from tests.bot_harness import WAIT_S, is_result, running_bot, tiny_app_config
 from tests.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, FakeUser, id_on_shard
 from tests.frozen_clock import FrozenClock
 from tests.test_bot_observability import free_port, readiness
-from tests.test_bot_process import ROOT, SMALL_CONFIG, bot_env
+from tests.test_bot_process import ROOT, SMALL_CONFIG, bot_env, bot_process, stop, until_synced
 
 
 def test_shards_setting_accepts_none_auto_or_a_count_and_says_what_is_allowed() -> None:
@@ -138,19 +137,11 @@ async def test_python_m_bot_in_too_many_servers_says_to_shard_and_runs_with_auto
         assert [failure for failure in fake.pop_failures() if "sharding required" not in failure] == []
 
         (tmp_path / "config.yaml").write_text(SMALL_CONFIG + "discord: {shards: auto}\n")
-        log = (tmp_path / "bot.log").open("w")  # a file, not a pipe: a full pipe would stall the bot
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=ROOT,
-                                                       env=bot_env(tmp_path, **fake.env), stdout=log, stderr=log)
-        try:
+        log_path = tmp_path / "bot.log"
+        async with bot_process(bot_env(tmp_path, **fake.env), log_path) as process:
+            await until_synced(fake, process, log_path, "imagine")
             await fake.wait_until(lambda: fake.shards == [(0, 2), (1, 2)], what="both shards to connect")
-            await fake.wait_commands("imagine")
             await imagine_in_each_guild(fake)
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), WAIT_S)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            log.close()
-        assert code == 0, (tmp_path / "bot.log").read_text()
+            code = await stop(process)
+        assert code == 0, log_path.read_text()
     fake.assert_no_failures()

@@ -85,6 +85,17 @@ def started(generation: GenerationConfig, runners: list[Runner]) -> Runner:
     return runner
 
 
+def assert_same_as_eager(result: GenerationResult, generation: GenerationConfig, runners: list[Runner], *,
+                         seed: int) -> None:
+    """``result``'s first image is the one the same request makes with compile off."""
+    eager = Runner(generation.model_copy(update={"executor": generation.executor.model_copy(
+        update={"compile": False})}))
+    runners.append(eager)
+    [same] = eager.run([request(generation, seed=seed)])
+    assert isinstance(same, GenerationResult)
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(same.images[0]))
+
+
 # --- which shapes are compiled: pure functions ------------------------------------------------------------------
 
 
@@ -145,12 +156,7 @@ def test_warmed_shapes_run_compiled_and_every_other_shape_eager(
     runner.run([request(generation, seed=5, size=96)])
     assert calls == []  # three images, and 96x96: no bucket, so eager, and nothing compiled for them
 
-    eager = Runner(generation.model_copy(update={"executor": generation.executor.model_copy(
-        update={"compile": False})}))
-    runners.append(eager)
-    [same] = eager.run([request(generation, seed=5)])
-    assert isinstance(same, GenerationResult)
-    assert np.array_equal(np.asarray(one.images[0]), np.asarray(same.images[0]))
+    assert_same_as_eager(one, generation, runners, seed=5)
 
 
 def test_batches_run_eager_while_the_buckets_compile(monkeypatch: pytest.MonkeyPatch, runners: list[Runner]) -> None:
@@ -227,9 +233,4 @@ def test_the_blocks_scope_compiles_only_the_transformer_blocks_and_leaves_the_ea
     runner.run([request(generation, seed=5, size=96)])
     assert calls == []  # no bucket: the whole eager UNet
 
-    eager = Runner(generation.model_copy(update={"executor": generation.executor.model_copy(
-        update={"compile": False})}))
-    runners.append(eager)
-    [same] = eager.run([request(generation, seed=5)])
-    assert isinstance(same, GenerationResult)
-    assert np.array_equal(np.asarray(one.images[0]), np.asarray(same.images[0]))
+    assert_same_as_eager(one, generation, runners, seed=5)

@@ -4,9 +4,6 @@ beside it unless `IMAGINE_DATA_DIR` names another"."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +11,9 @@ import pytest
 from bot.__main__ import data_dir
 from bot.core.config import load_config
 from generation.config import load_generation_config
-from tests.bot_harness import WAIT_S, is_result
+from tests.bot_harness import is_result
 from tests.fake_discord import FakeDiscord
-from tests.test_bot_process import ROOT, SMALL_CONFIG, bot_env
+from tests.test_bot_process import ROOT, SMALL_CONFIG, bot_env, bot_process, stop, until_synced
 
 CONFIG = """\
 models:
@@ -103,20 +100,11 @@ async def test_python_m_bot_started_elsewhere_keeps_its_data_beside_the_config(f
     del env["IMAGINE_CONFIG"], env["IMAGINE_DATA_DIR"]
     env["PYTHONPATH"] = str(ROOT)  # what installing the package does; the current directory is not the project
     log_path = tmp_path / "bot.log"
-    with log_path.open("w") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", "../site/config.yaml", cwd=elsewhere, env=env,
-            stdout=log, stderr=log)
-        try:
-            await fake.wait_commands("imagine")  # fails after the fake's timeout if the bot exited instead
-            handle = await fake.slash("imagine", {"prompt": "a fox"}, user="alice")
-            await handle.wait_original(is_result)
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), WAIT_S)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    async with bot_process(env, log_path, "--config", "../site/config.yaml", cwd=elsewhere) as process:
+        await until_synced(fake, process, log_path, "imagine")
+        handle = await fake.slash("imagine", {"prompt": "a fox"}, user="alice")
+        await handle.wait_original(is_result)
+        code = await stop(process)
     assert code == 0, log_path.read_text()
     assert (site / "data" / "imagine.db").exists() and any((site / "data" / "images").rglob("*.png"))
     assert list(elsewhere.iterdir()) == []

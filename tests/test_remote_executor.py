@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 from PIL import ImageChops
+from saq.queue.redis import RedisQueue
 
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
 from generation.errors import FixableFailure, GenerationCancelled, ModelLoadError, OutOfMemory
@@ -26,6 +28,7 @@ from generation.interface import CancelToken, Pooled, PreparesModels
 from generation.remote.dispatch import NO_WORKER_TEXT
 from generation.remote.executor import RemoteExecutor
 from generation.remote.keys import Keys, connect
+from generation.remote.wire import WorkerInfo, dumps, worker_to_json
 from generation.remote.worker import GpuWorker, WorkerSettings, with_models
 from generation.request import GenerationRequest, GenerationResult, ProgressEvent, validate
 from generation.runner import PipelineCall, Runner
@@ -33,6 +36,7 @@ from tests.bot_harness import WAIT_S, tiny_model
 from tests.redis_backend import OwnRedis
 
 HEARTBEAT_S = 0.5
+_log = logging.getLogger(__name__)
 
 
 def cluster_config(redis_url: str, namespace: str, **models: ModelConfig) -> GenerationConfig:
@@ -82,10 +86,17 @@ class Cluster:
                 await self.executor.pool.changed()
 
     async def close(self) -> None:
-        for worker in self.workers:
-            if not worker.task.done():
-                with contextlib.suppress(Exception):
-                    await worker.stop()
+        """Drain every worker at once; one still running after WAIT_S / 2 is stopped outright, with a warning, so
+        that a teardown never outlasts the test's own timeout (drain itself is tested on its own)."""
+        running = [worker for worker in self.workers if not worker.task.done()]
+        for worker in running:
+            worker.worker.drain()
+        if running:
+            _, late = await asyncio.wait({worker.task for worker in running}, timeout=WAIT_S / 2)
+            for task in late:
+                _log.warning("an in-process test worker did not finish draining; stopping it")
+                task.cancel()
+            await asyncio.gather(*(worker.task for worker in running), return_exceptions=True)
         await self.executor.close()
 
 
@@ -357,3 +368,52 @@ def test_a_request_survives_the_wire_unchanged(tiny_config: GenerationConfig) ->
     original = replace(validate(GenerationRequest("a fox", negative_prompt="blur", seed=5, count=2), name, model),
                        init_image=b"\x89PNG...", strength=0.5, loras=(("ink", 0.8),))
     assert request_from_json(request_to_json(original)) == original
+
+
+async def test_a_batch_sent_to_a_worker_declared_gone_and_back_is_sent_again(
+        redis_url: str, redis_namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that stalls past its heartbeats is declared gone, which empties its queue, and its next beat brings
+    it back. A batch sent to it just before is no longer in its queue: the bot sends it again (it never ran there)
+    instead of waiting for it forever, as it once did when both happened between two of its looks."""
+    config = cluster_config(redis_url, redis_namespace)
+    keys = Keys(redis_namespace)
+    redis = connect(redis_url)
+    executor = RemoteExecutor.from_config(config)
+    stalled = WorkerInfo(id="stalled", queue=keys.queue_name("stalled"), device="cpu", host="test", pid=1,
+                         served=("tiny",), loaded=("tiny",))  # announced by hand: it never takes a job
+    beat = dumps(worker_to_json(stalled))
+    sent: asyncio.Queue[str] = asyncio.Queue()
+    real_enqueue = RedisQueue.enqueue
+
+    async def enqueue(queue: RedisQueue, function: str, **kwargs: Any) -> Any:
+        job = await real_enqueue(queue, function, **kwargs)
+        sent.put_nowait(str(kwargs.get("key")))
+        return job
+
+    monkeypatch.setattr(RedisQueue, "enqueue", enqueue)
+    try:
+        await redis.set(keys.worker("stalled"), beat, px=60_000)
+        await redis.sadd(keys.workers, "stalled")
+        await executor.start()
+        pool = executor.pool
+        async with asyncio.timeout(WAIT_S):
+            while not pool.alive("stalled"):
+                await pool.changed()
+        running = asyncio.create_task(executor.run([request(config)]))
+        first = await asyncio.wait_for(sent.get(), WAIT_S)
+        pool._reachable_since -= 3600  # long past the start-up grace, in which no worker is declared gone
+        await redis.delete(keys.worker("stalled"))  # no beat within the allowed gap: declared gone
+        await pool.refresh()
+        assert not pool.alive("stalled") and await pool.queue("stalled").count("queued") == 0
+        await redis.set(keys.worker("stalled"), beat, px=60_000)  # and back with its next beat
+        await redis.sadd(keys.workers, "stalled")
+        await pool.refresh()
+        again = await asyncio.wait_for(sent.get(), WAIT_S)
+        assert again != first and await pool.queue("stalled").count("queued") == 1  # waiting there once more
+        assert not running.done()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, WAIT_S)
+    finally:
+        await executor.close()
+        await redis.aclose()

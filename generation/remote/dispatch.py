@@ -123,7 +123,15 @@ class BatchRun:
                 ended = not isinstance(end, Lost)
             finally:
                 self._pool.release(worker.id, ended=ended)
-            if isinstance(end, Lost):
+            if isinstance(end, Lost) and not end.started and self._pool.alive(worker.id):
+                # Declared gone and back before it took the batch (which emptied its queue): it never ran there,
+                # so that worker may have it again.
+                resent += 1
+                if resent > MAX_RESENDS:
+                    return [WorkerLost(LOST_TEXT) for _ in self._batch]
+                _log.warning("batch %s: GPU worker %s was declared gone and came back before it took the batch; "
+                             "sending it again", key, worker.id)
+            elif isinstance(end, Lost):
                 self._tried.add(worker.id)
                 if not end.started:
                     continue
@@ -182,11 +190,12 @@ class BatchRun:
         channel = self._keys.events(key)
         self._channels.add(channel, lambda message: self._on_message(message, done))
         job: Job | None = None
+        life = self._pool.life(worker_id)
         try:
             job = await self._send(queue, key)
             if job is None:
                 return Resend("Redis could not be reached to send it")
-            return await self._wait(job, worker_id, done)
+            return await self._wait(job, worker_id, life, done)
         except asyncio.CancelledError:
             if job is not None:
                 await self._abort(job, "cancelled", worker_id)
@@ -220,7 +229,7 @@ class BatchRun:
         if self._on_progress is not None:
             self._on_progress(event)
 
-    async def _wait(self, job: Job, worker_id: str, done: asyncio.Event) -> Ended:
+    async def _wait(self, job: Job, worker_id: str, life: int, done: asyncio.Event) -> Ended:
         pushed: set[int] = set()
         started = False
         while True:
@@ -245,7 +254,7 @@ class BatchRun:
                 return Crashed(record.error or "an unexpected error")
             if record.status in (Status.COMPLETE, Status.ABORTED):
                 return Resend(f"the worker ended it without a result ({record.status.value})")
-            if not self._pool.alive(worker_id):
+            if not self._pool.alive(worker_id, life):  # gone, or gone and back: its queue was emptied meanwhile
                 await self._abort(record, "worker lost", worker_id)
                 return Lost(started=started)
 

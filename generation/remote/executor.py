@@ -132,9 +132,10 @@ class RemoteExecutor:
         except NoWorker as exc:
             raise ModelLoadError(f"model {name}: no GPU worker serves it") from exc
         queue = self._pool.queue(worker.id)
+        life = self._pool.life(worker.id)
         try:
             await queue.enqueue("prepare_model", key=key, timeout=0, retries=1, ttl=int(self._ttl_s), model=name)
-            while self._pool.alive(worker.id):
+            while self._pool.alive(worker.id, life):
                 await asyncio.sleep(POLL_S)
                 record = await queue.job(key)
                 if record is None:

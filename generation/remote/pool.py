@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection
 
 from redis.asyncio import Redis
@@ -50,6 +50,9 @@ class WorkerPool:
         # and keys of batches it aborted (never aborted twice); bounded, as only recent ones can still show up.
         self._ended: deque[str] = deque(maxlen=RECENT_KEYS)
         self._aborted: deque[str] = deque(maxlen=RECENT_KEYS)
+        # How often each worker was declared gone. One that stalls past its heartbeats is forgotten (its queue
+        # emptied) and comes back with its next beat; a job sent before that is lost even though it "is alive".
+        self._forgotten: Counter[str] = Counter()
         self._reachable: bool | None = None
         self._reason: str | None = "the workers' queue has not been reached yet"
         self._reachable_since = clock()
@@ -79,8 +82,13 @@ class WorkerPool:
     def on_change(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
 
-    def alive(self, worker_id: str) -> bool:
-        return worker_id in self._workers
+    def alive(self, worker_id: str, life: int | None = None) -> bool:
+        """Whether the worker is in the pool; with ``life`` (from ``life()`` when a job was sent), also that it
+        has not been declared gone since, which emptied its queue of that job."""
+        return worker_id in self._workers and (life is None or self._forgotten[worker_id] == life)
+
+    def life(self, worker_id: str) -> int:
+        return self._forgotten[worker_id]
 
     def workers(self) -> list[WorkerInfo]:
         return list(self._workers.values())
@@ -180,6 +188,7 @@ class WorkerPool:
     async def _forget(self, worker_id: str) -> None:
         """A dead worker leaves the registry, and its queue with it (a batch waiting there goes elsewhere)."""
         name = self._keys.queue_name(worker_id)
+        self._forgotten[worker_id] += 1
         with contextlib.suppress(RedisError, OSError):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.srem(self._keys.workers, worker_id)
