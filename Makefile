@@ -48,8 +48,10 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
 
-# Branch coverage of bot/ and generation/ (subprocesses included); the report names uncovered lines.
-COVERAGE_FLOOR ?= 92
+# Branch coverage of bot/ and generation/ (subprocesses included); the report names uncovered lines. CI, where
+# PostgreSQL and Redis always answer, holds 92 (.ci/run). Without them their tests skip, and the code only they
+# reach (the Redis cluster, PostgreSQL storage) counts as uncovered: hence the lower default on a laptop.
+COVERAGE_FLOOR ?= 90
 
 test: $(BIN)/.installed-dev lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q --cov --cov-report=term-missing:skip-covered \
