@@ -27,8 +27,8 @@ from pathlib import Path
 
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
 from generation.remote.executor import RemoteExecutor
-from generation.remote.keys import connect
 from generation.request import GenerationRequest, GenerationResult, validate
+from tests.redis_backend import delete_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("IMAGINE_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -71,14 +71,8 @@ async def start_workers(count: int, config_path: Path, folder: Path) -> list[asy
 
 
 async def forget_namespace(namespace: str) -> None:
-    """Delete a round's keys: the bot's and the workers', and SAQ's for their queues and jobs."""
-    client = connect(REDIS_URL)
-    try:
-        for pattern in (f"imagine:{namespace}:*", f"saq:*imagine.{namespace}.*"):
-            async for key in client.scan_iter(match=pattern, count=500):
-                await client.delete(key)
-    finally:
-        await client.aclose()
+    """Delete a round's keys, as the Redis tests delete theirs."""
+    await delete_namespace(REDIS_URL, namespace)
 
 
 async def stop_workers(processes: Sequence[asyncio.subprocess.Process]) -> None:
