@@ -9,13 +9,16 @@ For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped eve
 - bot: N users send /imagine through the fake Discord (tests/fake_discord) at once; the clock stops
   when every status message shows its result. This pays for everything a user waits for: gateway
   dispatch, admission, storage, the scheduler's batching window, status edits, grid encoding and upload.
-- direct: the same requests straight into the same GpuExecutor, in batches of max_batch_images.
+- direct: the same requests straight into the same GpuExecutor, in batches of max_batch_images (marked for
+  the safety checker as the bot marks them under the config's safety mode, so both run the same model work).
 - naive (``--naive``; always with ``--gpu``): what a simple bot does, one diffusers ``pipe(...)`` call per request,
   first come first served, on the same loaded pipeline.
 
 It prints the median wall time per image of each and their ratio, and the event-loop lag (how late
 a 5 ms ``asyncio.sleep`` wakes) while the bot runs: its p99 says whether anything blocks the loop
-while the GPU thread is busy. The fake Discord shares the loop, so its work counts against the bot.
+while the GPU thread is busy. The fake Discord shares the loop and the cores, so its work counts against the
+bot; its OpenAPI checks of every request and response (test-time strictness that the real Discord does not
+run on the bot's cores) are off here, and on with ``--validate``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -36,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bot.app import ImagineBot
 from bot.core.config import AppConfig, BotConfig, Limits, SchedulerConfig
 from bot.core.config_store import ConfigStore
+from bot.core.safety import needs_check, resolve_safety
 from bot.services import build_services
 from bot.storage import Storage
 from generation.config import ExecutorConfig, GenerationConfig, ModelConfig
@@ -97,6 +101,15 @@ def config(size: int, steps: int, source: str = "builtin:tiny", device: str = "c
         limits=none, scheduler=SchedulerConfig(), bot=BotConfig(progress_interval_s=2.0))
 
 
+def same_requests(app: AppConfig, n: int, round_id: int) -> list[GenerationRequest]:
+    """What the bot's /imagine makes of ``bot_round``'s commands: the prompt, the seed, the model's defaults,
+    and the safety check that the config's mode for a server channel asks for."""
+    name, model = app.generation.model(None)
+    check = needs_check(resolve_safety(app, guild_id=1, channel_nsfw=False))
+    return [replace(validate(GenerationRequest(f"a fox {round_id}-{i}", seed=i), name, model), check_safety=check)
+            for i in range(n)]
+
+
 def guild() -> FakeGuild:
     members = [FakeMember(FakeUser(f"user{index}")) for index in range(USERS)]
     return FakeGuild("Bench", channels=[FakeChannel("imagine")], members=members, owner_id=members[0].user.id)
@@ -118,8 +131,7 @@ async def bot_round(fake: FakeDiscord, n: int, round_id: int, lag: LagMeter) -> 
 
 
 async def direct_round(executor: GpuExecutor, app: AppConfig, n: int, round_id: int) -> float:
-    name, model = app.generation.model(None)
-    requests = [validate(GenerationRequest(f"a fox {round_id}-{i}", seed=i), name, model) for i in range(n)]
+    requests = same_requests(app, n, round_id)
     batch = executor.max_batch_images
     start = time.perf_counter()
     for first in range(0, n, batch):
@@ -131,8 +143,7 @@ async def naive_round(executor: GpuExecutor, app: AppConfig, n: int, round_id: i
     """One plain diffusers call per request, first come first served (what a simple bot does), same weights."""
     runner = executor.runner
     assert isinstance(runner, Runner)
-    name, model = app.generation.model(None)
-    requests = [validate(GenerationRequest(f"a fox {round_id}-{i}", seed=i), name, model) for i in range(n)]
+    requests = same_requests(app, n, round_id)
 
     def one(request: GenerationRequest) -> None:
         import torch
@@ -149,13 +160,13 @@ async def naive_round(executor: GpuExecutor, app: AppConfig, n: int, round_id: i
 
 
 async def main(rounds: int, size: int, steps: int, gpu: bool = False, naive: bool = False,
-               use_compile: bool = False) -> None:
+               use_compile: bool = False, validate_fake: bool = False) -> None:
     source, device = ("builtin:sd15-random", "cuda") if gpu else ("builtin:tiny", "cpu")
     app = config(size, steps, source, device, use_compile)
     executor = GpuExecutor.from_config(app.generation)
     samples = {n: Samples() for n in (1, USERS)}
     with tempfile.TemporaryDirectory() as data:
-        async with FakeDiscord(guilds=[guild()], default_timeout=300) as fake:
+        async with FakeDiscord(guilds=[guild()], default_timeout=300, validate=validate_fake) as fake:
             with fake.patch_discord():
                 services = build_services(ConfigStore(initial=app), Storage(Path(data)), executor)
                 bot = ImagineBot(services, guild_ready_timeout=0.05, watch_config=False)
@@ -189,7 +200,8 @@ async def main(rounds: int, size: int, steps: int, gpu: bool = False, naive: boo
                         p50, p99, worst = lag.p(0.5), lag.p(0.99), max(lag.lags)
             fake.assert_no_failures()
     where = ("CUDA fp16" if gpu else "CPU") + (", compiled buckets" if use_compile else "")
-    print(f"{source} {size}x{size}, {steps} steps, {where}, {rounds} rounds, batches of {executor.max_batch_images}")
+    print(f"{source} {size}x{size}, {steps} steps, {where}, {rounds} rounds, batches of {executor.max_batch_images}, "
+          f"fake Discord's OpenAPI checks {'on' if validate_fake else 'off'}")
     naive_header = f" {'naive s/img':>12} {'bot img/s / naive':>18}" if naive else ""
     print(f"{'N':>3} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6}{naive_header}")
     for n, got in samples.items():
@@ -212,6 +224,8 @@ if __name__ == "__main__":
     parser.add_argument("--naive", action="store_true", help="also time a one-call-per-request diffusers loop "
                         "(always on with --gpu)")
     parser.add_argument("--compile", action="store_true", help="executor.compile, buckets warmed before timing")
+    parser.add_argument("--validate", action="store_true", help="keep the fake Discord's OpenAPI checks on (they "
+                        "run on the bot's cores and count against it)")
     args = parser.parse_args()
     if args.gpu:
         import torch
@@ -221,4 +235,4 @@ if __name__ == "__main__":
                   "machine, or leave out --gpu", file=sys.stderr)
             sys.exit(2)
         args.size, args.steps, args.naive = 512, 25, True
-    asyncio.run(main(args.rounds, args.size, args.steps, args.gpu, args.naive, args.compile))
+    asyncio.run(main(args.rounds, args.size, args.steps, args.gpu, args.naive, args.compile, args.validate))
