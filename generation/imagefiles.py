@@ -13,9 +13,12 @@ EXIF UserComment in WebP and JPEG), written by the bot's uploads and the CLI's f
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -112,6 +115,52 @@ def encode_with_parameters(image: Image.Image, fmt: str, parameters_text: str, *
     else:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     return buffer.getvalue()
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {"L": 0, "RGB": 2, "RGBA": 6}  # 8 bits per channel
+_PNG_FILTER_UP = 2
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def _png_text_chunk(keyword: str, text: str) -> bytes:
+    """tEXt where the text is Latin-1 (what the format allows there), else iTXt in UTF-8, as Pillow chooses."""
+    try:
+        return _png_chunk(b"tEXt", keyword.encode("latin-1") + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        # keyword, compression flag and method, empty language tag and translated keyword, then the text
+        return _png_chunk(b"iTXt", keyword.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8"))
+
+
+def quick_png(image: Image.Image, parameters_text: str | None = None, *, level: int = 1) -> bytes:
+    """``image`` as PNG, written in one pass: every row with the "Up" filter, then zlib at ``level``.
+
+    Pillow's encoder tries five filters on every row and keeps the best, which costs more than the compression
+    itself: on a 512x512 image this is about twice as fast, for files of the same size at level 1 and up to 5 %
+    larger at level 6 (``python -m bench.png_encode``). Modes other than L, RGB and RGBA go through Pillow."""
+    colour_type = _PNG_COLOUR_TYPES.get(image.mode)
+    if colour_type is None:
+        buffer = io.BytesIO()
+        info = PngImagePlugin.PngInfo()
+        if parameters_text is not None:
+            info.add_text("parameters", parameters_text)
+        image.save(buffer, format="PNG", pnginfo=info, compress_level=level)
+        return buffer.getvalue()
+    pixels = np.asarray(image, dtype=np.uint8).reshape(image.height, -1)
+    rows = np.empty((image.height, pixels.shape[1] + 1), dtype=np.uint8)
+    rows[:, 0] = _PNG_FILTER_UP
+    rows[0, 0] = 0  # the first row has nothing above it: no filter
+    rows[0, 1:] = pixels[0]
+    np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])  # wraps modulo 256, as the filter is defined
+    header = struct.pack(">IIBBBBB", image.width, image.height, 8, colour_type, 0, 0, 0)
+    parts = [_PNG_SIGNATURE, _png_chunk(b"IHDR", header)]
+    if parameters_text is not None:
+        parts.append(_png_text_chunk("parameters", parameters_text))
+    parts += [_png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)), _png_chunk(b"IEND", b"")]
+    return b"".join(parts)
 
 
 def read_parameters(data: bytes) -> str | None:

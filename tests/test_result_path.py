@@ -14,16 +14,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import generation.request
 from bot.discord_ui.images import read_parameters, upload_limit
 from bot.discord_ui.result_files import ResultFiles
 from bot.storage import JobRecord
+from generation.imagefiles import quick_png
 from generation.request import GenerationRequest, GenerationResult, Timings, validate
 from tests.bot_harness import GateExecutor, WatchedStorage, is_result, public, running_bot, tiny_model
 from tests.fake_discord import FakeDiscord
 
 
 def count_png_encodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """The size of every image Pillow encodes as PNG from now on (a spy on its PNG encoder)."""
+    """The size of every image encoded as PNG from now on: spies on Pillow's PNG encoder (the grid) and on
+    ``quick_png`` (each stored image)."""
     sizes: list[tuple[int, int]] = []
     encoder: Callable[..., Any] = Image.SAVE["PNG"]
 
@@ -31,7 +34,12 @@ def count_png_encodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
         sizes.append(image.size)
         return encoder(image, *args, **kwargs)
 
+    def quick_spy(image: Image.Image, *args: Any, **kwargs: Any) -> bytes:
+        sizes.append(image.size)
+        return quick_png(image, *args, **kwargs)
+
     monkeypatch.setitem(Image.SAVE, "PNG", spy)
+    monkeypatch.setattr(generation.request, "quick_png", quick_spy)
     return sizes
 
 

@@ -29,6 +29,7 @@ from generation.errors import (
     OutOfMemory,
     WorkerLost,
 )
+from generation.imagefiles import quick_png
 from generation.request import GenerationRequest, ProgressEvent, Timings
 from generation.warmup import Warmed
 
@@ -87,9 +88,7 @@ def error_from_json(data: Mapping[str, Any]) -> ImagineError:
 
 # --- images ---------------------------------------------------------------------------------------
 def png_of(image: Image.Image, *, compress_level: int = 1) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
+    return quick_png(image, level=compress_level)
 
 
 def image_of(data: bytes) -> Image.Image:

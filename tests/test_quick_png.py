@@ -1,0 +1,65 @@
+"""``quick_png``: the one-pass PNG writer behind every stored result. Whatever it writes must decode, in Pillow
+and so in Discord and in SD tools, to exactly the pixels and the parameters it was given."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.imagefiles import quick_png, read_parameters
+
+
+def random_image(mode: str, size: tuple[int, int], seed: int = 0) -> Image.Image:
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    return Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (37, 5), (64, 64), (3, 200)])
+def test_every_pixel_comes_back_as_written(mode: str, size: tuple[int, int]) -> None:
+    image = random_image(mode, size)
+    with Image.open(io.BytesIO(quick_png(image, "a fox"))) as back:
+        assert back.format == "PNG" and back.mode == mode and back.size == size
+        assert np.array_equal(np.asarray(back), np.asarray(image))
+
+
+@pytest.mark.parametrize("text", [
+    "a red fox in snow\nSteps: 25, Seed: 5",
+    "Füchse im Schnee, café",  # Latin-1: a tEXt chunk
+    "a 🦊 in 雪\nNegative prompt: ✗",  # beyond Latin-1: an iTXt chunk in UTF-8
+])
+def test_the_parameters_read_back_exactly(text: str) -> None:
+    data = quick_png(random_image("RGB", (8, 8)), text)
+    assert read_parameters(data) == text
+
+
+def test_without_parameters_there_is_no_text_chunk() -> None:
+    data = quick_png(random_image("RGB", (8, 8)))
+    assert read_parameters(data) is None
+    assert b"tEXt" not in data and b"iTXt" not in data
+
+
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+def test_every_zlib_level_decodes_to_the_same_image(level: int) -> None:
+    image = random_image("RGB", (40, 30), seed=level)
+    with Image.open(io.BytesIO(quick_png(image, "x", level=level))) as back:
+        assert np.array_equal(np.asarray(back), np.asarray(image))
+
+
+def test_a_mode_it_does_not_write_itself_goes_through_pillow() -> None:
+    palette = random_image("RGB", (16, 16)).convert("P")
+    data = quick_png(palette, "a palette image")
+    with Image.open(io.BytesIO(data)) as back:
+        assert back.mode == "P"
+        assert np.array_equal(np.asarray(back.convert("RGB")), np.asarray(palette.convert("RGB")))
+    assert read_parameters(data) == "a palette image"
+
+
+def test_a_smooth_image_is_compressed() -> None:
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
+    image = Image.fromarray(np.stack([ramp, ramp.T, ramp], axis=2))
+    assert len(quick_png(image)) < 256 * 256 * 3 // 20  # the Up filter leaves long runs for zlib
