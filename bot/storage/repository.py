@@ -50,6 +50,15 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _read_back(session: AsyncSession, job_id: str) -> JobRecord:
+    """The job as the write just made it, read in the write's own transaction: a second session and
+    transaction for the read cost more than the write itself."""
+    row = await session.get(JobRow, job_id, populate_existing=True)
+    if row is None:
+        raise JobNotFound.not_stored(job_id)
+    return _to_job(row)
+
+
 def _to_job(row: JobRow) -> JobRecord:
     interaction = None
     if row.application_id is not None and row.interaction_token and row.token_created_at is not None:
@@ -241,7 +250,7 @@ class Storage:
             result = cast(CursorResult[Any], await session.execute(statement))
             if result.rowcount != 1:
                 raise IllegalTransition(job_id, current, status, (), raced=True)
-        return await self.require_job(job_id)
+            return await _read_back(session, job_id)
 
     async def set_messages(
         self, job_id: str, *, status_message_id: int | None = None, result_message_id: int | None = None
@@ -303,7 +312,7 @@ class Storage:
                 update(JobRow).where(JobRow.id == job_id).values(**values)))
             if result.rowcount != 1:
                 raise JobNotFound.not_stored(job_id)
-        return await self.require_job(job_id)
+            return await _read_back(session, job_id)
 
     async def jobs_in_states(self, states: Iterable[JobStatus]) -> list[JobRecord]:
         """Jobs in any of ``states``, oldest first (for resuming after a restart)."""

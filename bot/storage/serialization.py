@@ -9,6 +9,7 @@ lacks take their defaults (rows written before LoRAs have no ``loras``, before t
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
 import typing
@@ -25,6 +26,7 @@ _SKIPPED = frozenset({"init_image"})
 _PAIRS = frozenset({"loras"})  # tuples of (name, weight): JSON lists of [name, weight]
 
 
+@functools.cache  # every read of a job needs it: resolving the annotations each time cost more than the rest
 def _field_types() -> dict[str, tuple[type, ...]]:
     """Allowed JSON value types per field, from the dataclass's own annotations (so they stay in sync)."""
     hints = typing.get_type_hints(GenerationRequest)
