@@ -69,10 +69,12 @@ class JobRecorder:
     async def started(self, job: Job) -> None:
         if job.feature != FEATURE:
             return
-        stored = await self._storage.get_job(job.id)
-        if stored is not None and stored.status == "queued":
+        try:
+            # One write, no read first: the write checks the lifecycle itself.
             await self._storage.update_status(job.id, "running")
             self._checkpoints.reached("running")
+        except (IllegalTransition, JobNotFound):
+            pass  # already running (resumed), ended meanwhile (a cancel was stored first), or gone
         await self._presenter.started(job.id)
 
     async def progress(self, job: Job, event: ProgressEvent) -> None:
