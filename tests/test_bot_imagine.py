@@ -271,6 +271,32 @@ async def test_progress_before_the_status_is_recorded_is_held_and_the_latest_sho
         assert shown == ["3/10", "4/10"]  # steps 1 and 2 were superseded before anyone could see them
 
 
+async def test_the_first_step_waits_its_turn_after_starting(fake: FakeDiscord, tmp_path: Path) -> None:
+    """Progress edits come at most every ``progress_interval_s``, counted from the "Starting…" edit too: a step
+    right after it is not shown (two edits in a moment tell the member nothing), the next one after the interval
+    is."""
+    config = tiny_app_config(fake, bot=BotConfig(progress_interval_s=2.0))
+    storage = Storage(tmp_path)
+    gpu = SteppingExecutor()
+    clock = clock_of(fake)
+    bot = make_bot(ConfigStore(initial=config), storage, gpu, clock=clock)
+    async with run_client(fake, bot):
+        handle = await fake.slash("imagine", {"prompt": "a patient owl"}, user="alice")
+        await asyncio.wait_for(gpu.running.wait(), WAIT_S)
+        # "Starting…" as an edit of the posted status message (the first post may say it already): shown now
+        await handle.wait_original(lambda m: len(m.contents) >= 2 and m.content.startswith("Starting"))
+        await gpu.steps.put(1)
+        await asyncio.wait_for(gpu.reported.get(), WAIT_S)
+        await bot.services.scheduler.flush_notifications()  # the presenter has heard of step 1...
+        await clock.advance(2.0)
+        await gpu.steps.put(2)  # ...and step 2 comes a whole interval after "Starting…"
+        await handle.wait_original(lambda m: "(step 2/10)" in m.content)
+        await gpu.steps.put(0)
+        result = await handle.wait_original(is_result)
+    shown = [text.split("(step ")[1].rstrip(")") for text in result.contents if text.startswith("Generating")]
+    assert shown == ["2/10"]
+
+
 class UnsavableStorage(Storage):
     """Real storage whose disk refuses result images."""
 

@@ -38,8 +38,10 @@ pytestmark = pytest.mark.slow
 HEARTBEAT_S = 0.5
 
 
-def cluster_yaml(redis_url: str, namespace: str) -> str:
+def cluster_yaml(redis_url: str, namespace: str, bot: str = "") -> str:
+    """``bot``: more settings of the ``bot`` section (every step is shown, so a test can see a job running)."""
     return f"""\
+bot: {{progress_interval_s: 0{", " + bot if bot else ""}}}
 models:
   default: tiny
   tiny: {{source: "builtin:tiny", default_steps: 2, max_steps: 200, default_width: 64, default_height: 64}}
@@ -169,8 +171,7 @@ async def test_a_bot_killed_mid_batch_runs_it_again_from_its_database_and_it_end
         fake: FakeDiscord, tmp_path: Path, redis_url: str, redis_namespace: str, postgres_url: str) -> None:
     """The worker may still be running the dead bot's attempt when the next bot starts: that one is aborted
     (nobody waits for it), and the batch runs again for the job the database (PostgreSQL) says is running."""
-    (tmp_path / "config.yaml").write_text(cluster_yaml(redis_url, redis_namespace)
-                                          + f'bot: {{database_url: "{postgres_url}"}}\n')
+    (tmp_path / "config.yaml").write_text(cluster_yaml(redis_url, redis_namespace, f'database_url: "{postgres_url}"'))
     first = BotProcess(fake, tmp_path, "first", IMAGINE_FAULT_KILL_AFTER="running", IMAGINE_LOG_LEVEL="INFO")
     second = BotProcess(fake, tmp_path, "second", IMAGINE_LOG_LEVEL="INFO")
     worker = WorkerProcess(tmp_path, "only")
@@ -205,8 +206,7 @@ async def test_a_standby_bot_takes_over_when_the_active_one_is_killed(
     and once the active one is SIGKILLed it takes over, resuming what was queued and running: every request
     ends once."""
     (tmp_path / "config.yaml").write_text(
-        cluster_yaml(redis_url, redis_namespace)
-        + f'bot: {{database_url: "{postgres_url}", standby: true, standby_lease_s: 2}}\n')
+        cluster_yaml(redis_url, redis_namespace, f'database_url: "{postgres_url}", standby: true, standby_lease_s: 2'))
     active = BotProcess(fake, tmp_path, "active", IMAGINE_LOG_LEVEL="INFO")
     standby = BotProcess(fake, tmp_path, "standby", IMAGINE_LOG_LEVEL="INFO")
     worker = WorkerProcess(tmp_path, "only")

@@ -155,6 +155,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         ref = InteractionRef(interaction.application_id, interaction.token, interaction.created_at)
         stored = await self._service.submit(composed, requester, kind=kind, parent_job_id=parent_job_id,
                                             interaction=ref)
+        self._presenter.expect_status(stored.id)
         try:
             message_id = await self._post_status(interaction, stored.id)
             await self._service.record_status_message(stored.id, message_id)
