@@ -7,7 +7,8 @@ between "images ready" and "upload started". Both encoders run on the same image
 bot stores) and 6 (the CLI's files), alternating, and the median of ``--runs`` is kept. The images:
 
 - ``noise``: uniform noise, what the builtin models with random weights make (the tests' and benches' images);
-- ``photo``: smooth colour gradients with a little grain, closer to what a trained model makes.
+- ``photo``: smooth colour gradients with a little grain, closer to what a trained model makes;
+- ``flat``: flat shapes on a plain background, with some text (an illustration or a logo).
 
 It prints milliseconds and bytes per encode and the ratios quick / Pillow (time below 1 is faster; bytes near 1
 is the same size).
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from generation.imagefiles import quick_png
 
@@ -35,7 +36,13 @@ def images(size: int) -> dict[str, Image.Image]:
     axis = np.linspace(0, 6, size)
     waves = np.sin(axis[None, :, None] * np.array([1.0, 1.3, 0.7]) + axis[:, None, None]) * 100 + 128
     photo = np.clip(waves + rng.normal(0, 6, waves.shape), 0, 255).astype(np.uint8)
-    return {"noise": Image.fromarray(noise), "photo": Image.fromarray(photo)}
+    flat = Image.new("RGB", (size, size), (240, 240, 250))
+    draw = ImageDraw.Draw(flat)
+    for index in range(20):
+        x, y = index * size // 25, index * size // 34
+        draw.ellipse((x, y, x + size // 4, y + size // 6), fill=(index * 12, 100, 200 - index * 8))
+    draw.text((10, 10), "a red fox in snow " * 4, fill=(0, 0, 0))
+    return {"noise": Image.fromarray(noise), "photo": Image.fromarray(photo), "flat": flat}
 
 
 def pillow_png(image: Image.Image, level: int) -> bytes:

@@ -325,5 +325,5 @@ class GenerationResult:
     def png_bytes(self, index: int, *, compress_level: int = 6) -> bytes:
         """Image ``index`` as PNG carrying its parameters, so a saved file keeps its recipe.
 
-        ``compress_level`` 1 is about three times faster than the default 6 for a third more bytes."""
+        ``compress_level`` 1 (what the bot stores) is about twice as fast as 6 (``quick_png``)."""
         return quick_png(self.images[index], self.parameters_text(index), level=compress_level)
