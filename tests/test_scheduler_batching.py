@@ -1,5 +1,6 @@
-"""Natural batching on simulated time: a job that finds the GPU idle starts at once, jobs that arrive while a
-batch runs start together as soon as it ends, ``batch_window_ms`` only holds a free slot while another batch
+"""Natural batching on simulated time: a job that finds the GPU idle starts at once (unless other requests are
+on their way in: then it waits for them, within the window), jobs that arrive while a batch runs start together
+as soon as it ends, ``batch_window_ms`` only holds a free slot while another batch
 runs, and a model's own ``max_batch_images`` caps its batches. Times are the simulated clock's, exact."""
 
 from __future__ import annotations
@@ -18,6 +19,39 @@ async def test_an_idle_gpu_starts_a_lone_job_at_once_whatever_the_window() -> No
     await rig.clock.advance(0)  # no simulated time passes
     assert rig.batches() == [["a"]]
     assert job.enqueued_at == job.started_at == 3.0
+    await rig.clock.run_until_done(rig.scheduler.stop())
+
+
+async def test_requests_on_their_way_in_hold_an_idle_gpu_so_a_burst_starts_together() -> None:
+    """Eight requests sent at once: the first one stored finds the GPU idle, but the others are still being
+    stored, so it waits for them and the burst runs as full batches (4 + 4), not as 1 + 4 + 3."""
+    rig = Rig(batch_window_ms=30, executor_kwargs={"max_batch_images": 4, "duration": lambda batch: 2.0})
+    await rig.scheduler.start()
+    ways_in = [rig.scheduler.arriving() for _ in range(8)]
+    for way_in in ways_in:
+        way_in.__enter__()
+    jobs = []
+    for index, way_in in enumerate(ways_in):  # each stored in turn, 1 ms apart
+        way_in.__exit__(None, None, None)
+        jobs.append(rig.submit(f"r{index}", user=index + 1))
+        await rig.clock.advance(0.001)
+    await rig.clock.advance(0)
+    assert rig.batches() == [["r0", "r1", "r2", "r3"]]
+    assert jobs[0].started_at == pytest.approx(0.003)  # as soon as four were in: a full batch waits for nobody
+    await rig.clock.advance(2.0)
+    assert rig.batches()[1:] == [["r4", "r5", "r6", "r7"]]
+    await rig.clock.run_until_done(rig.scheduler.stop())
+
+
+async def test_a_request_slow_on_its_way_in_holds_an_idle_gpu_no_longer_than_the_window() -> None:
+    rig = Rig(batch_window_ms=30)
+    await rig.scheduler.start()
+    with rig.scheduler.arriving():  # its storage is slow: the first job goes when the window ends
+        first = rig.submit("first", user=1)
+        await rig.clock.advance(0.029)
+        assert rig.batches() == []
+        await rig.clock.advance(0.002)
+        assert rig.batches() == [["first"]] and first.started_at == pytest.approx(0.030)
     await rig.clock.run_until_done(rig.scheduler.stop())
 
 

@@ -101,6 +101,7 @@ class SchedulerCore:
         self.positions_dirty = False
         self.last_refresh = -math.inf
         self.held_for: str | None = None  # a model loading at start-up: jobs wait queued, nothing dispatches
+        self.arriving = 0  # requests on their way in (being stored and admitted): see Scheduler.arriving
         self.eta_measured = False  # a real batch has been timed: a warm-up measurement no longer applies
         self.unavailable: dict[str, tuple[str, float | None]] = {}  # model -> (why, clock time of the next try)
         # Batches that may run at once: scheduler.concurrency, or a pooled executor's live workers (Scheduler sets it).

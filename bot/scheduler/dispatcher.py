@@ -3,10 +3,13 @@ of each job. Only this module awaits the executor.
 
 Natural batching: a job that finds the GPU idle (no batch running) starts at once, alone if it is
 alone; jobs that arrive while a batch runs queue up, and the compatible ones start together, in fair
-order, as soon as it ends. Waiting when idle would only add latency (the issue measured 30 ms on every
-lone job) and gain nothing: nobody else is waiting. ``scheduler.batch_window_ms`` applies only with
-``concurrency`` > 1, when a slot is free while another batch runs: a batch that is not full then waits up
-to that long (from when its head was queued) for batch-mates, since the other slots are busy anyway."""
+order, as soon as it ends. Waiting on a timer when idle would only add latency (the issue measured 30 ms on
+every lone job) and gain nothing. ``scheduler.batch_window_ms`` bounds two waits for batch-mates that are
+known to exist, each counted from when the batch's head was queued, and only while the batch is not full:
+
+- requests already on their way in (``Scheduler.arriving``: received, still being stored and admitted) hold
+  an idle GPU, so that a burst starts as full batches instead of a lone first job and the rest behind it;
+- with ``concurrency`` > 1, a free slot waits while another batch runs, since the other slots are busy."""
 
 from __future__ import annotations
 
@@ -111,10 +114,13 @@ class Dispatcher:
 
     def _window_left(self, jobs: list[Job], max_images: int, now: float) -> float | None:
         """Seconds the planned batch should still wait for batch-mates; None: start it now (see module
-        docstring: only while another batch runs, and only while it is not full)."""
-        window_s = self.core.config.scheduler.batch_window_ms / 1000
+        docstring: only while requests are on their way in or another batch runs, and only while it is not
+        full)."""
+        core = self.core
+        window_s = core.config.scheduler.batch_window_ms / 1000
         images = sum(job.images for job in jobs)
-        if not self.core.running or window_s <= 0 or images >= self.core.image_cap(jobs[0], max_images):
+        mates_coming = core.arriving > 0 or bool(core.running)
+        if not mates_coming or window_s <= 0 or images >= core.image_cap(jobs[0], max_images):
             self._window_deadline = None
             return None
         if self._window_deadline is None:

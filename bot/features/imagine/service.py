@@ -155,11 +155,12 @@ class ImagineService:
         self.check_where(requester)  # buttons too: DMs may have been switched off since the result
         self._scheduler.check_accepting()  # during shutdown storage closes soon: store nothing new
         composed = self._with_safety(composed, requester)
-        stored = await self._storage.create_job(
-            composed.request, user_id=requester.user_id, guild_id=requester.guild_id or None,
-            channel_id=requester.channel_id, role_ids=requester.role_ids, kind=kind, parent_job_id=parent_job_id,
-            interaction=interaction,
-        )
+        with self._scheduler.arriving():  # an idle GPU waits for it, so that requests sent together run together
+            stored = await self._storage.create_job(
+                composed.request, user_id=requester.user_id, guild_id=requester.guild_id or None,
+                channel_id=requester.channel_id, role_ids=requester.role_ids, kind=kind, parent_job_id=parent_job_id,
+                interaction=interaction,
+            )
         self._checkpoints.reached("stored")
         job = self._job(stored.id, composed, requester)
         # A refusal raises here; the scheduler reports it to JobRecorder, which stores it (one writer
