@@ -14,11 +14,11 @@ For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped eve
 - naive (``--naive``; always with ``--gpu``): what a simple bot does, one diffusers ``pipe(...)`` call per request,
   first come first served, on the same loaded pipeline.
 
-It prints the median wall time per image of each and their ratio, and the event-loop lag (how late
-a 5 ms ``asyncio.sleep`` wakes) while the bot runs: its p99 says whether anything blocks the loop
-while the GPU thread is busy. The fake Discord shares the loop and the cores, so its work counts against the
-bot; its OpenAPI checks of every request and response (test-time strictness that the real Discord does not
-run on the bot's cores) are off here, and on with ``--validate``.
+It prints the median wall time per image of each and their ratio (and the median of each round's own
+ratio, "paired"), and the event-loop lag (how late a 5 ms ``asyncio.sleep`` wakes) while the bot runs: its
+p99 says whether anything blocks the loop while the GPU thread is busy. The fake Discord shares the loop and
+the cores, so its work counts against the bot; its OpenAPI checks of every request and response (test-time
+strictness that the real Discord does not run on the bot's cores) are off here, and on with ``--validate``.
 """
 
 from __future__ import annotations
@@ -203,14 +203,17 @@ async def main(rounds: int, size: int, steps: int, gpu: bool = False, naive: boo
     print(f"{source} {size}x{size}, {steps} steps, {where}, {rounds} rounds, batches of {executor.max_batch_images}, "
           f"fake Discord's OpenAPI checks {'on' if validate_fake else 'off'}")
     naive_header = f" {'naive s/img':>12} {'bot img/s / naive':>18}" if naive else ""
-    print(f"{'N':>3} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6}{naive_header}")
+    print(f"{'N':>3} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6} {'paired':>7}{naive_header}")
     for n, got in samples.items():
         direct, via_bot = statistics.median(got.direct), statistics.median(got.bot)
+        # The median of each round's own ratio: a round's two runs are minutes closer than the whole run's,
+        # so a machine that speeds up or slows down between rounds moves it less.
+        paired = statistics.median(bot / plain for bot, plain in zip(got.bot, got.direct, strict=True))
         naive_cells = ""
         if naive:
             plain = statistics.median(got.naive)
             naive_cells = f" {plain:>12.3f} {plain / via_bot:>18.2f}"
-        print(f"{n:>3} {direct:>13.3f} {via_bot:>10.3f} {via_bot / direct:>6.3f}{naive_cells}")
+        print(f"{n:>3} {direct:>13.3f} {via_bot:>10.3f} {via_bot / direct:>6.3f} {paired:>7.3f}{naive_cells}")
     print(f"event-loop lag while generating: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
           f"max {worst * 1000:.1f} ms ({len(lag.lags)} ticks)")
 
