@@ -103,7 +103,6 @@ class _Shown:
     last_progress_edit: float = field(default=float("-inf"))
     finished: bool = False
     withdrawn: bool = False
-    posting: bool = False  # its status message is being posted (``expect_status``): nothing to look up in storage
     # Renders of one job run one at a time, in order: a late "queued" edit must never land on the result.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -160,12 +159,6 @@ class DiscordPresenter:
         await self._storage.set_messages(stored.id, status_message_id=message.id)
         return message.id
 
-    def expect_status(self, job_id: str) -> None:
-        """The cog is posting this fresh job's status message and will ``attach`` it (or withdraw the job): until
-        then its updates wait for it, with no storage read to look for a status message that cannot be stored yet."""
-        if job_id not in self._ended:
-            self._shown.setdefault(job_id, _Shown()).posting = True
-
     async def attach(self, job_id: str, target: StatusTarget) -> None:
         """The cog answered the interaction: show whatever happened to the job meanwhile."""
         if job_id in self._ended:
@@ -189,7 +182,7 @@ class DiscordPresenter:
             self._ended.popitem(last=False)
 
     async def _target_for(self, job_id: str, shown: _Shown) -> StatusTarget | None:
-        if shown.target is not None or shown.posting:
+        if shown.target is not None:
             return shown.target
         stored = await self._storage.get_job(job_id)  # a job resumed after a restart
         if stored is None or stored.status_message_id is None or stored.channel_id is None:

@@ -36,6 +36,7 @@ from generation.imagefiles import open_image
 from generation.request import MAX_SEED
 
 _log = logging.getLogger(__name__)
+UNLOAD_WAIT_S = 10.0  # how long unloading waits for interactions still showing their job
 
 
 def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
@@ -54,6 +55,7 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         self._recorder = recorder
         self._outbox = outbox
         self._unsubscribe: Callable[[], None] | None = None
+        self._answering: set[asyncio.Task[Any]] = set()  # interactions between storing a job and attaching it
 
     @property
     def presenter(self) -> DiscordPresenter:
@@ -65,6 +67,11 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         self._unsubscribe = self._events.subscribe(self._recorder)
 
     async def cog_unload(self) -> None:
+        # A job that ended before its status message was attached is shown by attach, in the interaction's own
+        # task: let it finish its writes while storage is still open (a cancel mid-query strands a connection).
+        answering = self._answering - {asyncio.current_task()}
+        if answering:
+            await asyncio.wait(answering, timeout=UNLOAD_WAIT_S)
         await self._outbox.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -151,11 +158,20 @@ class ImagineCog(commands.Cog, name=COG_NAME):
     async def submit_and_show(self, interaction: discord.Interaction[Any], composed: Composed, *, kind: JobKind,
                               parent_job_id: str | None = None) -> None:
         """Admit the job (refusals raise before anything public is posted), then post its status message."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._answering.add(task)
+        try:
+            await self._submit_and_show(interaction, composed, kind=kind, parent_job_id=parent_job_id)
+        finally:
+            self._answering.discard(task)
+
+    async def _submit_and_show(self, interaction: discord.Interaction[Any], composed: Composed, *, kind: JobKind,
+                               parent_job_id: str | None) -> None:
         requester = requester_of(interaction)
         ref = InteractionRef(interaction.application_id, interaction.token, interaction.created_at)
         stored = await self._service.submit(composed, requester, kind=kind, parent_job_id=parent_job_id,
                                             interaction=ref)
-        self._presenter.expect_status(stored.id)
         try:
             message_id = await self._post_status(interaction, stored.id)
             await self._service.record_status_message(stored.id, message_id)
