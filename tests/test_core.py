@@ -1,5 +1,5 @@
-"""bot.core: the one duration format, the one owner-or-moderator check, and job events fanned out to
-many subscribers, each isolated from the others."""
+"""bot.core: the one duration format, the one owner-or-moderator check, job events fanned out to many
+subscribers, each isolated from the others, and the loop the outbox and the contest phases run on."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from bot.core.config import AppConfig, GuildConfig
 from bot.core.errors import NotPermitted
 from bot.core.events import EventHub
 from bot.core.identity import Requester
+from bot.core.tasks import PassLoop
 from bot.core.text import format_duration
-from bot.scheduler import Job, JobState
+from bot.scheduler import Job, JobState, SimulatedClock
 from bot.services import services_of
 from tests.bot_harness import is_result, running_bot
 from tests.fake_discord import FakeDiscord
@@ -141,3 +142,54 @@ async def test_a_second_subscriber_hears_the_job_and_its_failures_never_reach_th
 def test_services_are_only_found_on_the_bot_that_carries_them() -> None:
     with pytest.raises(TypeError, match="has no Services"):
         services_of(object())
+
+
+class Passes:
+    """A ``PassLoop`` pass that records each run and can be held in the middle, as a slow query would be."""
+
+    def __init__(self, due_in_s: float | None) -> None:
+        self.due_in_s = due_in_s
+        self.begun = 0
+        self.ended = 0
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.changed = asyncio.Condition()
+
+    async def run(self) -> float | None:
+        self.begun += 1
+        await self.hold.wait()
+        self.ended += 1
+        async with self.changed:
+            self.changed.notify_all()
+        return self.due_in_s
+
+    async def until(self, ended: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.ended >= ended), 10)
+
+
+async def test_a_pass_loop_runs_when_due_or_woken_and_lets_a_pass_under_way_finish_on_stop() -> None:
+    """The outbox and the contest phases run on it: a delivery or a tally under way is never cut off by a
+    shutdown (a cancel mid-query would strand a database connection), and a wake never waits for the timer."""
+    clock = SimulatedClock(start=0.0)
+    passes = Passes(due_in_s=60.0)
+    loop = PassLoop("test-passes", passes.run, clock.sleep, idle_s=300.0)
+    loop.start()
+    await passes.until(1)
+    await clock.advance(59.0)
+    assert passes.begun == 1  # the next one is due in 60 s
+    await clock.advance(1.0)
+    await passes.until(2)
+    loop.wake()  # something changed: no waiting for the next due time
+    await passes.until(3)
+    assert clock.monotonic() == 60.0
+    passes.hold.clear()
+    loop.wake()
+    await clock.settle()
+    assert passes.begun == 4 and passes.ended == 3  # the fourth pass is held in the middle
+    stopping = asyncio.create_task(loop.stop(timeout_s=30.0))
+    await clock.settle()
+    assert not stopping.done() and passes.ended == 3  # stop waits for the pass...
+    passes.hold.set()
+    await asyncio.wait_for(stopping, 10)
+    assert passes.ended == 4 and passes.begun == 4  # ...which finished, and no other began

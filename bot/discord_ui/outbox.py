@@ -8,12 +8,11 @@ new message carries the job's nonce. Jobs this process is still showing live are
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from bot.core.tasks import PassLoop
 from bot.discord_ui.presenter import DiscordPresenter
 from bot.scheduler import Clock
 from bot.storage import JobKind, Storage
@@ -29,30 +28,18 @@ class Outbox:
         self._kinds = kinds  # the jobs its feature shows; another feature delivers its own kinds
         self._presenter = presenter
         self._clock = clock
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PassLoop("imagine-outbox", self._pass, clock.sleep, idle_s=IDLE_CHECK_S)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="imagine-outbox")
+        self._loop.start()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Let a delivery under way finish (a cancel mid-query would strand a database connection)."""
-        if self._task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
-        if not done:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
+        """Let a delivery under way finish (see ``PassLoop.stop``)."""
+        await self._loop.stop(timeout_s)
 
     def wake(self) -> None:
         """Look for due deliveries now (a job just failed an attempt, say)."""
-        self._wake.set()
+        self._loop.wake()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.time(), UTC)
@@ -67,22 +54,12 @@ class Outbox:
             await self._presenter.redeliver(stored)
         return tried
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self.deliver_due()
-                due = await self._storage.next_delivery_due(kinds=self._kinds)
-            except Exception:  # storage trouble: try again later rather than stop delivering for good
-                _log.exception("the outbox could not look for owed deliveries")
-                due = None
-            if self._stopping:
-                return
-            wait_s = IDLE_CHECK_S if due is None else max(0.05, (due - self._now()).total_seconds())
-            sleeper = asyncio.ensure_future(self._clock.sleep(min(wait_s, IDLE_CHECK_S)))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+    async def _pass(self) -> float | None:
+        """Try what is due; return the seconds until the next owed delivery falls due (None: none is known)."""
+        try:
+            await self.deliver_due()
+            due = await self._storage.next_delivery_due(kinds=self._kinds)
+        except Exception:  # storage trouble: try again later rather than stop delivering for good
+            _log.exception("the outbox could not look for owed deliveries")
+            return None
+        return None if due is None else (due - self._now()).total_seconds()

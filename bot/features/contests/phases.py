@@ -10,12 +10,12 @@ restart needs nothing kept: the first pass finds whatever fell due while the bot
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.core.faults import Checkpoints
+from bot.core.tasks import PassLoop
 from bot.features.contests.phase_store import PhaseStore
 from bot.scheduler import Clock
 
@@ -36,33 +36,20 @@ class PhaseLoop:
         self._poster = poster
         self._clock = clock
         self._checkpoints = checkpoints or Checkpoints()
-        self._wake = asyncio.Event()
         self._started = self._done = 0  # passes begun and ended
         self._pass_ended = asyncio.Condition()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PassLoop("contest-phases", self._pass, clock.sleep, idle_s=IDLE_CHECK_S)
 
     def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="contest-phases")
+        self._loop.start()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Let a pass under way finish (a cancel mid-query would strand a database connection)."""
-        if self._task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
-        if not done:
-            self._task.cancel()
-        with contextlib.suppress(BaseException):  # a pass that died (logged below) must not fail the unload
-            await self._task
-        self._task = None
+        """Let a pass under way finish (see ``PassLoop.stop``)."""
+        await self._loop.stop(timeout_s)
 
     def wake(self) -> None:
         """Look at the rounds now (one was started, cancelled or changed)."""
-        self._wake.set()
+        self._loop.wake()
 
     async def next_pass(self) -> None:
         """Wake the loop and wait for the end of a pass that begins after this call (for diagnostics and tests:
@@ -98,37 +85,19 @@ class PhaseLoop:
         await self.run_due()
         await self._poster.deliver_due()
 
-    async def _run(self) -> None:
+    async def _pass(self) -> float | None:
+        """One pass; returns the seconds until the next deadline or retry (None: none is known)."""
+        self._started += 1
+        due: datetime | None = None
         try:
-            while not self._stopping:
-                self._wake.clear()
-                self._started += 1
-                due: datetime | None = None
-                try:
-                    await self.run_once()
-                    deadlines = [moment for moment in (await self._phases.next_deadline(),
-                                                       await self._phases.next_retry()) if moment is not None]
-                    due = min(deadlines, default=None)
-                except Exception:  # storage trouble: try again shortly rather than stop for good
-                    _log.exception("the contest phase loop failed; it tries again in %g s", RETRY_S)
-                    due = self._now() + timedelta(seconds=RETRY_S)
-                async with self._pass_ended:
-                    self._done = self._started
-                    self._pass_ended.notify_all()
-                if self._stopping:
-                    return
-                wait_s = IDLE_CHECK_S if due is None else max(0.05, (due - self._now()).total_seconds())
-                await self._sleep(min(wait_s, IDLE_CHECK_S))
-        except BaseException:
-            if not self._stopping:
-                _log.critical("the contest phase loop stopped", exc_info=True)
-            raise
-
-    async def _sleep(self, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
+            await self.run_once()
+            deadlines = [moment for moment in (await self._phases.next_deadline(),
+                                               await self._phases.next_retry()) if moment is not None]
+            due = min(deadlines, default=None)
+        except Exception:  # storage trouble: try again shortly rather than stop for good
+            _log.exception("the contest phase loop failed; it tries again in %g s", RETRY_S)
+            due = self._now() + timedelta(seconds=RETRY_S)
+        async with self._pass_ended:
+            self._done = self._started
+            self._pass_ended.notify_all()
+        return None if due is None else (due - self._now()).total_seconds()
