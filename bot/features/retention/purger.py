@@ -11,11 +11,12 @@ A failed run is logged and tried again at the next interval; it never stops the 
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 
 from bot.core.config import RetentionConfig
 from bot.core.config_store import ConfigStore
-from bot.core.tasks import BackgroundLoop
+from bot.core.tasks import PassLoop
 from bot.scheduler import Clock
 from bot.storage import PurgeReport, RetentionPolicy, Storage
 
@@ -36,7 +37,9 @@ class Purger:
         self._storage = storage
         self._config = config
         self._clock = clock
-        self._loop = BackgroundLoop("retention-purge", self._run)
+        # A purge is stopped between runs, never in the middle of one: a cancel mid-query strands a database
+        # connection that holds SQLite's write lock, and the next process on the same data waits it out.
+        self._loop = PassLoop("retention-purge", self._run_once, clock.sleep, idle_s=math.inf)
 
     def start(self) -> None:
         self._loop.start()
@@ -61,12 +64,11 @@ class Purger:
         due = await self._storage.next_token_expiry(lifetime) or now + lifetime
         return max(MIN_WAIT_S, min(settings.purge_interval_s, (due - now).total_seconds()))
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.purge_once()
-                wait_s = await self.next_wait_s()
-            except Exception:  # storage trouble: try again later rather than stop purging for good
-                _log.exception("the retention purge failed; it runs again in retention.purge_interval_s")
-                wait_s = self._config.current.retention.purge_interval_s
-            await self._clock.sleep(wait_s)
+    async def _run_once(self) -> float:
+        """One run; returns the seconds until the next."""
+        try:
+            await self.purge_once()
+            return await self.next_wait_s()
+        except Exception:  # storage trouble: try again later rather than stop purging for good
+            _log.exception("the retention purge failed; it runs again in retention.purge_interval_s")
+            return self._config.current.retention.purge_interval_s
