@@ -141,7 +141,7 @@ def quick_png(image: Image.Image, parameters_text: str | None = None, *, level: 
 
     Pillow's encoder tries five filters on every row and keeps the best, and zlib's default strategy searches
     for repeats far back; on the rows of a generated image neither finds much more than the Up filter and runs
-    do. At level 1 this takes a fifth of Pillow's time at its level 1, for files of about the same size
+    do. At level 1 this takes a quarter of Pillow's time at its level 1, for files of about the same size
     (``python -m bench.png_encode``). Modes other than L, RGB and RGBA go through Pillow."""
     colour_type = _PNG_COLOUR_TYPES.get(image.mode)
     if colour_type is None:

@@ -17,6 +17,26 @@ _log = logging.getLogger(__name__)
 MIN_WAIT_S = 0.05  # a pass due "now" (or in the past) still lets the loop breathe between passes
 
 
+async def wait_event(event: asyncio.Event, sleep: Callable[[float], Awaitable[None]], wait_s: float | None) -> bool:
+    """Wait for ``event`` at most ``wait_s`` seconds of ``sleep``'s time (the bot's clock, not asyncio's: tests
+    simulate time; None: as long as it takes); True if it was set."""
+    if event.is_set():
+        return True
+    if wait_s is None:
+        await event.wait()
+        return True
+    if wait_s <= 0:
+        return False
+    waiter = asyncio.ensure_future(event.wait())
+    sleeper = asyncio.ensure_future(sleep(wait_s))
+    try:
+        await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        sleeper.cancel()
+    return event.is_set()
+
+
 class BackgroundLoop:
     def __init__(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._name = name
@@ -86,17 +106,8 @@ class PassLoop:
                 if self._stopping:
                     return
                 wait_s = self._idle_s if due_in_s is None else max(MIN_WAIT_S, due_in_s)
-                await self._sleep_or_wake(min(wait_s, self._idle_s))
+                await wait_event(self._wake, self._sleep, min(wait_s, self._idle_s))
         except BaseException:
             if not self._stopping:
                 _log.critical("the background loop %s stopped", self._name, exc_info=True)
             raise
-
-    async def _sleep_or_wake(self, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()

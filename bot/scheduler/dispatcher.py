@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 
 from bot.core.jobcontext import about_jobs
-from bot.scheduler.clock import Clock
+from bot.core.tasks import wait_event
 from bot.scheduler.core import EPSILON_S, Batch, SchedulerCore
 from bot.scheduler.jobs import Job, JobState
 from generation.errors import GenerationCancelled, GenerationFailed, ImagineError
@@ -27,26 +27,6 @@ from generation.interface import Executor, Outcome
 from generation.request import ProgressEvent
 
 _log = logging.getLogger(__name__)
-
-
-async def wait_event(event: asyncio.Event, clock: Clock, wait_s: float | None) -> bool:
-    """Wait for ``event`` at most ``wait_s`` seconds of ``clock`` time (not asyncio's: tests simulate
-    time); True if it was set."""
-    if event.is_set():
-        return True
-    if wait_s is None:
-        await event.wait()
-        return True
-    if wait_s <= 0:
-        return False
-    waiter = asyncio.ensure_future(event.wait())
-    sleeper = asyncio.ensure_future(clock.sleep(wait_s))
-    try:
-        await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        sleeper.cancel()
-    return event.is_set()
 
 
 class Dispatcher:
@@ -89,7 +69,7 @@ class Dispatcher:
                 _log.exception("dispatcher step failed; retrying in 1 s")
                 timeout = 1.0
             if timeout != 0.0:
-                await wait_event(core.wake, clock, timeout)
+                await wait_event(core.wake, clock.sleep, timeout)
 
     def _step(self, now: float) -> float | None:
         """Do what can be done now; return how long to wait for a change (0: go again at once)."""
@@ -204,5 +184,5 @@ class Dispatcher:
             left = None if deadline is None else deadline - clock.monotonic()
             if left is not None and left <= 0:
                 return False
-            await wait_event(self.batch_done, clock, left)
+            await wait_event(self.batch_done, clock.sleep, left)
         return True

@@ -23,10 +23,11 @@ from bot.core.errors import (
     WorkersUnreachable,
 )
 from bot.core.identity import Requester
+from bot.core.tasks import wait_event
 from bot.core.text import format_duration, one_of
 from bot.scheduler.clock import Clock, SystemClock
 from bot.scheduler.core import ConfigSource, SchedulerCore
-from bot.scheduler.dispatcher import Dispatcher, wait_event
+from bot.scheduler.dispatcher import Dispatcher
 from bot.scheduler.jobs import Job, JobEvents, JobListener, JobState, lane_of
 from bot.scheduler.limits import BucketLevel, BucketStore, Charge, quota_day_starts, quota_period, quota_period_start
 from generation.errors import GenerationCancelled
@@ -167,7 +168,7 @@ class Scheduler:
                 if left is not None and left <= 0:
                     break
                 self._core.updated.clear()  # any change: a batch ended, a job expired or was cancelled
-                await wait_event(self._core.updated, clock, left)
+                await wait_event(self._core.updated, clock.sleep, left)
         self._dispatcher.hold_queue = True
         handed = [job for _, job, _ in self._core.ordered()]
         handed += [job for job in self._core.jobs.values() if job.state is JobState.QUEUED and job not in handed]
