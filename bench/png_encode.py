@@ -11,7 +11,8 @@ bot stores) and 6 (the CLI's files), alternating, and the median of ``--runs`` i
 - ``flat``: flat shapes on a plain background, with some text (an illustration or a logo).
 
 It prints milliseconds and bytes per encode and the ratios quick / Pillow (time below 1 is faster; bytes near 1
-is the same size).
+is the same size). ``quick_png`` deflates a big image in parts on up to ``DEFLATE_THREADS`` threads; the last
+columns time it on one thread too, and the speed-up the parts give on this machine's cores.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from generation import imagefiles
 from generation.imagefiles import quick_png
 
 PARAMETERS = "a red fox in snow\nSteps: 25, Sampler: PNDM, CFG scale: 7.0, Seed: 5, Size: 512x512, Model: sd15"
@@ -62,20 +64,33 @@ def timed(encode: Callable[[], bytes], runs: list[float]) -> int:
     return len(data)
 
 
+def one_thread_png(image: Image.Image, level: int) -> bytes:
+    threads = imagefiles.DEFLATE_THREADS
+    imagefiles.DEFLATE_THREADS = 1
+    try:
+        return quick_png(image, PARAMETERS, level=level)
+    finally:
+        imagefiles.DEFLATE_THREADS = threads
+
+
 def main(size: int, runs: int) -> None:
-    print(f"{size}x{size} RGB, median of {runs} encodes each, alternating")
+    print(f"{size}x{size} RGB, median of {runs} encodes each, alternating; quick_png on up to "
+          f"{imagefiles.DEFLATE_THREADS} threads")
     print(f"{'image':>6} {'level':>5} {'Pillow ms':>10} {'quick ms':>9} {'time ratio':>11} "
-          f"{'Pillow bytes':>13} {'quick bytes':>12} {'bytes ratio':>12}")
+          f"{'Pillow bytes':>13} {'quick bytes':>12} {'bytes ratio':>12} {'1-thread ms':>12} {'parts gain':>11}")
     for name, image in images(size).items():
         for level in (1, 6):
             pillow: list[float] = []
             quick: list[float] = []
+            single: list[float] = []
             for _ in range(runs):
                 pillow_bytes = timed(lambda im=image, lv=level: pillow_png(im, lv), pillow)
                 quick_bytes = timed(lambda im=image, lv=level: quick_png(im, PARAMETERS, level=lv), quick)
-            slow, fast = statistics.median(pillow), statistics.median(quick)
+                timed(lambda im=image, lv=level: one_thread_png(im, lv), single)
+            slow, fast, alone = statistics.median(pillow), statistics.median(quick), statistics.median(single)
             print(f"{name:>6} {level:>5} {slow * 1000:>10.1f} {fast * 1000:>9.1f} {fast / slow:>11.2f} "
-                  f"{pillow_bytes:>13} {quick_bytes:>12} {quick_bytes / pillow_bytes:>12.3f}")
+                  f"{pillow_bytes:>13} {quick_bytes:>12} {quick_bytes / pillow_bytes:>12.3f} "
+                  f"{alone * 1000:>12.1f} {alone / fast:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from generation import imagefiles
 from generation.imagefiles import quick_png, read_parameters
 
 
@@ -65,3 +66,25 @@ def test_flat_areas_and_gradients_are_compressed() -> None:
     ramp = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
     gradient = Image.fromarray(np.stack([ramp, ramp.T, ramp], axis=2))
     assert len(quick_png(gradient)) < 256 * 256 * 3 // 4  # the Up filter leaves small, repeated differences
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_a_big_image_deflated_in_parts_on_several_threads_decodes_to_the_same_pixels(
+        threads: int, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imagefiles, "DEFLATE_THREADS", threads)
+    image = random_image(mode, (1100, 1000), seed=threads)  # over 1 MB in every mode: a part for each thread
+    data = quick_png(image, "a fox in parts")
+    with Image.open(io.BytesIO(data)) as back:
+        back.load()  # the whole stream, to its checksum: a part that broke it fails here
+        assert back.mode == mode and np.array_equal(np.asarray(back), np.asarray(image))
+    assert read_parameters(data) == "a fox in parts"
+
+
+def test_parts_cost_next_to_nothing_in_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    ramp = np.tile(np.arange(512, dtype=np.uint16).astype(np.uint8), (512, 1))
+    gradient = Image.fromarray(np.stack([ramp, ramp.T, ramp // 2], axis=2))
+    monkeypatch.setattr(imagefiles, "DEFLATE_THREADS", 1)
+    whole = len(quick_png(gradient))
+    monkeypatch.setattr(imagefiles, "DEFLATE_THREADS", 4)
+    assert len(quick_png(gradient)) <= whole + 64  # each part starts its repeats afresh: a few bytes each
