@@ -125,6 +125,12 @@ class WatchedStorage(Storage):
         finally:
             await self._notify()
 
+    async def store_result(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().store_result(*args, **kwargs)
+        finally:
+            await self._notify()
+
     async def set_messages(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().set_messages(*args, **kwargs)

@@ -303,6 +303,9 @@ class UnsavableStorage(Storage):
     async def save_result_images(self, job_id: str, pngs: Any, seeds: Any) -> Any:
         raise OSError(28, "No space left on device")
 
+    async def store_result(self, job_id: str, pngs: Any, seeds: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
 
 async def test_a_result_that_cannot_be_saved_ends_as_failed_not_stuck(fake: FakeDiscord, tmp_path: Path) -> None:
     store = ConfigStore(initial=tiny_app_config(fake))

@@ -77,6 +77,9 @@ class FullDiskStorage(WatchedStorage):
     async def save_result_images(self, job_id: str, pngs: Any, seeds: Any) -> Any:
         raise OSError(28, "No space left on device")
 
+    async def store_result(self, job_id: str, pngs: Any, seeds: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
     async def update_status(self, job_id: str, status: Any, **kwargs: Any) -> Any:
         if status in ("done", "failed"):
             raise OSError(28, "No space left on device")

@@ -44,12 +44,12 @@ def count_png_encodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 
 class ReadCountingStorage(WatchedStorage):
-    """Real storage that counts reads of stored images, and can hold the write that records a job done."""
+    """Real storage that counts reads of stored images, and can hold the write that stores a result and "done"."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.image_reads = 0
-        self.images_saved = asyncio.Event()
+        self.result_ready_to_store = asyncio.Event()
         self.done_gate = asyncio.Event()
         self.done_gate.set()
 
@@ -57,15 +57,10 @@ class ReadCountingStorage(WatchedStorage):
         self.image_reads += 1
         return await super().load_result_image(job_id, index)
 
-    async def save_result_images(self, *args: Any, **kwargs: Any) -> Any:
-        saved = await super().save_result_images(*args, **kwargs)
-        self.images_saved.set()
-        return saved
-
-    async def update_status(self, job_id: str, status: Any, **kwargs: Any) -> Any:
-        if status == "done":
-            await self.done_gate.wait()
-        return await super().update_status(job_id, status, **kwargs)
+    async def store_result(self, *args: Any, **kwargs: Any) -> Any:
+        self.result_ready_to_store.set()  # every PNG is encoded by now
+        await self.done_gate.wait()
+        return await super().store_result(*args, **kwargs)
 
 
 async def only_job(storage: ReadCountingStorage) -> JobRecord:
@@ -126,8 +121,8 @@ async def test_the_result_waits_until_done_is_stored(fake: FakeDiscord, tmp_path
         assert isinstance(storage, ReadCountingStorage)
         storage.done_gate.clear()
         handle = await fake.slash("imagine", {"prompt": "two boats --seed 1 --count 2"}, user="alice")
-        await asyncio.wait_for(storage.images_saved.wait(), 30)
-        assert not any(is_result(message) for message in public(fake))  # images stored, "done" not yet
+        await asyncio.wait_for(storage.result_ready_to_store.wait(), 30)
+        assert not any(is_result(message) for message in public(fake))  # images encoded, not stored yet
         storage.done_gate.set()
         result = await handle.wait_original(is_result)
         job = await storage.wait_until(lambda: _delivered(storage), what="the delivery recorded")

@@ -130,6 +130,29 @@ async def test_result_images_are_files_that_survive_restart(tmp_path: Path, data
             await reopened.save_result_images(job.id, [b"not an image"], [1])
 
 
+async def test_a_result_is_stored_with_done_in_one_commit_and_kept_when_a_cancel_came_first(
+        storage: Storage, clock: Clock) -> None:
+    job = await storage.create_job(GenerationRequest("a", seed=5, count=2), user_id=1, guild_id=9)
+    await storage.update_status(job.id, "running")
+    clock.now = T0 + timedelta(seconds=7)
+    done = await storage.store_result(job.id, [png((255, 0, 0)), png((0, 0, 255))], [5, 6], [False, True],
+                                      timings={"denoise_s": 1.5})
+    assert (done.status, done.seeds, done.finished_at, done.delivery) == ("done", (5, 6), clock.now, "owed")
+    assert done.timings == {"denoise_s": 1.5}
+    assert [(r.index, r.seed, r.nsfw) for r in await storage.list_results(job.id)] == [(0, 5, False), (1, 6, True)]
+
+    cancelled = await storage.create_job(GenerationRequest("b", seed=1), user_id=1, guild_id=9)
+    await storage.update_status(cancelled.id, "cancelled")  # the person's cancel was stored first
+    with pytest.raises(IllegalTransition):
+        await storage.store_result(cancelled.id, [png((0, 255, 0))], [1])
+    assert (await storage.require_job(cancelled.id)).status == "cancelled"
+    assert await storage.load_result_image(cancelled.id, 0) is not None  # what ran is kept, as a save would
+
+    with pytest.raises(JobNotFound):
+        await storage.store_result("c" * 32, [png((1, 2, 3))], [1])
+    assert not list((storage.data_dir / "images").glob("c" * 32 + "_*"))  # no file left without its job
+
+
 async def test_user_history_and_deletion(storage: Storage, clock: Clock) -> None:
     ids = []
     for number in range(4):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 _log = logging.getLogger(__name__)
 ENV = "IMAGINE_FAULT_KILL_AFTER"
 STEPS = (
-    "stored", "admitted", "status posted", "status recorded", "running", "images saved", "done committed",
+    "stored", "admitted", "status posted", "status recorded", "running", "done committed",
     "posted", "delivery recorded", "cancel requested",
 )
 

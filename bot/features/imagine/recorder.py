@@ -2,8 +2,9 @@
 presenter show it. Stored before shown: a kill between the two loses nothing a user saw.
 
 The path from a finished batch to its upload is kept short: the presenter starts every encode of the result at
-once (``ResultFiles``: each image's PNG once, the grid alongside), storage writes the PNGs and "done" while the
-grid is still being encoded, and the presenter uploads from memory, never reading back what was just stored.
+once (``ResultFiles``: each image's PNG once, the grid alongside), storage writes the PNGs and "done" in one
+commit while the grid is still being encoded, and the presenter uploads from memory, never reading back what was
+just stored.
 """
 
 from __future__ import annotations
@@ -130,26 +131,24 @@ class JobRecorder:
 
     async def _record_end(self, job: Job, status: JobStatus, result: GenerationResult | None,
                           error: str | None, files: ResultFiles | None) -> JobRecord | None:
-        timings = None
-        if result is not None:
-            assert files is not None
-            pngs = await files.pngs()  # the same bytes the upload of a single image will be
-            # The checker's flags go with the images: every later showing (a re-post, U, V) applies the policy to them.
-            await self._storage.save_result_images(job.id, pngs, result.seeds, result.nsfw)
-            self._checkpoints.reached("images saved")
-            timings = {"load_s": result.timings.load_s, "denoise_s": result.timings.denoise_s,
-                       "decode_s": result.timings.decode_s}
-        seeds = result.seeds if result is not None else None
         try:
-            # Usually one write (running → its end): the write checks the lifecycle itself, so nothing is read
-            # first on the way to the result message. Only when it refuses is the job looked at.
-            ended = await self._storage.update_status(job.id, status, error=error, seeds=seeds, timings=timings)
+            if result is not None:
+                assert files is not None
+                pngs = await files.pngs()  # the same bytes the upload of a single image will be
+                # One commit for the images (with the checker's flags: every later showing, a re-post, U or V,
+                # applies the policy to them) and "done"; nothing is read first on the way to the result message.
+                ended = await self._storage.store_result(job.id, pngs, result.seeds, result.nsfw,
+                                                         timings=_timings(result))
+            else:
+                ended = await self._storage.update_status(job.id, status, error=error)
         except (IllegalTransition, JobNotFound):
+            # Only when the write refuses is the job looked at (any images are stored by then).
             stored = await self._storage.get_job(job.id)
             if stored is None or not stored.active:
                 return stored  # gone, or ended meanwhile (a person's cancel was stored first)
             if stored.status == "queued" and status == "done":
                 await self._storage.update_status(job.id, "running")  # its "started" write was lost
+            seeds, timings = (result.seeds, _timings(result)) if result is not None else (None, None)
             ended = await self._storage.update_status(job.id, status, error=error, seeds=seeds, timings=timings)
         if status == "done":
             self._checkpoints.reached("done committed")
@@ -162,6 +161,11 @@ class JobRecorder:
             refusal = job.error.limit if isinstance(job.error, Refused) else None
             await self._storage.update_status(job.id, "refused", error=str(job.error) if job.error else None,
                                               refusal=refusal)
+
+
+def _timings(result: GenerationResult) -> dict[str, float]:
+    return {"load_s": result.timings.load_s, "denoise_s": result.timings.denoise_s,
+            "decode_s": result.timings.decode_s}
 
 
 def unsaved_failure(job: Job, error: str) -> JobRecord:
