@@ -11,8 +11,9 @@ bot stores) and 6 (the CLI's files), alternating, and the median of ``--runs`` i
 - ``flat``: flat shapes on a plain background, with some text (an illustration or a logo).
 
 It prints milliseconds and bytes per encode and the ratios quick / Pillow (time below 1 is faster; bytes near 1
-is the same size). ``quick_png`` deflates a big image in parts on up to ``DEFLATE_THREADS`` threads; the last
-columns time it on one thread too, and the speed-up the parts give on this machine's cores.
+is the same size). ``quick_png`` deflates a big image in parts on up to ``DEFLATE_THREADS`` threads, at level 1
+with ISA-L where it is installed; the last columns time it on one thread, and on one thread with zlib alone
+(``--zlib`` leaves ISA-L out of every column).
 """
 
 from __future__ import annotations
@@ -64,38 +65,46 @@ def timed(encode: Callable[[], bytes], runs: list[float]) -> int:
     return len(data)
 
 
-def one_thread_png(image: Image.Image, level: int) -> bytes:
-    threads = imagefiles.DEFLATE_THREADS
-    imagefiles.DEFLATE_THREADS = 1
+def quick_png_with(image: Image.Image, level: int, *, threads: int, isal: bool) -> bytes:
+    saved = imagefiles.DEFLATE_THREADS, imagefiles.isal_zlib
+    imagefiles.DEFLATE_THREADS = threads
+    if not isal:
+        imagefiles.isal_zlib = None  # type: ignore[assignment]
     try:
         return quick_png(image, PARAMETERS, level=level)
     finally:
-        imagefiles.DEFLATE_THREADS = threads
+        imagefiles.DEFLATE_THREADS, imagefiles.isal_zlib = saved
 
 
-def main(size: int, runs: int) -> None:
-    print(f"{size}x{size} RGB, median of {runs} encodes each, alternating; quick_png on up to "
-          f"{imagefiles.DEFLATE_THREADS} threads")
+def main(size: int, runs: int, isal: bool) -> None:
+    isal = isal and imagefiles.isal_zlib is not None
+    threads = imagefiles.DEFLATE_THREADS
+    print(f"{size}x{size} RGB, median of {runs} encodes each, alternating; quick_png on up to {threads} threads, "
+          f"level 1 with {'ISA-L' if isal else 'zlib'}")
     print(f"{'image':>6} {'level':>5} {'Pillow ms':>10} {'quick ms':>9} {'time ratio':>11} "
-          f"{'Pillow bytes':>13} {'quick bytes':>12} {'bytes ratio':>12} {'1-thread ms':>12} {'parts gain':>11}")
+          f"{'Pillow bytes':>13} {'quick bytes':>12} {'bytes ratio':>12} {'1 thread ms':>12} {'zlib 1 thread ms':>17}")
     for name, image in images(size).items():
         for level in (1, 6):
             pillow: list[float] = []
             quick: list[float] = []
             single: list[float] = []
+            plain: list[float] = []
             for _ in range(runs):
                 pillow_bytes = timed(lambda im=image, lv=level: pillow_png(im, lv), pillow)
-                quick_bytes = timed(lambda im=image, lv=level: quick_png(im, PARAMETERS, level=lv), quick)
-                timed(lambda im=image, lv=level: one_thread_png(im, lv), single)
-            slow, fast, alone = statistics.median(pillow), statistics.median(quick), statistics.median(single)
+                quick_bytes = timed(lambda im=image, lv=level: quick_png_with(im, lv, threads=threads, isal=isal),
+                                    quick)
+                timed(lambda im=image, lv=level: quick_png_with(im, lv, threads=1, isal=isal), single)
+                timed(lambda im=image, lv=level: quick_png_with(im, lv, threads=1, isal=False), plain)
+            slow, fast = statistics.median(pillow), statistics.median(quick)
             print(f"{name:>6} {level:>5} {slow * 1000:>10.1f} {fast * 1000:>9.1f} {fast / slow:>11.2f} "
                   f"{pillow_bytes:>13} {quick_bytes:>12} {quick_bytes / pillow_bytes:>12.3f} "
-                  f"{alone * 1000:>12.1f} {alone / fast:>11.2f}")
+                  f"{statistics.median(single) * 1000:>12.1f} {statistics.median(plain) * 1000:>17.1f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--zlib", action="store_true", help="leave ISA-L out: zlib in every column")
     args = parser.parse_args()
-    main(args.size, args.runs)
+    main(args.size, args.runs, isal=not args.zlib)

@@ -68,12 +68,25 @@ def test_flat_areas_and_gradients_are_compressed() -> None:
     assert len(quick_png(gradient)) < 256 * 256 * 3 // 4  # the Up filter leaves small, repeated differences
 
 
+@pytest.fixture(params=["isal", "zlib"])
+def deflate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test below runs with ISA-L (what level 1 uses where it is installed) and with zlib alone."""
+    if request.param == "isal":
+        if imagefiles.isal_zlib is None:
+            pytest.skip("ISA-L (the isal package, in requirements.txt) is not installed: zlib alone is tested")
+    else:
+        monkeypatch.setattr(imagefiles, "isal_zlib", None)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 4])
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
 def test_a_big_image_deflated_in_parts_on_several_threads_decodes_to_the_same_pixels(
-        threads: int, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        deflate: str, threads: int, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(imagefiles, "DEFLATE_THREADS", threads)
-    image = random_image(mode, (1100, 1000), seed=threads)  # over 1 MB in every mode: a part for each thread
+    monkeypatch.setattr(imagefiles, "DEFLATE_PART_MIN_BYTES", 64 * 1024)
+    monkeypatch.setattr(imagefiles, "ISAL_PART_MIN_BYTES", 64 * 1024)
+    image = random_image(mode, (600, 500), seed=threads)  # 300,000 bytes or more: a part for each thread
     data = quick_png(image, "a fox in parts")
     with Image.open(io.BytesIO(data)) as back:
         back.load()  # the whole stream, to its checksum: a part that broke it fails here
@@ -81,10 +94,13 @@ def test_a_big_image_deflated_in_parts_on_several_threads_decodes_to_the_same_pi
     assert read_parameters(data) == "a fox in parts"
 
 
-def test_parts_cost_next_to_nothing_in_size(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parts_cost_next_to_nothing_in_size(deflate: str, monkeypatch: pytest.MonkeyPatch) -> None:
     ramp = np.tile(np.arange(512, dtype=np.uint16).astype(np.uint8), (512, 1))
     gradient = Image.fromarray(np.stack([ramp, ramp.T, ramp // 2], axis=2))
     monkeypatch.setattr(imagefiles, "DEFLATE_THREADS", 1)
     whole = len(quick_png(gradient))
     monkeypatch.setattr(imagefiles, "DEFLATE_THREADS", 4)
+    monkeypatch.setattr(imagefiles, "DEFLATE_PART_MIN_BYTES", 64 * 1024)
+    monkeypatch.setattr(imagefiles, "ISAL_PART_MIN_BYTES", 64 * 1024)
     assert len(quick_png(gradient)) <= whole + 64  # each part starts its repeats afresh: a few bytes each
+
