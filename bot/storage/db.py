@@ -16,6 +16,7 @@ _log = logging.getLogger(__name__)
 
 # Set in a SQLite connection's ``info`` once it runs transactions that start with the write lock.
 SQLITE_WRITE_LOCKED = "imagine.sqlite_begin_immediate"
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a transaction waits for another process's write lock
 
 
 def default_url(data_dir: Path) -> str:
@@ -43,12 +44,17 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     PostgreSQL and other servers: pooled connections are checked before use (the server may restart
     under a long-running bot). SQLite: foreign keys on, WAL, a busy timeout, transactional DDL, and
     every transaction begins with the write lock (``BEGIN IMMEDIATE``): writers queue up instead of
-    failing half way, and a migration holds the lock until it commits.
+    failing half way, and a migration holds the lock until it commits. A process's sessions share one
+    connection and queue for it (no session may open another while it holds the connection).
     """
     parsed = async_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, echo=echo, json_serializer=_json, pool_pre_ping=True)
-    engine = create_async_engine(parsed, echo=echo, json_serializer=_json)
+    # One connection, which sessions wait for in turn: every transaction takes the write lock anyway, and
+    # connections that contend for it inside SQLite wait by sleeping (1, 2, 5, 10 ms and longer, more each try),
+    # where a session queued here starts the moment the one before it is done.
+    engine = create_async_engine(parsed, echo=echo, json_serializer=_json, pool_size=1, max_overflow=0,
+                                 pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -58,7 +64,8 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # The busy timeout first: switching a new file to WAL waits for another process's lock too.
-        for pragma in ("busy_timeout=30000", "foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL"):
+        pragmas = f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL"
+        for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
