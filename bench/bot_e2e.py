@@ -4,7 +4,8 @@
     python -m bench.bot_e2e --gpu        # full-size SD 1.5 architecture (random weights), CUDA, 512x512, 25 steps
     python -m bench.bot_e2e --gpu --compile   # the same with executor.compile (buckets warmed before timing)
 
-For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped every round):
+For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped every run; a round is one run at
+N = 8 and eight at N = 1, as many images each):
 
 - bot: N users send /imagine through the fake Discord (tests/fake_discord) at once; the clock stops
   when every status message shows its result. This pays for everything a user waits for: gateway
@@ -14,17 +15,20 @@ For N = 1 and N = 8 concurrent requests it times, interleaved (order flipped eve
 - naive (``--naive``; always with ``--gpu``): what a simple bot does, one diffusers ``pipe(...)`` call per request,
   first come first served, on the same loaded pipeline.
 
-It prints the median wall time per image of each and their ratio (and the median of each round's own
-ratio, "paired"), and the event-loop lag (how late a 5 ms ``asyncio.sleep`` wakes) while the bot runs: its
-p99 says whether anything blocks the loop while the GPU thread is busy. The fake Discord shares the loop and
-the cores, so its work counts against the bot; its OpenAPI checks of every request and response (test-time
-strictness that the real Discord does not run on the bot's cores) are off here, and on with ``--validate``.
+It prints the median wall time per image of each and their ratio, the median of each run's own ratio ("paired")
+with its 95 % confidence interval (a shared 2-core machine's runs scatter by 10 % and more: the interval says
+whether the ratio is above or below a goal, or that the runs cannot tell), and the event-loop lag (how late a
+5 ms ``asyncio.sleep`` wakes) while the bot runs: its p99 says whether anything blocks the loop while the GPU
+thread is busy. The fake Discord shares the loop and the cores, so its work counts against the bot; its OpenAPI
+checks of every request and response (test-time strictness that the real Discord does not run on the bot's
+cores) are off here, and on with ``--validate``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import sys
@@ -115,6 +119,18 @@ def guild() -> FakeGuild:
     return FakeGuild("Bench", channels=[FakeChannel("imagine")], members=members, owner_id=members[0].user.id)
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median: the order statistics that the count of values
+    below the median (binomial, one half) puts outside with at most 1 - ``confidence`` in all."""
+    ordered, count = sorted(values), len(values)
+    below = 0  # how many of the smallest values lie outside: the largest k with P(Bin(n, 1/2) < k) <= alpha/2
+    while below < count // 2 and sum(math.comb(count, i) for i in range(below + 1)) / 2**count <= (1 - confidence) / 2:
+        below += 1
+    if below == 0:
+        return ordered[0], ordered[-1]  # too few runs for this confidence: the whole range
+    return ordered[below - 1], ordered[count - below]
+
+
 async def bot_round(fake: FakeDiscord, n: int, round_id: int, lag: LagMeter) -> float:
     start = time.perf_counter()
     lag.active = True
@@ -189,31 +205,36 @@ async def main(rounds: int, size: int, steps: int, gpu: bool = False, naive: boo
                         kinds = ("bot", "direct", "naive") if naive else ("bot", "direct")
                         for round_id in range(rounds):
                             for n in (1, USERS):
-                                order = kinds if round_id % 2 == 0 else tuple(reversed(kinds))
-                                for kind in order:
-                                    if kind == "bot":
-                                        samples[n].bot.append(await bot_round(fake, n, round_id, lag))
-                                    elif kind == "direct":
-                                        samples[n].direct.append(await direct_round(executor, app, n, round_id))
-                                    else:
-                                        samples[n].naive.append(await naive_round(executor, app, n, round_id))
+                                for repeat in range(USERS // n):  # as many images at N=1 as at N=8
+                                    run_id = round_id * USERS + repeat
+                                    order = kinds if run_id % 2 == 0 else tuple(reversed(kinds))
+                                    for kind in order:
+                                        if kind == "bot":
+                                            samples[n].bot.append(await bot_round(fake, n, run_id, lag))
+                                        elif kind == "direct":
+                                            samples[n].direct.append(await direct_round(executor, app, n, run_id))
+                                        else:
+                                            samples[n].naive.append(await naive_round(executor, app, n, run_id))
                         p50, p99, worst = lag.p(0.5), lag.p(0.99), max(lag.lags)
             fake.assert_no_failures()
     where = ("CUDA fp16" if gpu else "CPU") + (", compiled buckets" if use_compile else "")
     print(f"{source} {size}x{size}, {steps} steps, {where}, {rounds} rounds, batches of {executor.max_batch_images}, "
           f"fake Discord's OpenAPI checks {'on' if validate_fake else 'off'}")
     naive_header = f" {'naive s/img':>12} {'bot img/s / naive':>18}" if naive else ""
-    print(f"{'N':>3} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6} {'paired':>7}{naive_header}")
+    print(f"{'N':>3} {'runs':>5} {'direct s/img':>13} {'bot s/img':>10} {'ratio':>6} {'paired':>7} "
+          f"{'paired 95% CI':>14}{naive_header}")
     for n, got in samples.items():
         direct, via_bot = statistics.median(got.direct), statistics.median(got.bot)
-        # The median of each round's own ratio: a round's two runs are minutes closer than the whole run's,
-        # so a machine that speeds up or slows down between rounds moves it less.
-        paired = statistics.median(bot / plain for bot, plain in zip(got.bot, got.direct, strict=True))
+        # The median of each run's own ratio: a run's two sides are seconds apart, so a machine that speeds up
+        # or slows down between runs moves it less; its confidence interval says what the run can tell.
+        ratios = [bot / plain for bot, plain in zip(got.bot, got.direct, strict=True)]
+        paired, (low, high) = statistics.median(ratios), median_interval(ratios)
         naive_cells = ""
         if naive:
             plain = statistics.median(got.naive)
             naive_cells = f" {plain:>12.3f} {plain / via_bot:>18.2f}"
-        print(f"{n:>3} {direct:>13.3f} {via_bot:>10.3f} {via_bot / direct:>6.3f} {paired:>7.3f}{naive_cells}")
+        print(f"{n:>3} {len(ratios):>5} {direct:>13.3f} {via_bot:>10.3f} {via_bot / direct:>6.3f} {paired:>7.3f} "
+              f"{f'{low:.3f}-{high:.3f}':>14}{naive_cells}")
     print(f"event-loop lag while generating: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
           f"max {worst * 1000:.1f} ms ({len(lag.lags)} ticks)")
 
