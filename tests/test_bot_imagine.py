@@ -297,6 +297,19 @@ async def test_the_first_step_waits_its_turn_after_starting(fake: FakeDiscord, t
     assert shown == ["2/10"]
 
 
+async def test_the_status_message_is_never_edited_to_what_it_already_says(fake: FakeDiscord, tmp_path: Path) -> None:
+    """The queue place the cog's answer shows is not sent again when the queue's own news of it comes after the
+    answer: every edit changes what the member sees (and Discord allows only a few edits per token at a time)."""
+    gpu = GateExecutor()
+    gpu.gate.set()
+    async with running_bot(fake, tmp_path, executor=gpu):
+        handle = await fake.slash("imagine", {"prompt": "a quiet harbour"}, user="alice")
+        result = await handle.wait_original(is_result)
+    assert result.contents[0].startswith("Queued")  # the answer: next in line, starting now
+    assert result.contents[1:-1] == ["Starting…"]  # then one edit as it starts, then the result
+    assert all(shown != after for shown, after in zip(result.contents, result.contents[1:], strict=False))
+
+
 class UnsavableStorage(Storage):
     """Real storage whose disk refuses result images."""
 

@@ -103,6 +103,7 @@ class _Shown:
     last_progress_edit: float = field(default=float("-inf"))
     finished: bool = False
     withdrawn: bool = False
+    waiting_text: str | None = None  # what the status message shows while the job waits (None: something else)
     # Renders of one job run one at a time, in order: a late "queued" edit must never land on the result.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -159,13 +160,15 @@ class DiscordPresenter:
         await self._storage.set_messages(stored.id, status_message_id=message.id)
         return message.id
 
-    async def attach(self, job_id: str, target: StatusTarget) -> None:
-        """The cog answered the interaction: show whatever happened to the job meanwhile."""
+    async def attach(self, job_id: str, target: StatusTarget, *, posted_text: str | None = None) -> None:
+        """The cog answered the interaction (with ``posted_text``): show whatever happened to the job meanwhile,
+        unless the answer says it already."""
         if job_id in self._ended:
             return  # it ended and its end is shown (found through storage): nothing waits for this message
         shown = self._shown.setdefault(job_id, _Shown())
         async with shown.lock:
             shown.target = target
+            shown.waiting_text = posted_text
             pending, shown.pending = shown.pending, None
             try:
                 if pending is not None:
@@ -210,7 +213,15 @@ class DiscordPresenter:
     # --- Presenter ----------------------------------------------------------------------------
     async def queued(self, job_id: str, position: int | None, eta_s: float | None) -> None:
         text = self.queued_status(position, eta_s) if position is not None else PAUSED_TEXT
-        await self._render(job_id, lambda target: self._edit(target, text, view=self._views.status_view(job_id)))
+        shown = self._shown.setdefault(job_id, _Shown())
+
+        async def show(target: StatusTarget) -> None:
+            if text == shown.waiting_text:
+                return  # the message says so already (the cog's answer showed the same place)
+            if await self._edit(target, text, view=self._views.status_view(job_id)):
+                shown.waiting_text = text
+
+        await self._render(job_id, show)
 
     def queued_status(self, position: int, eta_s: float | None) -> str:
         """A queued job's status text (``eta_s``: until it starts), with the model's loading progress while the
@@ -223,6 +234,7 @@ class DiscordPresenter:
         async def show(target: StatusTarget) -> None:
             # The first step's edit would follow within a moment: it waits its turn like any progress edit.
             shown.last_progress_edit = self._monotonic()
+            shown.waiting_text = None
             await self._edit(target, STARTING_TEXT, view=self._views.status_view(job_id))
 
         await self._render(job_id, show)

@@ -173,26 +173,28 @@ class ImagineCog(commands.Cog, name=COG_NAME):
         stored = await self._service.submit(composed, requester, kind=kind, parent_job_id=parent_job_id,
                                             interaction=ref)
         try:
-            message_id = await self._post_status(interaction, stored.id)
+            message_id, text = await self._post_status(interaction, stored.id)
             await self._service.record_status_message(stored.id, message_id)
         except Exception:
             await self._presenter.withdrawn(stored.id)  # the error reply that follows is its visible end
             self._service.withdraw(stored.id)  # nobody can see this job: never run it invisibly
             raise
         await self._presenter.attach(stored.id, StatusTarget(
-            requester.user_id, requester.channel_id, ref, message_id, interaction.filesize_limit))
+            requester.user_id, requester.channel_id, ref, message_id, interaction.filesize_limit),
+            posted_text=text)
 
-    async def _post_status(self, interaction: discord.Interaction[Any], job_id: str) -> int:
+    async def _post_status(self, interaction: discord.Interaction[Any], job_id: str) -> tuple[int, str]:
+        """Post the job's status message: its id, and the text it shows."""
         position, eta = self._service.queue_place(job_id)
         text = self._presenter.queued_status(position, eta) if position else STARTING_TEXT
         if interaction.response.is_done():
             message = await interaction.edit_original_response(content=text, view=status_view(job_id),
                                                                allowed_mentions=NO_MENTIONS)
-            return message.id
+            return message.id, text
         callback = await interaction.response.send_message(text, view=status_view(job_id),
                                                            allowed_mentions=NO_MENTIONS)
         # The callback answer names the message: no extra GET @original, which an expiring token can fail.
-        return callback.message_id or (await interaction.original_response()).id
+        return callback.message_id or (await interaction.original_response()).id, text
 
     # --- buttons (views.py routes every click here) -----------------------------------------------
     async def on_button(self, interaction: discord.Interaction[Any], action: Action, job_id: str,
