@@ -99,6 +99,13 @@ async def test_restart_keeps_jobs_and_finds_interrupted_ones(tmp_path: Path, dat
             (queued.id, "queued", None), (running.id, "queued", None)]
         assert resumed[1].status_message_id == 100
         assert (await second.require_job(finished.id)).status == "cancelled"
+        # The first feature to resume starts its jobs; the next feature's call must leave them running (moving
+        # them back to the queue would run them twice, or fail on one that finished meanwhile).
+        await second.update_status(running.id, "running")
+        await second.update_status(queued.id, "running")
+        await second.update_status(queued.id, "done")
+        assert await second.requeue_interrupted() == []
+        assert (await second.require_job(running.id)).status == "running"
 
 
 async def test_messages_are_recorded(storage: Storage) -> None:

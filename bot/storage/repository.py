@@ -140,6 +140,8 @@ class Storage:
         self._echo = echo
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._requeue_lock = asyncio.Lock()
+        self._requeued = False
 
     async def open(self) -> None:
         await asyncio.to_thread(lambda: (self.data_dir / images.IMAGES_DIR).mkdir(parents=True, exist_ok=True))
@@ -341,9 +343,15 @@ class Storage:
             return [ImagesMade(guild_id, user_id, int(total)) for guild_id, user_id, total in rows]
 
     async def requeue_interrupted(self) -> list[JobRecord]:
-        """At start-up: put jobs cut off while ``running`` back to ``queued``; return every queued job."""
-        for job in await self.jobs_in_states(["running"]):
-            await self.update_status(job.id, "queued")
+        """At start-up: put jobs cut off while ``running`` back to ``queued``; return every queued job.
+
+        Each feature resumes its own jobs and calls this, so only the first call requeues: by a later one, the
+        jobs running are this process's own (resumed by a feature that came first), not interrupted ones."""
+        async with self._requeue_lock:
+            if not self._requeued:
+                for job in await self.jobs_in_states(["running"]):
+                    await self.update_status(job.id, "queued")
+                self._requeued = True
         return await self.jobs_in_states(["queued"])
 
     async def list_user_jobs(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[JobRecord]:

@@ -296,7 +296,7 @@ class ContestService:
         resumed: list[JobRecord] = []
         dropped: list[JobRecord] = []
         config = self._config.current
-        for stored in await self._storage.requeue_interrupted():  # also run by /imagine's resume: idempotent
+        for stored in await self._storage.requeue_interrupted():  # /imagine's resume may have run it first
             if stored.kind != "contest":
                 continue
             contest_id = await self._store.contest_of_job(stored.id)
